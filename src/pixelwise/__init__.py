@@ -1,0 +1,1 @@
+"""pixelwise: U-Net semantic segmentation."""

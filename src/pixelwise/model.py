@@ -1,0 +1,255 @@
+"""The U-Net: its conv and up blocks, the two presets, and the assignment's ``unet_model`` factory.
+
+Layers are ordinary ``nn.Module`` attributes named so that a forward pass visits them in the same
+order as the assignment's Keras model lists them; ``pixelwise.summary`` relies on that.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a UNet; saved in a run's config.json."""
+
+    in_channels: int = 3
+    n_classes: int = 23
+    n_filters: int = 32
+    depth: int = 5
+    padding: str = "same"
+    up_kernel: int = 3
+    dropout: tuple[float, ...] = (0.0, 0.0, 0.0, 0.3, 0.3)
+    head_conv: bool = True
+
+    def __post_init__(self) -> None:
+        if self.padding not in ("same", "valid"):
+            raise ValueError(f"padding must be 'same' or 'valid', not {self.padding!r}")
+        if self.depth < 2:
+            raise ValueError(f"depth must be at least 2, not {self.depth}")
+        if len(self.dropout) != self.depth:
+            raise ValueError(f"dropout needs one rate per encoder block ({self.depth}), got {len(self.dropout)}")
+        if self.n_classes < 2 or self.in_channels < 1 or self.n_filters < 1:
+            raise ValueError("n_classes must be ≥ 2, in_channels and n_filters ≥ 1")
+        object.__setattr__(self, "dropout", tuple(float(d) for d in self.dropout))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelConfig:
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown model settings: {', '.join(sorted(unknown))}")
+        return cls(**{**data, "dropout": tuple(data.get("dropout", cls.dropout))})
+
+    # --- sizes -------------------------------------------------------------------------------
+
+    def output_size(self, size: int) -> int | None:
+        """Output length for one spatial input length, or None if the network cannot take it."""
+        shrink = 4 if self.padding == "valid" else 0
+        for _ in range(self.depth - 1):
+            size -= shrink
+            if size <= 0 or size % 2:
+                return None
+            size //= 2
+        size -= shrink
+        if size <= 0:
+            return None
+        for _ in range(self.depth - 1):
+            size = size * 2 - shrink
+            if size <= 0:
+                return None
+        return size
+
+    def input_size_for(self, size: int) -> int:
+        """Smallest input length whose output covers ``size`` pixels."""
+        n = max(size, 1)
+        while (out := self.output_size(n)) is None or out < size:
+            n += 1
+        return n
+
+    def valid_sizes_near(self, size: int) -> tuple[int, int]:
+        """The nearest input lengths at or below and above ``size`` that the network accepts."""
+        below = next((n for n in range(size, 0, -1) if self.output_size(n) is not None), None)
+        above = next(n for n in range(max(size, 1), size + 4 * 2**self.depth + 200) if self.output_size(n) is not None)
+        return (below or above), above
+
+
+PRESETS: dict[str, ModelConfig] = {
+    # The Coursera/DeepLearning.AI assignment: 'same' convs, 3x3 up-convs, 3x3 head conv, dropout 0.3 deep.
+    "assignment": ModelConfig(),
+    # Ronneberger et al. 2015: unpadded convs, 2x2 up-convs, cropped skips, no extra head conv.
+    "original": ModelConfig(in_channels=1, n_classes=2, n_filters=64, padding="valid", up_kernel=2,
+                            dropout=(0.0, 0.0, 0.0, 0.5, 0.5), head_conv=False),
+}
+
+
+def preset(name: str, **overrides) -> ModelConfig:
+    """A preset's config with some fields replaced (e.g. ``n_classes``)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    return ModelConfig.from_dict({**PRESETS[name].to_dict(), **overrides})
+
+
+# --- layers -----------------------------------------------------------------------------------
+
+
+def _he_normal_(weight: torch.Tensor) -> None:
+    """Keras' HeNormal: truncated normal at 2 std, std = sqrt(2 / fan_in) corrected for truncation."""
+    fan_in = weight.shape[1] * weight[0, 0].numel()
+    std = math.sqrt(2.0 / fan_in) / 0.87962566103423978
+    nn.init.trunc_normal_(weight, std=std, a=-2 * std, b=2 * std)
+
+
+class Conv(nn.Conv2d):
+    """A Conv2D in the Keras sense: conv + optional ReLU, He-normal or Glorot-uniform kernel, zero bias."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, padding: str, relu: bool = True):
+        super().__init__(cin, cout, kernel, padding=kernel // 2 if padding == "same" else 0)
+        self.padding_mode_name = padding
+        self.relu = relu
+        if relu:
+            _he_normal_(self.weight)
+        else:
+            nn.init.xavier_uniform_(self.weight)
+        nn.init.zeros_(self.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = super().forward(x)
+        return torch.relu_(x) if self.relu else x
+
+
+class UpConv(nn.ConvTranspose2d):
+    """Transposed conv with stride 2 that exactly doubles H and W (Keras ``padding='same'``)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int):
+        pad = (kernel - 1) // 2
+        super().__init__(cin, cout, kernel, stride=2, padding=pad, output_padding=2 - kernel + 2 * pad)
+        nn.init.xavier_uniform_(self.weight)
+        nn.init.zeros_(self.bias)
+
+
+class Concat(nn.Module):
+    """Concatenate on the channel axis; a module so the summary shows it as a layer."""
+
+    def forward(self, up: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        return torch.cat([up, skip], dim=1)
+
+
+class CenterCrop(nn.Module):
+    """Crop a skip connection to the decoder's size (only needed with unpadded convs)."""
+
+    def forward(self, skip: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        dh, dw = skip.shape[2] - like.shape[2], skip.shape[3] - like.shape[3]
+        return skip[:, :, dh // 2 : dh // 2 + like.shape[2], dw // 2 : dw // 2 + like.shape[3]]
+
+
+class ConvBlock(nn.Module):
+    """Two convs + ReLU, optional dropout, optional 2x2 max-pool; returns ``(next, skip)``."""
+
+    def __init__(self, cin: int, n_filters: int, dropout: float = 0.0, max_pooling: bool = True,
+                 padding: str = "same"):
+        super().__init__()
+        self.conv1 = Conv(cin, n_filters, 3, padding)
+        self.conv2 = Conv(n_filters, n_filters, 3, padding)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else None
+        self.pool = nn.MaxPool2d(2, 2) if max_pooling else None
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.conv2(self.conv1(x))
+        if self.dropout is not None:
+            x = self.dropout(x)
+        skip = x
+        return (self.pool(x) if self.pool is not None else x), skip
+
+
+class UpBlock(nn.Module):
+    """Up-conv of the deeper features, concatenate ``[up, skip]``, then two convs + ReLU."""
+
+    def __init__(self, cin: int, skip_channels: int, n_filters: int, padding: str = "same", up_kernel: int = 3):
+        super().__init__()
+        self.up = UpConv(cin, n_filters, up_kernel)
+        self.crop = CenterCrop() if padding == "valid" else None
+        self.concat = Concat()
+        self.conv1 = Conv(n_filters + skip_channels, n_filters, 3, padding)
+        self.conv2 = Conv(n_filters, n_filters, 3, padding)
+
+    def forward(self, expansive: torch.Tensor, contractive: torch.Tensor) -> torch.Tensor:
+        up = self.up(expansive)
+        if self.crop is not None:
+            contractive = self.crop(contractive, up)
+        return self.conv2(self.conv1(self.concat(up, contractive)))
+
+
+def conv_block(in_channels: int, n_filters: int = 32, dropout_prob: float = 0.0, max_pooling: bool = True) -> ConvBlock:
+    """The assignment's ``conv_block`` as a module: ``next, skip = conv_block(3, 32)(x)``."""
+    return ConvBlock(in_channels, n_filters, dropout_prob, max_pooling)
+
+
+def upsampling_block(in_channels: int, skip_channels: int, n_filters: int = 32) -> UpBlock:
+    """The assignment's ``upsampling_block`` as a module: ``y = upsampling_block(256, 128, 32)(x, skip)``."""
+    return UpBlock(in_channels, skip_channels, n_filters)
+
+
+class UNet(nn.Module):
+    """U-Net returning per-pixel class logits (no softmax), NCHW float input scaled to [0, 1]."""
+
+    def __init__(self, config: ModelConfig | None = None):
+        super().__init__()
+        self.config = config = config or ModelConfig()
+        c = config
+        widths = [c.n_filters * 2**i for i in range(c.depth)]
+        self.encoder = nn.ModuleList()
+        cin = c.in_channels
+        for i, w in enumerate(widths):
+            self.encoder.append(ConvBlock(cin, w, c.dropout[i], max_pooling=i < c.depth - 1, padding=c.padding))
+            cin = w
+        self.decoder = nn.ModuleList()
+        for w in reversed(widths[:-1]):
+            self.decoder.append(UpBlock(cin, w, w, c.padding, c.up_kernel))
+            cin = w
+        self.head = Conv(cin, c.n_filters, 3, c.padding) if c.head_conv else None
+        self.classifier = Conv(c.n_filters if c.head_conv else cin, c.n_classes, 1, c.padding, relu=False)
+
+    def check_input(self, height: int, width: int) -> None:
+        """Raise a ValueError naming the nearest sizes that work if ``height``/``width`` do not."""
+        bad = [(name, n) for name, n in (("height", height), ("width", width)) if self.config.output_size(n) is None]
+        if bad:
+            hints = "; ".join(f"{name} {n} → try {' or '.join(map(str, sorted(set(self.config.valid_sizes_near(n)))))}"
+                              for name, n in bad)
+            rule = ("a multiple of %d" % 2 ** (self.config.depth - 1) if self.config.padding == "same"
+                    else "a size whose feature maps stay even at every pooling")
+            raise ValueError(f"input {height}x{width} does not fit this U-Net (each side must be {rule}): {hints}. "
+                             "pixelwise.predict pads and crops images of any size for you.")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != self.config.in_channels:
+            raise ValueError(f"expected input of shape (N, {self.config.in_channels}, H, W), got {tuple(x.shape)}")
+        self.check_input(x.shape[2], x.shape[3])
+        skips = []
+        for block in self.encoder:
+            x, skip = block(x)
+            skips.append(skip)
+        for block, skip in zip(self.decoder, reversed(skips[:-1])):
+            x = block(x, skip)
+        if self.head is not None:
+            x = self.head(x)
+        return self.classifier(x)
+
+
+def unet_model(input_size: tuple[int, int, int] = (96, 128, 3), n_filters: int = 32, n_classes: int = 23) -> UNet:
+    """The assignment's factory, same arguments (``input_size`` is H, W, C as in Keras)."""
+    height, width, channels = input_size
+    model = UNet(preset("assignment", in_channels=channels, n_filters=n_filters, n_classes=n_classes))
+    model.check_input(height, width)
+    return model
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,73 @@
+"""Keras-style layer table of any UNet or block, in the notation of the assignment's ``summary()``.
+
+Users compare these rows with the assignment's expected outputs, so shapes are NHWC with ``None``
+for the batch and each row carries exactly the descriptors the assignment's checker prints.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from .model import CenterCrop, Concat, Conv, UpConv
+
+Row = list
+
+
+def _nhwc(t: torch.Tensor) -> tuple:
+    return (None, t.shape[2], t.shape[3], t.shape[1])
+
+
+def _row(module: nn.Module, out: torch.Tensor) -> Row | None:
+    params = sum(p.numel() for p in module.parameters())
+    if isinstance(module, Conv):
+        return ["Conv2D", _nhwc(out), params, module.padding_mode_name,
+                "relu" if module.relu else "linear", "HeNormal" if module.relu else "GlorotUniform"]
+    if isinstance(module, UpConv):
+        return ["Conv2DTranspose", _nhwc(out), params]
+    if isinstance(module, nn.MaxPool2d):
+        return ["MaxPooling2D", _nhwc(out), 0, (module.kernel_size, module.kernel_size)]
+    if isinstance(module, nn.Dropout):
+        return ["Dropout", _nhwc(out), 0, module.p]
+    if isinstance(module, Concat):
+        return ["Concatenate", _nhwc(out), 0]
+    if isinstance(module, CenterCrop):
+        return ["Cropping2D", _nhwc(out), 0]
+    return None
+
+
+def summary(model: nn.Module, input_size: tuple[int, int, int] | list[tuple[int, int, int]]) -> list[Row]:
+    """Rows like ``['Conv2D', (None, 96, 128, 32), 896, 'same', 'relu', 'HeNormal']``, one per layer.
+
+    ``input_size`` is (H, W, C), or a list of them for a block with two inputs (an up block).
+    Shapes are traced on the meta device, so even the 572x572 original network costs no compute.
+    """
+    sizes = input_size if isinstance(input_size, list) else [input_size]
+    traced = copy.deepcopy(model).to("meta").eval()
+    rows: list[Row] = [["InputLayer", [(None, *size)], 0] for size in sizes]
+
+    def hook(module: nn.Module, _inputs, out) -> None:
+        row = _row(module, out)
+        if row is not None:
+            rows.append(row)
+
+    handles = [m.register_forward_hook(hook) for m in traced.modules()]
+    try:
+        with torch.no_grad():
+            traced(*[torch.empty(1, c, h, w, device="meta") for h, w, c in sizes])
+    finally:
+        for h in handles:
+            h.remove()
+    return rows
+
+
+def format_summary(rows: list[Row], model: nn.Module) -> str:
+    """The rows one per line, as the assignment prints them, then the parameter totals."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    lines = [repr(r) for r in rows]
+    lines += ["", f"Total params: {total:,}", f"Trainable params: {trainable:,}",
+              f"Non-trainable params: {total - trainable:,}"]
+    return "\n".join(lines)
