@@ -33,8 +33,8 @@ class ModelConfig:
             raise ValueError(f"depth must be at least 2, not {self.depth}")
         if len(self.dropout) != self.depth:
             raise ValueError(f"dropout needs one rate per encoder block ({self.depth}), got {len(self.dropout)}")
-        if self.n_classes < 2 or self.in_channels < 1 or self.n_filters < 1:
-            raise ValueError("n_classes must be ≥ 2, in_channels and n_filters ≥ 1")
+        if not 2 <= self.n_classes <= 256 or self.in_channels < 1 or self.n_filters < 1:
+            raise ValueError("n_classes must be in 2-256 (masks are 8-bit), in_channels and n_filters ≥ 1")
         object.__setattr__(self, "dropout", tuple(float(d) for d in self.dropout))
 
     def to_dict(self) -> dict:

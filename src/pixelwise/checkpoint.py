@@ -1,0 +1,62 @@
+"""Checkpoints as safetensors: model weights under their own names, and, in ``last``, the optimiser
+state, RNG state and progress under ``_``-prefixed keys and metadata. One file per checkpoint,
+written atomically, so weights and training state can never disagree after a crash."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .files import atomic_write
+
+LAST = "last.safetensors"
+BEST = "best.safetensors"
+_OPT = "_optimizer."
+_RNG = "_rng.torch"
+
+
+def save(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
+         meta: dict | None = None) -> None:
+    """Write weights (and optionally the optimiser and RNG state plus JSON-able ``meta``) atomically."""
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    metadata = {"meta": json.dumps(meta or {})}
+    if optimizer is not None:
+        state = optimizer.state_dict()
+        for i, slots in state["state"].items():
+            for key, value in slots.items():
+                tensors[f"{_OPT}{i}.{key}"] = value.detach().contiguous().cpu()
+        metadata["optimizer_groups"] = json.dumps(state["param_groups"])
+        tensors[_RNG] = torch.get_rng_state()
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+
+
+def load(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict:
+    """Restore weights (and the optimiser and RNG state when given one); return the saved ``meta``."""
+    path = Path(path)
+    try:
+        tensors = load_file(str(path))
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (OSError, SafetensorError, ValueError) as exc:
+        raise ValueError(f"{path}: unreadable checkpoint ({exc})") from exc
+    weights = {k: v for k, v in tensors.items() if not k.startswith("_")}
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: weights do not match the model in config.json ({str(exc).splitlines()[0]})") from exc
+    if optimizer is not None:
+        if "optimizer_groups" not in metadata:
+            raise ValueError(f"{path}: holds weights only, no training state to resume from")
+        state: dict[int, dict] = {}
+        for key, value in tensors.items():
+            if key.startswith(_OPT):
+                index, slot = key[len(_OPT):].split(".", 1)
+                state.setdefault(int(index), {})[slot] = value
+        optimizer.load_state_dict({"state": state, "param_groups": json.loads(metadata["optimizer_groups"])})
+        torch.set_rng_state(tensors[_RNG])
+    return json.loads(metadata.get("meta", "{}"))

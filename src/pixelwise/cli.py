@@ -1,0 +1,291 @@
+"""The command line: parses arguments and calls the Python API, nothing more. Errors the user can
+act on become one line per problem on stderr and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+from .classes import CARLA, ClassSet
+from .config import PRECISIONS, RESIZE_MODES, DataConfig, RunConfig, TrainConfig
+from .data import DataError, decode_dataset, default_cache_dir, locate
+from .model import PRESETS, preset
+
+EXIT_ERROR, EXIT_DATA, EXIT_INTERRUPTED = 1, 2, 130
+
+
+def _size(text: str) -> tuple[int, int]:
+    """'96x128' → (96, 128): height x width, as the assignment writes its input size."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 96x128, got {text!r}") from None
+    if h < 1 or w < 1:
+        raise argparse.ArgumentTypeError(f"sizes must be positive, got {text!r}")
+    return h, w
+
+
+def _input_size(text: str) -> tuple[int, int, int]:
+    try:
+        h, w, c = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxWxC such as 96x128x3, got {text!r}") from None
+    return h, w, c
+
+
+def _classes(text: str) -> ClassSet:
+    """A number of classes (CARLA's names when it is 23) or a file with one name per line / JSON list."""
+    if text.isdigit():
+        n = int(text)
+        if n == len(CARLA):
+            return CARLA
+        if not 2 <= n <= 256:
+            raise argparse.ArgumentTypeError(f"number of classes must be in 2-256, got {n}")
+        return ClassSet.from_names([f"class_{i}" for i in range(n)])
+    try:
+        return ClassSet.load(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("data", nargs="?" if not required else None, type=Path,
+                   help="dataset folder holding CameraRGB/ and CameraMask/")
+    p.add_argument("--images", type=Path, help="folder of images (instead of DATA/CameraRGB)")
+    p.add_argument("--masks", type=Path, help="folder of masks, matched to images by file name (instead of DATA/CameraMask)")
+
+
+def _cache_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="where decoded, resized arrays are kept (default: $PIXELWISE_CACHE or ~/.cache/pixelwise)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pixelwise", description="U-Net semantic segmentation: train on a folder of "
+                                     "image/mask pairs, score it per class, predict masks for new images.")
+    parser.add_argument("--version", action="version", version=f"pixelwise {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="synthesise data, train briefly, evaluate and predict: no downloads, a few minutes")
+    p.add_argument("--out", type=Path, default=Path("pixelwise-demo"), help="folder for everything (default: %(default)s)")
+    p.add_argument("--count", type=int, default=300, help="synthetic training frames (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=12, help="training epochs (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+
+    p = sub.add_parser("summary", help="print the Keras-style layer table of a model")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="assignment")
+    p.add_argument("--input", type=_input_size, default=None,
+                   help="input HxWxC (default: 96x128x3 for 'assignment', 572x572x1 for 'original')")
+    p.add_argument("--classes", type=int, default=None, help="number of classes (default: the preset's)")
+    p.add_argument("--filters", type=int, default=None, help="base filters (default: the preset's)")
+
+    p = sub.add_parser("synth", help="write procedural CARLA-like street scenes in the CameraRGB/CameraMask layout")
+    p.add_argument("out", type=Path)
+    p.add_argument("--count", type=int, default=100, help="frames to write (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=_size, default=(480, 640), help="HEIGHTxWIDTH (default: 480x640, CARLA's)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+
+    p = sub.add_parser("check", help="validate a dataset: every problem, one line each, and the class histogram")
+    _add_data_args(p, required=False)
+    p.add_argument("--classes", type=_classes, default=CARLA, help="number of classes or a file of names (default: CARLA's 23)")
+    _cache_args(p)
+
+    p = sub.add_parser("train", help="train a U-Net into a run directory")
+    _add_data_args(p, required=False)
+    p.add_argument("--out", type=Path, required=True, help="run directory to create (or continue with --resume)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--epochs", type=int, default=None, help=f"default: {TrainConfig.epochs} (the assignment's)")
+    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help="default: %(default)s")
+    p.add_argument("--lr", type=float, default=TrainConfig.lr, help="Adam learning rate (default: %(default)s)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="auto = bf16 where the CPU/GPU computes it natively, else fp32 (fp16 on older GPUs)")
+    p.add_argument("--seed", type=int, default=TrainConfig.seed)
+    p.add_argument("--size", type=_size, default=DataConfig.size, help="training HEIGHTxWIDTH (default: 96x128)")
+    p.add_argument("--image-resize", choices=RESIZE_MODES, default=DataConfig.image_resize,
+                   help="how images are resized (masks always nearest; default: %(default)s, as the assignment)")
+    p.add_argument("--val-fraction", type=float, default=DataConfig.val_fraction,
+                   help="share of frames held out, whole runs of consecutive frames at a time (default: %(default)s)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="assignment")
+    p.add_argument("--filters", type=int, default=None, help="base filters (default: the preset's, 32)")
+    p.add_argument("--classes", type=_classes, default=CARLA, help="number of classes or a file of names (default: CARLA's 23)")
+    p.add_argument("--skip-invalid", action="store_true", help="train on the valid pairs, listing what was skipped")
+    _cache_args(p)
+
+    p = sub.add_parser("evaluate", help="score a run per class on a folder of pairs")
+    p.add_argument("run", type=Path, help="run directory written by train")
+    _add_data_args(p, required=False)
+    p.add_argument("--out", type=Path, default=None, help="report folder (default: RUN/evaluation)")
+    p.add_argument("--weights", choices=("best", "last"), default="best")
+    p.add_argument("--skip-invalid", action="store_true", help="score the valid pairs, listing what was skipped")
+    _cache_args(p)
+
+    p = sub.add_parser("predict", help="write class-id masks, colour masks and overlays for images")
+    p.add_argument("run", type=Path, help="run directory written by train")
+    p.add_argument("images", nargs="+", type=Path, help="image files or folders of images")
+    p.add_argument("--out", type=Path, required=True, help="folder for the outputs")
+    p.add_argument("--masks", type=Path, default=None,
+                   help="folder of true masks (same file names): also write Input | True | Predicted figures")
+    p.add_argument("--size", default=None,
+                   help="HEIGHTxWIDTH the model sees, or 'native' for each image's own size (default: the training size)")
+    p.add_argument("--weights", choices=("best", "last"), default="best")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+    return parser
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from .model import UNet
+    from .keras_summary import format_summary, summary
+
+    overrides = {k: v for k, v in (("n_classes", args.classes), ("n_filters", args.filters)) if v is not None}
+    config = preset(args.preset, **overrides)
+    size = args.input or ((96, 128, config.in_channels) if config.padding == "same" else (572, 572, config.in_channels))
+    config = preset(args.preset, **overrides, in_channels=size[2])
+    model = UNet(config)
+    model.check_input(size[0], size[1])
+    print(format_summary(summary(model, size), model))
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from .synth import write_dataset
+
+    out = write_dataset(args.out, args.count, seed=args.seed, height=args.size[0], width=args.size[1],
+                        progress=not args.no_progress)
+    print(f"wrote {args.count} frames to {out}/CameraRGB and {out}/CameraMask")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    images, masks = locate(args.data, args.images, args.masks)
+    decoded = decode_dataset(images, masks, DataConfig.size, len(args.classes), cache_dir=args.cache_dir or default_cache_dir(),
+                             progress=not args.no_progress)
+    total = int(decoded.histogram.sum())
+    print(f"{images} + {masks}: {len(decoded.names)} valid pairs, {len(decoded.problems)} problem(s)")
+    sizes = sorted(set(decoded.original_sizes))
+    if sizes:
+        print("image sizes: " + ", ".join(f"{w}x{h}" for h, w in sizes))
+    if total:
+        print("\nclass histogram (pixels over all valid masks):")
+        for i in sorted(range(len(decoded.histogram)), key=lambda i: -decoded.histogram[i]):
+            count = int(decoded.histogram[i])
+            if count:
+                name = args.classes.names[i] if i < len(args.classes) else "(out of range)"
+                print(f"  {i:>3} {name:<14} {100 * count / total:8.3f}%  {count:>12,}")
+        missing = [args.classes.names[i] for i in range(len(args.classes)) if decoded.histogram[i] == 0]
+        if missing:
+            print(f"  never occurs: {', '.join(missing)}")
+    for problem in decoded.problems:
+        print(problem, file=sys.stderr)
+    return EXIT_DATA if decoded.problems else 0
+
+
+def _train_config(args: argparse.Namespace) -> RunConfig:
+    overrides = {"n_classes": len(args.classes)}
+    if args.filters is not None:
+        overrides["n_filters"] = args.filters
+    return RunConfig(model=preset(args.preset, **overrides),
+                     data=DataConfig(size=args.size, image_resize=args.image_resize, val_fraction=args.val_fraction),
+                     train=TrainConfig(epochs=args.epochs or TrainConfig.epochs, batch_size=args.batch_size, lr=args.lr,
+                                       seed=args.seed, precision=args.precision),
+                     classes=args.classes)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import train
+
+    images, masks = locate(args.data, args.images, args.masks)
+    config = _train_config(args)
+    if args.resume and args.epochs is None:
+        config = None  # keep the run's own epoch count
+    result = train(images, masks, args.out, config, resume=args.resume, skip_invalid=args.skip_invalid,
+                   cache_dir=args.cache_dir, progress=not args.no_progress)
+    if result.history:
+        print(f"best epoch {result.best_epoch}: validation mIoU {result.best_miou:.4f}; run saved in {args.out}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate, format_report, write_report
+
+    images, masks = locate(args.data, args.images, args.masks)
+    evaluation = evaluate(args.run, images, masks, weights=args.weights, skip_invalid=args.skip_invalid,
+                          cache_dir=args.cache_dir, progress=not args.no_progress)
+    out = args.out or Path(args.run) / "evaluation"
+    write_report(evaluation, out)
+    print(format_report(evaluation))
+    for problem in evaluation.skipped:
+        print(f"skipped: {problem}", file=sys.stderr)
+    print(f"\nreport, confusion matrix (CSV and PNG) and per-class IoU plot in {out}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from .predict import Predictor, predict_files
+
+    size = None
+    if args.size == "native":
+        size = "native"
+    elif args.size is not None:
+        try:
+            size = _size(args.size)
+        except argparse.ArgumentTypeError as exc:
+            raise ValueError(f"--size: {exc}") from None
+    predictor = Predictor(args.run, weights=args.weights)
+    bar = tqdm(desc="predict", unit="image", disable=args.no_progress)
+    result = predict_files(predictor, args.images, args.out, masks_dir=args.masks, size=size,
+                           on_file=lambda _: bar.update())
+    bar.close()
+    for problem in result.problems:
+        print(problem, file=sys.stderr)
+    print(f"wrote {len(result.written)} files to {args.out}")
+    return EXIT_DATA if result.problems else 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out, count=args.count, epochs=args.epochs, seed=args.seed, progress=not args.no_progress)
+    return 0
+
+
+COMMANDS = {"demo": cmd_demo, "summary": cmd_summary, "synth": cmd_synth, "check": cmd_check, "train": cmd_train,
+            "evaluate": cmd_evaluate, "predict": cmd_predict}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .train import RunDirError
+
+    args = build_parser().parse_args(argv)
+    started = time.perf_counter()
+    try:
+        return COMMANDS[args.command](args)
+    except DataError as exc:
+        for problem in exc.problems:
+            print(f"pixelwise {args.command}: {problem}", file=sys.stderr)
+        if args.command in ("train", "evaluate"):
+            print(f"pixelwise {args.command}: {len(exc.problems)} problem(s) in the data; fix them or pass "
+                  "--skip-invalid to use the valid pairs only", file=sys.stderr)
+        return EXIT_DATA
+    except (ValueError, FileNotFoundError, RunDirError, FloatingPointError, OSError) as exc:
+        print(f"pixelwise {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        hint = ""
+        if args.command == "train":
+            again = " ".join(sys.argv[1:] if argv is None else argv)
+            hint = (f"; finished epochs are saved in {args.out}: continue with "
+                    f"pixelwise {again}{'' if args.resume else ' --resume'}")
+        print(f"\npixelwise {args.command}: interrupted after {time.perf_counter() - started:.0f} s{hint}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
