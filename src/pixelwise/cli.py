@@ -10,8 +10,8 @@ from pathlib import Path
 
 from . import __version__
 from .classes import CARLA, ClassSet
-from .config import PRECISIONS, RESIZE_MODES, DataConfig, RunConfig, TrainConfig
-from .data import DataError, decode_dataset, default_cache_dir, locate
+from .config import PRECISIONS, DataConfig, RunConfig, TrainConfig
+from .data import RESIZE_MODES, DataError, decode_dataset, default_cache_dir, locate
 from .model import PRESETS, preset
 
 EXIT_ERROR, EXIT_DATA, EXIT_INTERRUPTED = 1, 2, 130
@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="synthesise data, train briefly, evaluate and predict: no downloads, a few minutes")
     p.add_argument("--out", type=Path, default=Path("pixelwise-demo"), help="folder for everything (default: %(default)s)")
     p.add_argument("--count", type=int, default=300, help="synthetic training frames (default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=12, help="training epochs (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=16, help="training epochs (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
 

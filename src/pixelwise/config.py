@@ -11,10 +11,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from .classes import CARLA, ClassSet
+from .data import RESIZE_MODES
 from .files import atomic_write_text
 from .model import ModelConfig
 
-RESIZE_MODES = ("nearest", "bilinear", "area")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CONFIG_FILE = "config.json"
 

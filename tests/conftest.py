@@ -1,0 +1,21 @@
+"""Shared fixtures: small synthetic CARLA-layout datasets made on the fly (never the real frames)."""
+
+from pathlib import Path
+
+import pytest
+
+from pixelwise.config import DataConfig, RunConfig, TrainConfig
+from pixelwise.model import preset
+from pixelwise.synth import write_dataset
+
+
+@pytest.fixture(scope="session")
+def scenes(tmp_path_factory) -> Path:
+    """32 small street scenes in the CameraRGB/CameraMask layout, shared read-only by the tests."""
+    return write_dataset(tmp_path_factory.mktemp("scenes"), 32, seed=7, height=96, width=128, progress=False)
+
+
+def small_config(epochs: int = 2, **train) -> RunConfig:
+    """A narrow U-Net at 48x64 so a training run takes seconds."""
+    return RunConfig(model=preset("assignment", n_filters=16), data=DataConfig(size=(48, 64), val_fraction=0.25),
+                     train=TrainConfig(epochs=epochs, batch_size=4, **train))

@@ -1,0 +1,49 @@
+"""Prediction returns masks at each image's own size, whatever that size is."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import small_config
+from pixelwise.data import IMAGE_DIR, MASK_DIR
+from pixelwise.predict import Predictor, predict_files
+from pixelwise.train import train
+
+
+@pytest.fixture(scope="module")
+def run(scenes, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("predict") / "run"
+    train(scenes / IMAGE_DIR, scenes / MASK_DIR, run_dir, small_config(epochs=1), cache_dir=run_dir.parent / "cache",
+          progress=False, log=lambda _: None)
+    return run_dir
+
+
+@pytest.mark.parametrize("h,w", [(96, 128), (100, 130), (37, 53), (480, 640)])
+def test_mask_at_original_size(run, h, w):
+    image = np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)
+    predictor = Predictor(run)
+    mask = predictor.predict(image)
+    assert mask.shape == (h, w) and mask.dtype == np.uint8 and mask.max() < 23
+
+
+@pytest.mark.parametrize("size", ["native", (40, 56)])
+def test_any_model_size_is_padded_and_cropped(run, size):
+    image = np.random.default_rng(1).integers(0, 255, (70, 90, 3), dtype=np.uint8)
+    predictor = Predictor(run)
+    assert predictor.logits(image, size).shape[1:] == ((70, 90) if size == "native" else size)
+    assert predictor.predict(image, size).shape == (70, 90)
+
+
+def test_predict_files_writes_all_outputs_and_reports_bad_files(run, scenes, tmp_path):
+    images = sorted((scenes / IMAGE_DIR).iterdir())[:2]
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not a png")
+    result = predict_files(Predictor(run), [*images, bad, tmp_path / "missing.png"], tmp_path / "out",
+                           masks_dir=scenes / MASK_DIR)
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    stem = images[0].stem
+    assert {f"{stem}_mask.png", f"{stem}_color.png", f"{stem}_overlay.png", f"{stem}_figure.png"} <= set(names)
+    assert len(result.written) == 8
+    assert [p.path.name for p in result.problems] == ["missing.png", "broken.png"]
+    mask = np.asarray(Image.open(tmp_path / "out" / f"{stem}_mask.png"))
+    assert mask.shape == (96, 128) and mask.max() < 23
