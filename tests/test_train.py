@@ -11,7 +11,8 @@ from pixelwise import checkpoint
 from pixelwise.config import RunConfig
 from pixelwise.data import IMAGE_DIR, MASK_DIR, DataError
 from pixelwise.model import UNet
-from pixelwise.train import RunDirError, epoch_order, resolve_precision, train
+from pixelwise.device import resolve_precision
+from pixelwise.train import RunDirError, epoch_order, train
 
 
 def _train(scenes, run_dir, config, tmp_path, **kw):

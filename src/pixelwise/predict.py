@@ -17,7 +17,7 @@ from .config import RunConfig
 from .data import IMAGE_SUFFIXES, DataError, Problem, read_image, read_mask, resize_image
 from .files import atomic_write
 from .model import UNet
-from .train import autocast, pick_device, resolve_precision
+from .device import autocast, pick_device, resolve_precision
 from .viz import colorize, display_figure, overlay
 
 

@@ -10,7 +10,6 @@ import csv
 import math
 import time
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +19,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import checkpoint
-from .config import CONFIG_FILE, RunConfig
+from .config import RunConfig
 from .data import DataError, Decoded, Split, decode_dataset, default_cache_dir, split_by_runs
+from .device import autocast, pick_device, resolve_precision
 from .files import atomic_write_text
 from .metrics import confusion_matrix, scores
 from .model import UNet
@@ -34,36 +34,6 @@ HISTORY_FIELDS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accu
 
 class RunDirError(Exception):
     """The run directory cannot be used as asked (it would overwrite work, or holds nothing to resume)."""
-
-
-def pick_device() -> torch.device:
-    """CUDA when present, without flags; the CPU otherwise."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def resolve_precision(requested: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``requested`` (None = plain fp32). ``auto`` picks bf16 only where the
-    hardware computes it natively (CUDA with bf16, CPUs with AVX512-BF16 or AMX); emulated bf16 is
-    slower than fp32."""
-    if requested == "fp32":
-        return None
-    if requested == "fp16":
-        if device.type != "cuda":
-            raise ValueError("fp16 training needs a CUDA GPU; use --precision bf16 or fp32 on a CPU")
-        return torch.float16
-    if device.type == "cuda":
-        native_bf16 = torch.cuda.is_bf16_supported()
-    else:
-        native_bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    if requested == "bf16":
-        return torch.bfloat16
-    if native_bf16:
-        return torch.bfloat16
-    return torch.float16 if device.type == "cuda" else None
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
 
 
 def to_batch(images: torch.Tensor, masks: torch.Tensor | None, index: np.ndarray | slice,
@@ -159,7 +129,7 @@ def train(images_dir: str | Path, masks_dir: str | Path, run_dir: str | Path, co
         saved = RunConfig.load(run_dir)
         config = saved.with_train(epochs=config.train.epochs) if config is not None else saved
     else:
-        if (run_dir / CONFIG_FILE).exists() or (run_dir / checkpoint.LAST).exists():
+        if (run_dir / checkpoint.LAST).exists():
             raise RunDirError(f"{run_dir}: already holds a run; use --resume to continue it or choose another --out")
         config = config or RunConfig()
     cache_dir = default_cache_dir() if cache_dir is None else cache_dir

@@ -1,0 +1,37 @@
+"""Where and in what precision to compute: CUDA when present, bf16 only where it is native."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+
+import torch
+
+
+def pick_device() -> torch.device:
+    """CUDA when present, without flags; the CPU otherwise."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_precision(requested: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``requested`` (None = plain fp32). ``auto`` picks bf16 only where the
+    hardware computes it natively (CUDA with bf16, CPUs with AVX512-BF16 or AMX); emulated bf16 is
+    slower than fp32."""
+    if requested == "fp32":
+        return None
+    if requested == "fp16":
+        if device.type != "cuda":
+            raise ValueError("fp16 training needs a CUDA GPU; use --precision bf16 or fp32 on a CPU")
+        return torch.float16
+    if device.type == "cuda":
+        native_bf16 = torch.cuda.is_bf16_supported()
+    else:
+        native_bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    if requested == "bf16":
+        return torch.bfloat16
+    if native_bf16:
+        return torch.bfloat16
+    return torch.float16 if device.type == "cuda" else None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager:
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
