@@ -83,3 +83,41 @@ def test_console_script_is_installed():
     out = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True).stdout
     for command in ("demo", "train", "evaluate", "predict", "check", "synth", "summary"):
         assert command in out
+
+
+def test_resume_via_cli_extends_and_refuses_changed_settings(scenes, tmp_path, capsys):
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    common = ["--size", "48x64", "--filters", 8, "--batch-size", 8, "--cache-dir", cache, "--no-progress"]
+    assert run_cli(capsys, "train", scenes, "--out", run, "--epochs", 1, *common)[0] == 0
+    code, _, err = run_cli(capsys, "train", scenes, "--out", run, "--epochs", 2, "--resume", "--lr", "0.1")
+    assert code == 1 and "--lr cannot change when resuming" in err
+    code, out, _ = run_cli(capsys, "train", scenes, "--out", run, "--epochs", 2, "--resume", "--cache-dir", cache,
+                           "--no-progress")
+    assert code == 0 and "epoch   2/2" in out
+    code, _, err = run_cli(capsys, "train", scenes, "--out", run, "--epochs", 1, *common)
+    assert code == 1 and "already holds a run" in err
+
+
+def test_train_skip_invalid_lists_what_it_skipped(scenes, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(scenes, data)
+    broken = sorted((data / "CameraMask").iterdir())[0]
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    args = ["train", data, "--out", tmp_path / "run", "--epochs", 1, "--size", "48x64", "--filters", 8,
+            "--cache-dir", tmp_path / "cache", "--no-progress"]
+    code, _, err = run_cli(capsys, *args)
+    assert code == 2 and broken.name in err and "--skip-invalid" in err
+    code, out, _ = run_cli(capsys, *args, "--skip-invalid")
+    assert code == 0 and "skipping 1 invalid pair" in out and broken.name in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "x", "--out", "r", "--epochs", "0"], "epochs and batch size must be ≥ 1"),
+    (["train", "x", "--out", "r", "--preset", "original"], "does not fit this U-Net"),
+])
+def test_bad_training_settings_are_one_line_errors(tmp_path, capsys, monkeypatch, argv, message):
+    (tmp_path / "x" / "CameraRGB").mkdir(parents=True)
+    (tmp_path / "x" / "CameraMask").mkdir()
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 1 and message in err

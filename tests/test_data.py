@@ -15,8 +15,17 @@ from PIL import Image
 
 from pixelwise import data
 from pixelwise.data import (
-    DataError, Pair, Problem, decode_dataset, find_pairs, frame_runs, locate, read_image, read_mask,
-    resize_image, resize_mask, split_by_runs,
+    DataError,
+    Problem,
+    decode_dataset,
+    find_pairs,
+    frame_runs,
+    locate,
+    read_image,
+    read_mask,
+    resize_image,
+    resize_mask,
+    split_by_runs,
 )
 
 H, W = 12, 16  # original size of the synthetic frames

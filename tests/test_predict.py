@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from conftest import small_config
 from PIL import Image
 
-from conftest import small_config
 from pixelwise.data import IMAGE_DIR, MASK_DIR
 from pixelwise.predict import Predictor, predict_files
 from pixelwise.train import train
@@ -47,3 +47,23 @@ def test_predict_files_writes_all_outputs_and_reports_bad_files(run, scenes, tmp
     assert [p.path.name for p in result.problems] == ["missing.png", "broken.png"]
     mask = np.asarray(Image.open(tmp_path / "out" / f"{stem}_mask.png"))
     assert mask.shape == (96, 128) and mask.max() < 23
+
+
+def test_same_name_in_two_folders_is_reported_not_overwritten(run, scenes, tmp_path):
+    import shutil
+
+    image = sorted((scenes / IMAGE_DIR).iterdir())[0]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    shutil.copy(image, tmp_path / "a" / "x.png")
+    shutil.copy(image, tmp_path / "b" / "x.png")
+    result = predict_files(Predictor(run), [tmp_path / "a" / "x.png", tmp_path / "b" / "x.png"], tmp_path / "out")
+    assert len(result.written) == 3
+    assert len(result.problems) == 1 and "same name" in result.problems[0].message
+
+
+def test_missing_masks_folder_is_named(run, scenes, tmp_path):
+    from pixelwise.data import DataError
+
+    with pytest.raises(DataError, match="--masks folder not found"):
+        predict_files(Predictor(run), [scenes / IMAGE_DIR], tmp_path / "out", masks_dir=tmp_path / "nomasks")

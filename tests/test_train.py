@@ -5,13 +5,13 @@ import csv
 import numpy as np
 import pytest
 import torch
-
 from conftest import small_config
+
 from pixelwise import checkpoint
 from pixelwise.config import RunConfig
 from pixelwise.data import IMAGE_DIR, MASK_DIR, DataError
-from pixelwise.model import UNet
 from pixelwise.device import resolve_precision
+from pixelwise.model import UNet
 from pixelwise.train import RunDirError, epoch_order, train
 
 
@@ -110,3 +110,36 @@ def test_precision_choice():
     assert resolve_precision("auto", cpu) in (torch.bfloat16, None)
     with pytest.raises(ValueError, match="fp16 training needs a CUDA GPU"):
         resolve_precision("fp16", cpu)
+
+
+def test_original_preset_trains_on_rgb_with_cropped_masks(scenes, tmp_path):
+    from dataclasses import replace
+
+    from pixelwise.model import preset
+
+    cfg = small_config(epochs=1)
+    size = preset("original").input_size_for(40)  # an unpadded U-Net predicts only the centre
+    cfg = replace(cfg, model=preset("original", n_filters=4, in_channels=3, n_classes=23),
+                  data=replace(cfg.data, size=(size, size)))
+    result = _train(scenes, tmp_path / "run", cfg, tmp_path)
+    assert result.history[0]["val_miou"] is not None
+
+
+def test_size_the_network_cannot_take_is_refused_before_decoding(scenes, tmp_path):
+    from dataclasses import replace
+
+    cfg = small_config(epochs=1)
+    cfg = replace(cfg, data=replace(cfg.data, size=(40, 40)))
+    with pytest.raises(ValueError, match=r"--size 40x40 does not fit.*try 32 or 48"):
+        _train(scenes, tmp_path / "run", cfg, tmp_path)
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "run").exists()
+
+
+def test_without_validation_split_best_is_lowest_training_loss(scenes, tmp_path):
+    from dataclasses import replace
+
+    cfg = small_config(epochs=2)
+    cfg = replace(cfg, data=replace(cfg.data, val_fraction=0.0))
+    result = _train(scenes, tmp_path / "run", cfg, tmp_path)
+    assert result.best_miou is None and result.best_epoch in (1, 2)
+    assert all(row["val_miou"] is None for row in result.history)

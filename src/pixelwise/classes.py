@@ -48,6 +48,9 @@ class ClassSet:
             raise ValueError(f"{len(self.names)} class names but {len(self.colors)} colours")
         if len(self.names) < 2:
             raise ValueError("a segmentation needs at least 2 classes")
+        repeated = sorted({n for n in self.names if self.names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"class names must be unique; repeated: {', '.join(repeated)}")
 
     def __len__(self) -> int:
         return len(self.names)

@@ -4,6 +4,7 @@ act on become one line per problem on stderr and a non-zero exit, never a traceb
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -17,23 +18,27 @@ from .model import PRESETS, preset
 EXIT_ERROR, EXIT_DATA, EXIT_INTERRUPTED = 1, 2, 130
 
 
+def _dims(text: str, n: int, example: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(v) for v in text.lower().split("x"))
+    except ValueError:
+        dims = ()
+    if len(dims) != n or min(dims) < 1:
+        raise argparse.ArgumentTypeError(f"expected {example}, got {text!r}")
+    return dims
+
+
 def _size(text: str) -> tuple[int, int]:
     """'96x128' → (96, 128): height x width, as the assignment writes its input size."""
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 96x128, got {text!r}") from None
-    if h < 1 or w < 1:
-        raise argparse.ArgumentTypeError(f"sizes must be positive, got {text!r}")
-    return h, w
+    return _dims(text, 2, "HEIGHTxWIDTH of positive numbers such as 96x128")
 
 
 def _input_size(text: str) -> tuple[int, int, int]:
-    try:
-        h, w, c = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HxWxC such as 96x128x3, got {text!r}") from None
-    return h, w, c
+    return _dims(text, 3, "HEIGHTxWIDTHxCHANNELS of positive numbers such as 96x128x3")
+
+
+def _predict_size(text: str) -> tuple[int, int] | str:
+    return "native" if text == "native" else _size(text)
 
 
 def _classes(text: str) -> ClassSet:
@@ -58,10 +63,15 @@ def _add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--masks", type=Path, help="folder of masks, matched to images by file name (instead of DATA/CameraMask)")
 
 
+def _progress_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (they are off anyway when stderr is not a terminal)")
+
+
 def _cache_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="where decoded, resized arrays are kept (default: $PIXELWISE_CACHE or ~/.cache/pixelwise)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+    _progress_arg(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=300, help="synthetic training frames (default: %(default)s)")
     p.add_argument("--epochs", type=int, default=16, help="training epochs (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+    _progress_arg(p)
 
     p = sub.add_parser("summary", help="print the Keras-style layer table of a model")
     p.add_argument("--preset", choices=sorted(PRESETS), default="assignment")
@@ -89,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=100, help="frames to write (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=_size, default=(480, 640), help="HEIGHTxWIDTH (default: 480x640, CARLA's)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+    _progress_arg(p)
 
     p = sub.add_parser("check", help="validate a dataset: every problem, one line each, and the class histogram")
     _add_data_args(p, required=False)
@@ -112,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, default=DataConfig.val_fraction,
                    help="share of frames held out, whole runs of consecutive frames at a time (default: %(default)s)")
     p.add_argument("--preset", choices=sorted(PRESETS), default="assignment")
-    p.add_argument("--filters", type=int, default=None, help="base filters (default: the preset's, 32)")
+    p.add_argument("--filters", type=int, default=None,
+                   help="base filters (default: the preset's: 32 for assignment, 64 for original)")
     p.add_argument("--classes", type=_classes, default=CARLA, help="number of classes or a file of names (default: CARLA's 23)")
     p.add_argument("--skip-invalid", action="store_true", help="train on the valid pairs, listing what was skipped")
     _cache_args(p)
@@ -131,16 +142,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="folder for the outputs")
     p.add_argument("--masks", type=Path, default=None,
                    help="folder of true masks (same file names): also write Input | True | Predicted figures")
-    p.add_argument("--size", default=None,
+    p.add_argument("--size", type=_predict_size, default=None,
                    help="HEIGHTxWIDTH the model sees, or 'native' for each image's own size (default: the training size)")
     p.add_argument("--weights", choices=("best", "last"), default="best")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+    _progress_arg(p)
     return parser
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from .model import UNet
     from .keras_summary import format_summary, summary
+    from .model import UNet
 
     overrides = {k: v for k, v in (("n_classes", args.classes), ("n_filters", args.filters)) if v is not None}
     config = preset(args.preset, **overrides)
@@ -169,29 +180,34 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"{images} + {masks}: {len(decoded.names)} valid pairs, {len(decoded.problems)} problem(s)")
     sizes = sorted(set(decoded.original_sizes))
     if sizes:
-        print("image sizes: " + ", ".join(f"{w}x{h}" for h, w in sizes))
+        print("image sizes (height x width): " + ", ".join(f"{h}x{w}" for h, w in sizes))
     if total:
         print("\nclass histogram (pixels over all valid masks):")
         for i in sorted(range(len(decoded.histogram)), key=lambda i: -decoded.histogram[i]):
             count = int(decoded.histogram[i])
             if count:
-                name = args.classes.names[i] if i < len(args.classes) else "(out of range)"
-                print(f"  {i:>3} {name:<14} {100 * count / total:8.3f}%  {count:>12,}")
+                print(f"  {i:>3} {args.classes.names[i]:<14} {100 * count / total:8.3f}%  {count:>12,}")
         missing = [args.classes.names[i] for i in range(len(args.classes)) if decoded.histogram[i] == 0]
         if missing:
             print(f"  never occurs: {', '.join(missing)}")
     for problem in decoded.problems:
-        print(problem, file=sys.stderr)
+        print(f"pixelwise check: {problem}", file=sys.stderr)
     return EXIT_DATA if decoded.problems else 0
 
 
+# Settings fixed by a run's config.json: --resume refuses them rather than silently ignoring them.
+_RUN_SETTINGS = ("--batch-size", "--lr", "--precision", "--seed", "--size", "--image-resize", "--val-fraction",
+                 "--preset", "--filters", "--classes")
+
+
 def _train_config(args: argparse.Namespace) -> RunConfig:
-    overrides = {"n_classes": len(args.classes)}
+    overrides = {"n_classes": len(args.classes), "in_channels": 3}
     if args.filters is not None:
         overrides["n_filters"] = args.filters
     return RunConfig(model=preset(args.preset, **overrides),
                      data=DataConfig(size=args.size, image_resize=args.image_resize, val_fraction=args.val_fraction),
-                     train=TrainConfig(epochs=args.epochs or TrainConfig.epochs, batch_size=args.batch_size, lr=args.lr,
+                     train=TrainConfig(epochs=TrainConfig.epochs if args.epochs is None else args.epochs,
+                                       batch_size=args.batch_size, lr=args.lr,
                                        seed=args.seed, precision=args.precision),
                      classes=args.classes)
 
@@ -199,14 +215,22 @@ def _train_config(args: argparse.Namespace) -> RunConfig:
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import train
 
+    if args.resume:
+        fixed = [a for a in _RUN_SETTINGS if any(t == a or t.startswith(a + "=") for t in args.argv)]
+        if fixed:
+            raise ValueError(f"{', '.join(fixed)} cannot change when resuming: the run keeps the settings in "
+                             f"{args.out / 'config.json'} (only --epochs can be raised)")
     images, masks = locate(args.data, args.images, args.masks)
     config = _train_config(args)
     if args.resume and args.epochs is None:
         config = None  # keep the run's own epoch count
     result = train(images, masks, args.out, config, resume=args.resume, skip_invalid=args.skip_invalid,
                    cache_dir=args.cache_dir, progress=not args.no_progress)
-    if result.history:
+    if result.best_miou is not None:
         print(f"best epoch {result.best_epoch}: validation mIoU {result.best_miou:.4f}; run saved in {args.out}")
+    elif result.history:
+        print(f"no validation split: best.safetensors is the epoch with the lowest training loss "
+              f"({result.best_epoch}); run saved in {args.out}")
     return 0
 
 
@@ -230,17 +254,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from .predict import Predictor, predict_files
 
-    size = None
-    if args.size == "native":
-        size = "native"
-    elif args.size is not None:
-        try:
-            size = _size(args.size)
-        except argparse.ArgumentTypeError as exc:
-            raise ValueError(f"--size: {exc}") from None
     predictor = Predictor(args.run, weights=args.weights)
-    bar = tqdm(desc="predict", unit="image", disable=args.no_progress)
-    result = predict_files(predictor, args.images, args.out, masks_dir=args.masks, size=size,
+    bar = tqdm(desc="predict", unit="image", disable=True if args.no_progress else None)
+    result = predict_files(predictor, args.images, args.out, masks_dir=args.masks, size=args.size,
                            on_file=lambda _: bar.update())
     bar.close()
     for problem in result.problems:
@@ -263,7 +279,9 @@ COMMANDS = {"demo": cmd_demo, "summary": cmd_summary, "synth": cmd_synth, "check
 def main(argv: list[str] | None = None) -> int:
     from .train import RunDirError
 
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    args.argv = argv
     started = time.perf_counter()
     try:
         return COMMANDS[args.command](args)
@@ -277,12 +295,17 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, RunDirError, FloatingPointError, OSError) as exc:
         print(f"pixelwise {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except MemoryError:
+        print(f"pixelwise {args.command}: error: out of memory; try a smaller --batch-size or --size", file=sys.stderr)
+        return EXIT_ERROR
+    except RuntimeError as exc:  # torch reports out-of-memory and backend failures this way
+        print(f"pixelwise {args.command}: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         hint = ""
-        if args.command == "train":
-            again = " ".join(sys.argv[1:] if argv is None else argv)
-            hint = (f"; finished epochs are saved in {args.out}: continue with "
-                    f"pixelwise {again}{'' if args.resume else ' --resume'}")
+        if args.command == "train" and (Path(args.out) / "last.safetensors").exists():
+            again = shlex.join(["pixelwise", *argv, *([] if args.resume else ["--resume"])])
+            hint = f"; finished epochs are saved in {args.out}: continue with {again}"
         print(f"\npixelwise {args.command}: interrupted after {time.perf_counter() - started:.0f} s{hint}", file=sys.stderr)
         return EXIT_INTERRUPTED
 

@@ -33,6 +33,8 @@ class DataConfig:
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"validation fraction must be in [0, 1), not {self.val_fraction}")
         object.__setattr__(self, "size", tuple(int(s) for s in self.size))
+        if len(self.size) != 2 or min(self.size) < 1:
+            raise ValueError(f"size must be (height, width) with both ≥ 1, not {self.size}")
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ import os
 import random
 import re
 import stat
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +25,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
+
+from .files import atomic_write
 
 __all__ = [
     "IMAGE_DIR", "MASK_DIR", "IMAGE_SUFFIXES", "RESIZE_MODES", "Problem", "DataError", "Pair", "Decoded", "Split",
@@ -492,18 +493,15 @@ def _cache_load(entry: Path, size: tuple[int, int]) -> _PairResult | None:
 
 def _cache_store(entry: Path, result: _PairResult) -> None:
     """Write to a temporary file, then rename: a crash never leaves a half-written entry in place."""
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{entry.stem}.", suffix=".tmp", dir=entry.parent)
-        with os.fdopen(fd, "wb") as f:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
             np.savez(f, image=result.image, mask=result.mask, original_size=np.asarray(result.original_size),
                      histogram=result.histogram, version=np.asarray(_CACHE_VERSION))
-        os.replace(tmp, entry)
+
+    try:
+        atomic_write(entry, write, durable=False)
     except OSError as exc:  # a full or read-only disk costs speed, not the run
         warnings.warn(f"{entry.parent}: cannot write to the decode cache ({exc.strerror or exc})", stacklevel=2)
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _decode_pair(pair: Pair, size: tuple[int, int], image_resize: str, cache_dir: Path | None) -> _PairResult:
@@ -605,7 +603,7 @@ def decode_dataset(images_dir: Path, masks_dir: Path, size: tuple[int, int], n_c
     skipped: list[str] = []
     histogram = np.zeros(256, np.int64)
     decode = _PairDecoder(size, image_resize, cache_dir)
-    with warnings.catch_warnings(), tqdm(total=len(pairs), desc="decode", unit="pair", disable=not progress) as bar:
+    with warnings.catch_warnings(), tqdm(total=len(pairs), desc="decode", unit="pair", disable=None if progress else True) as bar:
         _quiet_bomb_warnings()
         for pair, result in zip(pairs, _parallel_map(decode, pairs, workers)):
             bar.update()

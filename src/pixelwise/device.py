@@ -25,7 +25,9 @@ def resolve_precision(requested: str, device: torch.device) -> torch.dtype | Non
     if device.type == "cuda":
         native_bf16 = torch.cuda.is_bf16_supported()
     else:
-        native_bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+        # Private torch probes: read defensively so a torch without them falls back to fp32.
+        probes = (getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+        native_bf16 = any(probe() for probe in probes if probe is not None)
     if requested == "bf16":
         return torch.bfloat16
     if native_bf16:

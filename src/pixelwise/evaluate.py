@@ -75,7 +75,7 @@ def evaluate(run_dir: str | Path, images_dir: str | Path, masks_dir: str | Path,
         raise DataError(checked.problems or [Problem(Path(images_dir), "no image/mask pairs to evaluate")])
     paths = {p.name: p for p in find_pairs(Path(images_dir), Path(masks_dir))[0]}
     cm = torch.zeros(n_classes, n_classes, dtype=torch.int64)
-    for name in tqdm(checked.names, desc="evaluate", unit="image", disable=not progress):
+    for name in tqdm(checked.names, desc="evaluate", unit="image", disable=None if progress else True):
         pair = paths[name]
         truth = torch.from_numpy(read_mask(pair.mask))
         pred = torch.from_numpy(predictor.predict(read_image(pair.image)))

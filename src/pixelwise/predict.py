@@ -15,9 +15,9 @@ from PIL import Image
 from . import checkpoint
 from .config import RunConfig
 from .data import IMAGE_SUFFIXES, DataError, Problem, read_image, read_mask, resize_image
+from .device import autocast, pick_device, resolve_precision
 from .files import atomic_write
 from .model import UNet
-from .device import autocast, pick_device, resolve_precision
 from .viz import colorize, display_figure, overlay
 
 
@@ -103,15 +103,21 @@ def predict_files(predictor: Predictor, inputs: Iterable[str | Path], out_dir: s
     out_dir = Path(out_dir)
     files, problems = expand_images(inputs)
     result = PredictResult(problems=problems)
-    for path in files:
+    masks = _masks_by_stem(Path(masks_dir)) if masks_dir is not None else {}
+    by_stem: dict[str, Path] = {}
+    for path in dict.fromkeys(files):  # the same file given twice is predicted once
+        if path.stem in by_stem:
+            result.problems.append(Problem(path, f"same name as {by_stem[path.stem]}: its outputs would overwrite "
+                                                 "those; predict them into separate --out folders"))
+            continue
+        by_stem[path.stem] = path
+    for path in by_stem.values():
         try:
             image = read_image(path)
-            true = None
-            if masks_dir is not None:
-                true = _matching_mask(Path(masks_dir), path)
-                if true is not None and true.shape != image.shape[:2]:
-                    raise DataError([Problem(path, f"image is {image.shape[1]}x{image.shape[0]} but its mask is "
-                                                   f"{true.shape[1]}x{true.shape[0]}")])
+            true = read_mask(masks[path.stem]) if path.stem in masks else None
+            if true is not None and true.shape != image.shape[:2]:
+                raise DataError([Problem(masks[path.stem], f"mask is {true.shape[0]}x{true.shape[1]} (height x width) "
+                                                           f"but its image is {image.shape[0]}x{image.shape[1]}")])
         except DataError as exc:
             result.problems.extend(exc.problems)
             continue
@@ -131,9 +137,8 @@ def predict_files(predictor: Predictor, inputs: Iterable[str | Path], out_dir: s
     return result
 
 
-def _matching_mask(masks_dir: Path, image_path: Path) -> np.ndarray | None:
-    """The mask with the image's file stem, or None when there is none (the figure then omits it)."""
-    for candidate in sorted(masks_dir.iterdir()):
-        if candidate.stem == image_path.stem and candidate.suffix.lower() in IMAGE_SUFFIXES:
-            return read_mask(candidate)
-    return None
+def _masks_by_stem(masks_dir: Path) -> dict[str, Path]:
+    """Mask files by stem; an image without one still gets a figure, with no true-mask panel."""
+    if not masks_dir.is_dir():
+        raise DataError([Problem(masks_dir, "--masks folder not found")])
+    return {p.stem: p for p in sorted(masks_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}

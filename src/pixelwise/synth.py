@@ -13,7 +13,6 @@ PNGs, the class id in the mask's red channel.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -24,6 +23,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from tqdm.auto import tqdm
 
 from .classes import CARLA
+from .files import atomic_write
 
 __all__ = ["render_scene", "render_drive", "write_dataset"]
 
@@ -1153,10 +1153,8 @@ def _save_png(array: np.ndarray, path: Path, noisy: bool) -> None:
     Noisy photos compress best and fastest with Huffman coding only (zlib strategy 2); masks, made of
     long runs, with ordinary deflate.
     """
-    tmp = path.with_name(f".{path.name}.tmp")
     options = {"compress_type": 2} if noisy else {"compress_level": 3}
-    Image.fromarray(array).save(tmp, format="PNG", **options)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG", **options), durable=False)
 
 
 def _plan(rng: np.random.Generator, count: int) -> list[list[int]]:
@@ -1197,7 +1195,7 @@ def write_dataset(
             )
     alpha = np.full((int(height), int(width), 1), 255, np.uint8)
     zeros = np.zeros((int(height), int(width), 2), np.uint8)
-    with tqdm(total=int(count), desc="synth", unit="frame", disable=not progress) as bar:
+    with tqdm(total=int(count), desc="synth", unit="frame", disable=None if progress else True) as bar:
         for run, child in zip(drives, root.spawn(len(drives))):
             frames = render_drive(np.random.default_rng(child), len(run), height, width)
             for n, (image, mask) in zip(run, frames):

@@ -54,7 +54,7 @@ class TrainResult:
     run_dir: Path
     history: list[dict]
     best_epoch: int
-    best_miou: float
+    best_miou: float | None  # None when there was no validation split
 
 
 def _batches(order: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
@@ -69,14 +69,16 @@ def validate(model: UNet, images: torch.Tensor, masks: torch.Tensor, batch_size:
     model.eval()
     n_classes = model.config.n_classes
     cm = torch.zeros(n_classes, n_classes, dtype=torch.int64, device=device)
-    loss_sum = 0.0
+    loss_sum, pixels = 0.0, 0
     for batch in _batches(np.arange(len(images)), batch_size):
         x, y = to_batch(images, masks, batch, device)
         with autocast(device, dtype):
             logits = model(x)
+        y = center_crop(y, logits.shape[-2:])
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").item()
+        pixels += y.numel()
         cm += confusion_matrix(logits.argmax(1), y, n_classes)
-    return loss_sum / max(masks.numel(), 1), cm.cpu()
+    return loss_sum / max(pixels, 1), cm.cpu()
 
 
 def _read_history(run_dir: Path) -> list[dict]:
@@ -113,6 +115,23 @@ def prepare_data(images_dir: Path, masks_dir: Path, config: RunConfig, *, skip_i
     return decoded, split
 
 
+def check_trainable(config: RunConfig) -> None:
+    """Refuse, before any decoding, a training size the network cannot take or non-RGB input."""
+    model, (h, w) = config.model, config.data.size
+    if model.in_channels != 3:
+        raise ValueError(f"training reads RGB images, so the model needs in_channels=3, not {model.in_channels}")
+    bad = [f"{name} {n} (try {' or '.join(map(str, sorted(set(model.valid_sizes_near(n)))))})"
+           for name, n in (("height", h), ("width", w)) if model.output_size(n) is None]
+    if bad:
+        raise ValueError(f"--size {h}x{w} does not fit this U-Net: {'; '.join(bad)}")
+
+
+def center_crop(masks: torch.Tensor, size: torch.Size) -> torch.Tensor:
+    """Crop (N, H, W) masks to the logits' size: an unpadded network predicts only the centre."""
+    dh, dw = (masks.shape[-2] - size[0]) // 2, (masks.shape[-1] - size[1]) // 2
+    return masks[..., dh:dh + size[0], dw:dw + size[1]]
+
+
 def train(images_dir: str | Path, masks_dir: str | Path, run_dir: str | Path, config: RunConfig | None = None, *,
           resume: bool = False, skip_invalid: bool = False, cache_dir: Path | None = None, progress: bool = True,
           log: Callable[[str], None] = print) -> TrainResult:
@@ -132,10 +151,15 @@ def train(images_dir: str | Path, masks_dir: str | Path, run_dir: str | Path, co
         if (run_dir / checkpoint.LAST).exists():
             raise RunDirError(f"{run_dir}: already holds a run; use --resume to continue it or choose another --out")
         config = config or RunConfig()
+    check_trainable(config)
     cache_dir = default_cache_dir() if cache_dir is None else cache_dir
 
     decoded, split = prepare_data(images_dir, masks_dir, config, skip_invalid=skip_invalid, cache_dir=cache_dir,
                                   progress=progress, log=log)
+    images, masks = torch.from_numpy(decoded.images), torch.from_numpy(decoded.masks)
+    train_images, train_masks = images[split.train], masks[split.train]
+    val_images, val_masks = images[split.val], masks[split.val]
+    del decoded, images, masks  # keep one copy of the data, not two
     device = pick_device()
     dtype = resolve_precision(config.train.precision, device)
     log(f"{len(split.train)} training and {len(split.val)} validation pairs at {config.data.size[0]}x{config.data.size[1]}"
@@ -146,51 +170,44 @@ def train(images_dir: str | Path, masks_dir: str | Path, run_dir: str | Path, co
     optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     history: list[dict] = []
-    best_miou, best_epoch, start_epoch = -math.inf, 0, 1
+    best, best_epoch, start_epoch = -math.inf, 0, 1
     if resume:
         meta = checkpoint.load(run_dir / checkpoint.LAST, model, optimizer)
         history = _read_history(run_dir)[: meta["epoch"]]
-        best_miou, best_epoch, start_epoch = meta["best_miou"], meta["best_epoch"], meta["epoch"] + 1
+        best, best_epoch, start_epoch = meta["best"], meta["best_epoch"], meta["epoch"] + 1
         if start_epoch > config.train.epochs:
             log(f"{run_dir}: all {config.train.epochs} epochs already done; pass a larger --epochs to train on")
     run_dir.mkdir(parents=True, exist_ok=True)
     config.save(run_dir)
 
-    images = torch.from_numpy(decoded.images)
-    masks = torch.from_numpy(decoded.masks)
-    train_images, train_masks = images[split.train], masks[split.train]
-    val_images, val_masks = images[split.val], masks[split.val]
-    if device.type == "cuda":
-        train_images, train_masks = train_images.pin_memory(), train_masks.pin_memory()
-
     for epoch in range(start_epoch, config.train.epochs + 1):
         started = time.perf_counter()
         model.train()
         order = epoch_order(len(train_images), config.train.seed, epoch)
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), dtype=torch.int64, device=device)
-        seen = 0
+        loss_sum, correct, seen = 0.0, 0, 0
         bar = tqdm(list(_batches(order, config.train.batch_size)), desc=f"epoch {epoch}/{config.train.epochs}",
-                   unit="batch", disable=not progress, leave=False, dynamic_ncols=True)
+                   unit="batch", disable=None if progress else True, leave=False, dynamic_ncols=True)
         for step, batch in enumerate(bar, 1):
             x, y = to_batch(train_images, train_masks, batch, device)
             with autocast(device, dtype):
                 logits = model(x)
-                loss = F.cross_entropy(logits.float(), y)
+            y = center_crop(y, logits.shape[-2:])
+            loss = F.cross_entropy(logits.float(), y)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training diverged in epoch {epoch}, step {step} (loss is {loss.item()}); "
+                                         f"the last good checkpoint in {run_dir} is intact. "
+                                         "Try a lower --lr or --precision fp32.")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
-            loss_sum += loss.detach() * y.numel()
-            correct += (logits.detach().argmax(1) == y).sum()
+            loss_sum += loss.item() * y.numel()
+            correct += int((logits.detach().argmax(1) == y).sum())
             seen += y.numel()
             if step % 5 == 0 or step == len(bar):
-                bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", accuracy=f"{correct.item() / seen:.4f}")
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", accuracy=f"{correct / seen:.4f}")
         bar.close()
-        if not math.isfinite(loss_sum.item()):
-            raise FloatingPointError(f"training diverged in epoch {epoch} (loss is {loss_sum.item()}); the last good "
-                                     f"checkpoint in {run_dir} is intact. Try a lower --lr or --precision fp32.")
-        row = {"epoch": epoch, "train_loss": loss_sum.item() / seen, "train_accuracy": correct.item() / seen,
+        row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
                "val_loss": None, "val_accuracy": None, "val_miou": None, "lr": optimizer.param_groups[0]["lr"]}
         if len(val_images):
             val_loss, cm = validate(model, val_images, val_masks, config.train.batch_size, device, dtype)
@@ -201,15 +218,16 @@ def train(images_dir: str | Path, masks_dir: str | Path, run_dir: str | Path, co
 
         # Best by validation mIoU; without a validation split, by training loss.
         quality = row["val_miou"] if row["val_miou"] is not None else -row["train_loss"]
-        if quality > best_miou:
-            best_miou, best_epoch = quality, epoch
+        if quality > best:
+            best, best_epoch = quality, epoch
             checkpoint.save(run_dir / checkpoint.BEST, model, meta={"epoch": epoch})
         checkpoint.save(run_dir / checkpoint.LAST, model, optimizer,
-                        meta={"epoch": epoch, "best_miou": best_miou, "best_epoch": best_epoch})
+                        meta={"epoch": epoch, "best": best, "best_epoch": best_epoch})
         _write_history(run_dir, history)
         plot_history(history, run_dir / CURVES_FILE)
         log(_epoch_line(row, config.train.epochs))
-    return TrainResult(run_dir, history, best_epoch, best_miou)
+    best_row = history[best_epoch - 1] if history and best_epoch else None
+    return TrainResult(run_dir, history, best_epoch, best_row["val_miou"] if best_row else None)
 
 
 def _epoch_line(row: dict, epochs: int) -> str:
