@@ -1,6 +1,6 @@
-"""Checkpoints as safetensors: model weights under their own names, and, in ``last``, the optimiser
-state, RNG state and progress under ``_``-prefixed keys and metadata. One file per checkpoint,
-written atomically, so weights and training state can never disagree after a crash."""
+"""Checkpoints as safetensors: model weights under their own names, and, in ``last``, the optimiser,
+loss-scaler and RNG states and the progress under ``_``-prefixed keys and metadata. One file per
+checkpoint, written atomically, so weights and training state can never disagree after a crash."""
 
 from __future__ import annotations
 
@@ -18,11 +18,13 @@ LAST = "last.safetensors"
 BEST = "best.safetensors"
 _OPT = "_optimizer."
 _RNG = "_rng.torch"
+_CUDA_RNG = "_rng.cuda"
 
 
 def save(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
-         meta: dict | None = None) -> None:
-    """Write weights (and optionally the optimiser and RNG state plus JSON-able ``meta``) atomically."""
+         meta: dict | None = None, scaler: torch.amp.GradScaler | None = None) -> None:
+    """Write weights (and optionally the optimiser, scaler and RNG states plus JSON-able ``meta``)
+    atomically and durably."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     metadata = {"meta": json.dumps(meta or {})}
     if optimizer is not None:
@@ -31,12 +33,17 @@ def save(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | 
             for key, value in slots.items():
                 tensors[f"{_OPT}{i}.{key}"] = value.detach().contiguous().cpu()
         metadata["optimizer_groups"] = json.dumps(state["param_groups"])
+        metadata["scaler"] = json.dumps(scaler.state_dict() if scaler is not None else {})
         tensors[_RNG] = torch.get_rng_state()
+        if torch.cuda.is_available():
+            tensors[_CUDA_RNG] = torch.cuda.get_rng_state()
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
-def load(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict:
-    """Restore weights (and the optimiser and RNG state when given one); return the saved ``meta``."""
+def load(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
+         scaler: torch.amp.GradScaler | None = None) -> dict:
+    """Restore weights (and the optimiser, scaler and RNG states when given an optimiser); return the
+    saved ``meta``."""
     path = Path(path)
     try:
         tensors = load_file(str(path))
@@ -58,5 +65,10 @@ def load(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | 
                 index, slot = key[len(_OPT):].split(".", 1)
                 state.setdefault(int(index), {})[slot] = value
         optimizer.load_state_dict({"state": state, "param_groups": json.loads(metadata["optimizer_groups"])})
+        scaler_state = json.loads(metadata.get("scaler", "{}"))
+        if scaler is not None and scaler_state:
+            scaler.load_state_dict(scaler_state)
         torch.set_rng_state(tensors[_RNG])
+        if _CUDA_RNG in tensors and torch.cuda.is_available():
+            torch.cuda.set_rng_state(tensors[_CUDA_RNG])
     return json.loads(metadata.get("meta", "{}"))

@@ -4,6 +4,7 @@ act on become one line per problem on stderr and a non-zero exit, never a traceb
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import time
@@ -126,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="base filters (default: the preset's: 32 for assignment, 64 for original)")
     p.add_argument("--classes", type=_classes, default=CARLA, help="number of classes or a file of names (default: CARLA's 23)")
     p.add_argument("--skip-invalid", action="store_true", help="train on the valid pairs, listing what was skipped")
+    p.add_argument("--nproc", type=int, default=None, metavar="N",
+                   help="train data-parallel in N processes on this machine (one per GPU; gloo on a CPU) through "
+                        "torchrun; for several machines run torchrun yourself (see the README)")
     _cache_args(p)
 
     p = sub.add_parser("evaluate", help="score a run per class on a folder of pairs")
@@ -195,9 +199,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_DATA if decoded.problems else 0
 
 
-# Settings fixed by a run's config.json: --resume refuses them rather than silently ignoring them.
-_RUN_SETTINGS = ("--batch-size", "--lr", "--precision", "--seed", "--size", "--image-resize", "--val-fraction",
-                 "--preset", "--filters", "--classes")
+# Settings fixed by a run's config.json, and where each lives in it: --resume refuses a different
+# value rather than silently ignoring it.
+_RUN_SETTINGS = {
+    "--batch-size": lambda c: c.train.batch_size, "--lr": lambda c: c.train.lr,
+    "--precision": lambda c: c.train.precision, "--seed": lambda c: c.train.seed, "--size": lambda c: c.data.size,
+    "--image-resize": lambda c: c.data.image_resize, "--val-fraction": lambda c: c.data.val_fraction,
+    "--preset": lambda c: c.model, "--filters": lambda c: c.model.n_filters, "--classes": lambda c: c.classes,
+}
 
 
 def _train_config(args: argparse.Namespace) -> RunConfig:
@@ -212,20 +221,53 @@ def _train_config(args: argparse.Namespace) -> RunConfig:
                      classes=args.classes)
 
 
+def _launch_torchrun(args: argparse.Namespace) -> int:
+    """``pixelwise train --nproc N …`` = ``torchrun --standalone --nproc-per-node N -m pixelwise train …``."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    if args.nproc < 1:
+        raise ValueError(f"--nproc must be at least 1, not {args.nproc}")
+    rest, skip = [], False
+    for token in args.argv:  # the same command line, less --nproc
+        if skip:
+            skip = False
+        elif token == "--nproc":
+            skip = True
+        elif not token.startswith("--nproc="):
+            rest.append(token)
+    launch = get_args_parser().parse_args(["--standalone", "--nproc-per-node", str(args.nproc), "-m", "pixelwise",
+                                           *rest])
+    try:
+        run(launch)
+    except ChildFailedError as exc:  # each process has already printed its own one-line error
+        codes = [failure.exitcode for failure in exc.failures.values()]
+        print(f"pixelwise train: {len(codes)} of {args.nproc} training processes failed (exit codes "
+              f"{', '.join(map(str, codes))})", file=sys.stderr)
+        return max(codes) if all(c > 0 for c in codes) else EXIT_ERROR
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import train
 
-    if args.resume:
-        fixed = [a for a in _RUN_SETTINGS if any(t == a or t.startswith(a + "=") for t in args.argv)]
-        if fixed:
-            raise ValueError(f"{', '.join(fixed)} cannot change when resuming: the run keeps the settings in "
-                             f"{args.out / 'config.json'} (only --epochs can be raised)")
+    if args.nproc is not None:
+        return _launch_torchrun(args)
     images, masks = locate(args.data, args.images, args.masks)
     config = _train_config(args)
+    if args.resume and (args.out / "config.json").exists():
+        saved = RunConfig.load(args.out)
+        given = [flag for flag in _RUN_SETTINGS if any(t == flag or t.startswith(flag + "=") for t in args.argv)]
+        changed = [flag for flag in given if _RUN_SETTINGS[flag](config) != _RUN_SETTINGS[flag](saved)]
+        if changed:
+            raise ValueError(f"{', '.join(changed)} cannot change when resuming: the run keeps the settings in "
+                             f"{args.out / 'config.json'} (only --epochs can be raised)")
     if args.resume and args.epochs is None:
         config = None  # keep the run's own epoch count
     result = train(images, masks, args.out, config, resume=args.resume, skip_invalid=args.skip_invalid,
                    cache_dir=args.cache_dir, progress=not args.no_progress)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 alone reports
+        return 0
     if result.best_miou is not None:
         print(f"best epoch {result.best_epoch}: validation mIoU {result.best_miou:.4f}; run saved in {args.out}")
     elif result.history:
@@ -277,7 +319,7 @@ COMMANDS = {"demo": cmd_demo, "summary": cmd_summary, "synth": cmd_synth, "check
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .train import RunDirError
+    from .train import RunDirError, TrainingStopped
 
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
@@ -285,6 +327,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         return COMMANDS[args.command](args)
+    except TrainingStopped as exc:
+        again = shlex.join(["pixelwise", *argv, *([] if args.resume else ["--resume"])])
+        print(f"pixelwise train: {exc}\ncontinue with: {again}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except DataError as exc:
         for problem in exc.problems:
             print(f"pixelwise {args.command}: {problem}", file=sys.stderr)

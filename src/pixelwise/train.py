@@ -1,27 +1,34 @@
 """The training loop: decode once, split by drive, train with the run's recipe, validate, checkpoint.
 
 A run directory holds everything: ``config.json``, ``last``/``best`` checkpoints, ``history.csv``
-and ``curves.png``. ``resume=True`` continues from ``last`` exactly where the previous run stopped.
+and ``curves.png``. ``last`` is written after every epoch and when training is asked to stop
+(Ctrl-C, SIGTERM), and holds everything needed to continue exactly: ``resume=True`` picks up at the
+step where the run stopped. Under ``torchrun`` the same loop runs data-parallel (see distributed.py).
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from . import checkpoint
 from .config import RunConfig
 from .data import DataError, Decoded, Split, decode_dataset, default_cache_dir, split_by_runs
-from .device import autocast, pick_device, resolve_precision
+from .device import autocast, resolve_precision
+from .distributed import World, close_world, init_world
 from .files import atomic_write_text
 from .metrics import confusion_matrix, scores
 from .model import UNet
@@ -36,11 +43,48 @@ class RunDirError(Exception):
     """The run directory cannot be used as asked (it would overwrite work, or holds nothing to resume)."""
 
 
-def to_batch(images: torch.Tensor, masks: torch.Tensor | None, index: np.ndarray | slice,
+class TrainingStopped(Exception):
+    """Training was asked to stop (Ctrl-C, SIGTERM) and saved its progress in ``last``."""
+
+    def __init__(self, run_dir: Path, epoch: int, step: int, steps: int):
+        self.run_dir, self.epoch, self.step, self.steps = run_dir, epoch, step, steps
+        where = f"after step {step} of {steps} in epoch {epoch}" if step else f"after epoch {epoch - 1}"
+        super().__init__(f"stopped {where}; progress saved in {run_dir / checkpoint.LAST}")
+
+
+class StopRequest:
+    """Ctrl-C or SIGTERM asks training to finish the current step, save and stop; a second Ctrl-C
+    stops at once (the last saved checkpoint stays intact)."""
+
+    def __init__(self, log: Callable[[str], None]):
+        self.requested = False
+        self._log = log
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, _frame) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        self._log(f"\n{signal.Signals(signum).name}: finishing this step, then saving and stopping "
+                  "(Ctrl-C again stops at once)")
+
+    def __exit__(self, *_exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def to_batch(images: np.ndarray, masks: np.ndarray | None, index: np.ndarray,
              device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """uint8 NHWC arrays → float NCHW in [0, 1] (channels-last in memory, no copy of the layout)."""
-    x = images[index].to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
-    y = masks[index].to(device, non_blocking=True).long() if masks is not None else None
+    """uint8 NHWC arrays (in memory or memory-mapped) → float NCHW in [0, 1], channels-last in memory.
+    Only the batch is read, so a dataset larger than RAM trains in bounded memory."""
+    x = torch.from_numpy(images[index]).to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
+    y = torch.from_numpy(masks[index]).to(device, non_blocking=True).long() if masks is not None else None
     return x, y
 
 
@@ -57,20 +101,35 @@ class TrainResult:
     best_miou: float | None  # None when there was no validation split
 
 
+@dataclass
+class Progress:
+    """Where training stands: saved in ``last`` so a resumed run continues at the same step."""
+
+    epoch: int = 1  # the epoch in progress
+    step: int = 0  # steps of it already taken
+    loss_sum: float = 0.0  # the epoch's partial sums so far (over all ranks)
+    correct: int = 0
+    seen: int = 0
+    best: float = -math.inf  # best validation mIoU (or minus the training loss without validation)
+    best_epoch: int = 0
+    data: str = ""  # fingerprint of the split: resuming on other data would not continue this run
+
+
 def _batches(order: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
     for start in range(0, len(order), batch_size):
         yield order[start:start + batch_size]
 
 
 @torch.no_grad()
-def validate(model: UNet, images: torch.Tensor, masks: torch.Tensor, batch_size: int, device: torch.device,
-             dtype: torch.dtype | None) -> tuple[float, torch.Tensor]:
-    """Mean per-pixel loss and the summed confusion matrix over a set of decoded pairs."""
+def validate(model: UNet, images: np.ndarray, masks: np.ndarray, index: np.ndarray, batch_size: int,
+             device: torch.device, dtype: torch.dtype | None, world: World = World()) -> tuple[float, torch.Tensor]:
+    """Mean per-pixel loss and the confusion matrix over the pairs at ``index``, each rank scoring
+    its share and the sums reduced over all ranks, so the mIoU is exact."""
     model.eval()
     n_classes = model.config.n_classes
     cm = torch.zeros(n_classes, n_classes, dtype=torch.int64, device=device)
     loss_sum, pixels = 0.0, 0
-    for batch in _batches(np.arange(len(images)), batch_size):
+    for batch in _batches(world.shard(index), batch_size):
         x, y = to_batch(images, masks, batch, device)
         with autocast(device, dtype):
             logits = model(x)
@@ -78,7 +137,8 @@ def validate(model: UNet, images: torch.Tensor, masks: torch.Tensor, batch_size:
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").item()
         pixels += y.numel()
         cm += confusion_matrix(logits.argmax(1), y, n_classes)
-    return loss_sum / max(pixels, 1), cm.cpu()
+    loss_sum, pixels = world.sum(loss_sum, pixels)
+    return loss_sum / max(pixels, 1), world.sum_tensor(cm).cpu()
 
 
 def _read_history(run_dir: Path) -> list[dict]:
@@ -132,16 +192,32 @@ def center_crop(masks: torch.Tensor, size: torch.Size) -> torch.Tensor:
     return masks[..., dh:dh + size[0], dw:dw + size[1]]
 
 
+def _fingerprint(names: list[str], split: Split) -> str:
+    text = "\n".join(names[i] for i in split.train) + "\n--\n" + "\n".join(names[i] for i in split.val)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def train(images_dir: str | Path, masks_dir: str | Path, run_dir: str | Path, config: RunConfig | None = None, *,
           resume: bool = False, skip_invalid: bool = False, cache_dir: Path | None = None, progress: bool = True,
           log: Callable[[str], None] = print) -> TrainResult:
     """Train a U-Net on the pairs in ``images_dir``/``masks_dir`` into ``run_dir``.
 
     With ``resume``, the run's own config.json is used (``config`` may only change the epoch count)
-    and training continues after the last completed epoch.
+    and training continues where ``last`` was saved. Raises TrainingStopped after a Ctrl-C/SIGTERM.
+    Started by ``torchrun``, each process runs this and they train one model data-parallel.
     """
-    run_dir = Path(run_dir)
-    images_dir, masks_dir = Path(images_dir), Path(masks_dir)
+    world = init_world()
+    try:
+        return _train(world, Path(images_dir), Path(masks_dir), Path(run_dir), config, resume=resume,
+                      skip_invalid=skip_invalid, cache_dir=cache_dir, progress=progress and world.is_main,
+                      log=log if world.is_main else (lambda _: None))
+    finally:
+        close_world(world)
+
+
+def _train(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, config: RunConfig | None, *,
+           resume: bool, skip_invalid: bool, cache_dir: Path | None, progress: bool,
+           log: Callable[[str], None]) -> TrainResult:
     if resume:
         if not (run_dir / checkpoint.LAST).exists():
             raise RunDirError(f"{run_dir}: nothing to resume (no {checkpoint.LAST})")
@@ -152,82 +228,116 @@ def train(images_dir: str | Path, masks_dir: str | Path, run_dir: str | Path, co
             raise RunDirError(f"{run_dir}: already holds a run; use --resume to continue it or choose another --out")
         config = config or RunConfig()
     check_trainable(config)
-    cache_dir = default_cache_dir() if cache_dir is None else cache_dir
+    batch_size, epochs = config.train.batch_size, config.train.epochs
+    if batch_size < world.size:
+        raise ValueError(f"batch size {batch_size} is smaller than the {world.size} processes sharing each batch")
 
-    decoded, split = prepare_data(images_dir, masks_dir, config, skip_invalid=skip_invalid, cache_dir=cache_dir,
+    # Every rank decodes (the cache makes the others cheap) so a data error stops all of them alike.
+    decoded, split = prepare_data(images_dir, masks_dir, config, skip_invalid=skip_invalid,
+                                  cache_dir=default_cache_dir() if cache_dir is None else cache_dir,
                                   progress=progress, log=log)
-    images, masks = torch.from_numpy(decoded.images), torch.from_numpy(decoded.masks)
-    train_images, train_masks = images[split.train], masks[split.train]
-    val_images, val_masks = images[split.val], masks[split.val]
-    del decoded, images, masks  # keep one copy of the data, not two
-    device = pick_device()
+    images, masks = decoded.images, decoded.masks
+    train_idx, val_idx = np.asarray(split.train, dtype=np.int64), np.asarray(split.val, dtype=np.int64)
+    device = world.device()
     dtype = resolve_precision(config.train.precision, device)
-    log(f"{len(split.train)} training and {len(split.val)} validation pairs at {config.data.size[0]}x{config.data.size[1]}"
-        f" on {device.type} ({'fp32' if dtype is None else str(dtype).removeprefix('torch.')})")
+    procs = f" x {world.size} processes" if world.distributed else ""
+    log(f"{len(train_idx)} training and {len(val_idx)} validation pairs at {config.data.size[0]}x{config.data.size[1]}"
+        f" on {device.type}{procs} ({'fp32' if dtype is None else str(dtype).removeprefix('torch.')})")
 
-    torch.manual_seed(config.train.seed)
+    torch.manual_seed(config.train.seed)  # the same initial weights on every rank
     model = UNet(config.model).to(device, memory_format=torch.channels_last)
+    net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+        if world.distributed else model
     optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    state = Progress(data=_fingerprint(decoded.names, split))
     history: list[dict] = []
-    best, best_epoch, start_epoch = -math.inf, 0, 1
     if resume:
-        meta = checkpoint.load(run_dir / checkpoint.LAST, model, optimizer)
-        history = _read_history(run_dir)[: meta["epoch"]]
-        best, best_epoch, start_epoch = meta["best"], meta["best_epoch"], meta["epoch"] + 1
-        if start_epoch > config.train.epochs:
-            log(f"{run_dir}: all {config.train.epochs} epochs already done; pass a larger --epochs to train on")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config.save(run_dir)
+        meta = checkpoint.load(run_dir / checkpoint.LAST, model, optimizer, scaler)
+        saved_state = Progress(**meta["progress"])
+        if saved_state.data != state.data:
+            raise RunDirError(f"{run_dir}: the training data or its split changed since this run started, so it "
+                              "cannot be continued exactly; train a new run with another --out")
+        state = saved_state
+        if not world.is_main:  # the partial sums saved are totals over all ranks: count them once
+            state.loss_sum, state.correct, state.seen = 0.0, 0, 0
+        history = _read_history(run_dir)[: state.epoch - 1]
+        if state.epoch > epochs:
+            log(f"{run_dir}: all {epochs} epochs already done; pass a larger --epochs to train on")
+    if world.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config.save(run_dir)
 
-    for epoch in range(start_epoch, config.train.epochs + 1):
-        started = time.perf_counter()
-        model.train()
-        order = epoch_order(len(train_images), config.train.seed, epoch)
-        loss_sum, correct, seen = 0.0, 0, 0
-        bar = tqdm(list(_batches(order, config.train.batch_size)), desc=f"epoch {epoch}/{config.train.epochs}",
-                   unit="batch", disable=None if progress else True, leave=False, dynamic_ncols=True)
-        for step, batch in enumerate(bar, 1):
-            x, y = to_batch(train_images, train_masks, batch, device)
-            with autocast(device, dtype):
-                logits = model(x)
-            y = center_crop(y, logits.shape[-2:])
-            loss = F.cross_entropy(logits.float(), y)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"training diverged in epoch {epoch}, step {step} (loss is {loss.item()}); "
-                                         f"the last good checkpoint in {run_dir} is intact. "
-                                         "Try a lower --lr or --precision fp32.")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            loss_sum += loss.item() * y.numel()
-            correct += int((logits.detach().argmax(1) == y).sum())
-            seen += y.numel()
-            if step % 5 == 0 or step == len(bar):
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", accuracy=f"{correct / seen:.4f}")
-        bar.close()
-        row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
-               "val_loss": None, "val_accuracy": None, "val_miou": None, "lr": optimizer.param_groups[0]["lr"]}
-        if len(val_images):
-            val_loss, cm = validate(model, val_images, val_masks, config.train.batch_size, device, dtype)
-            s = scores(cm)
-            row.update(val_loss=val_loss, val_accuracy=s.pixel_accuracy, val_miou=s.miou)
-        row["seconds"] = time.perf_counter() - started
-        history.append(row)
+    def save_last() -> None:
+        if world.is_main:
+            checkpoint.save(run_dir / checkpoint.LAST, model, optimizer, {"progress": asdict(state)}, scaler)
 
-        # Best by validation mIoU; without a validation split, by training loss.
-        quality = row["val_miou"] if row["val_miou"] is not None else -row["train_loss"]
-        if quality > best:
-            best, best_epoch = quality, epoch
-            checkpoint.save(run_dir / checkpoint.BEST, model, meta={"epoch": epoch})
-        checkpoint.save(run_dir / checkpoint.LAST, model, optimizer,
-                        meta={"epoch": epoch, "best": best, "best_epoch": best_epoch})
-        _write_history(run_dir, history)
-        plot_history(history, run_dir / CURVES_FILE)
-        log(_epoch_line(row, config.train.epochs))
-    best_row = history[best_epoch - 1] if history and best_epoch else None
-    return TrainResult(run_dir, history, best_epoch, best_row["val_miou"] if best_row else None)
+    with StopRequest(log) as stop:
+        for epoch in range(state.epoch, epochs + 1):
+            started = time.perf_counter()
+            order = train_idx[epoch_order(len(train_idx), config.train.seed, epoch)]
+            batches = list(_batches(order, batch_size))
+            net.train()
+            bar = tqdm(total=len(batches), initial=state.step, desc=f"epoch {epoch}/{epochs}", unit="batch",
+                       disable=None if progress else True, leave=False, dynamic_ncols=True)
+            for step in range(state.step, len(batches)):
+                batch = batches[step]
+                x, y = to_batch(images, masks, world.shard(batch), device)
+                with autocast(device, dtype):
+                    logits = net(x)
+                y = center_crop(y, logits.shape[-2:])
+                loss_sum = F.cross_entropy(logits.float(), y, reduction="sum")
+                # Scaled so that DDP's mean over ranks is the mean over the whole global batch (a rank
+                # whose share of a short last batch is empty still takes part, with a zero gradient).
+                loss = loss_sum * (world.size / (len(batch) * logits.shape[-2] * logits.shape[-1]))
+                if world.any(not torch.isfinite(loss_sum).item()):
+                    raise FloatingPointError(f"training diverged in epoch {epoch}, step {step + 1} (the loss is not "
+                                             f"finite); the last good checkpoint in {run_dir} is intact. "
+                                             "Try a lower --lr or --precision fp32.")
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                state.step = step + 1
+                state.loss_sum += loss_sum.item()
+                state.correct += int((logits.detach().argmax(1) == y).sum())
+                state.seen += y.numel()
+                bar.update()
+                if state.step % 5 == 0 or state.step == len(batches):
+                    bar.set_postfix(loss=f"{state.loss_sum / state.seen:.4f}",
+                                    accuracy=f"{state.correct / state.seen:.4f}")
+                if world.any(stop.requested) and state.step < len(batches):
+                    state.loss_sum, state.correct, state.seen = world.sum(state.loss_sum, state.correct, state.seen)
+                    save_last()
+                    raise TrainingStopped(run_dir, epoch, state.step, len(batches))
+            bar.close()
+
+            loss_total, correct, seen = world.sum(state.loss_sum, state.correct, state.seen)
+            row = {"epoch": epoch, "train_loss": loss_total / seen, "train_accuracy": correct / seen,
+                   "val_loss": None, "val_accuracy": None, "val_miou": None, "lr": optimizer.param_groups[0]["lr"]}
+            if len(val_idx):
+                val_loss, cm = validate(model, images, masks, val_idx, batch_size, device, dtype, world)
+                s = scores(cm)
+                row.update(val_loss=val_loss, val_accuracy=s.pixel_accuracy, val_miou=s.miou)
+            row["seconds"] = time.perf_counter() - started
+            history.append(row)
+
+            # Best by validation mIoU; without a validation split, by training loss.
+            quality = row["val_miou"] if row["val_miou"] is not None else -row["train_loss"]
+            state = Progress(epoch=epoch + 1, best=state.best, best_epoch=state.best_epoch, data=state.data)
+            if quality > state.best:
+                state.best, state.best_epoch = quality, epoch
+                if world.is_main:
+                    checkpoint.save(run_dir / checkpoint.BEST, model, meta={"epoch": epoch})
+            save_last()
+            if world.is_main:
+                _write_history(run_dir, history)
+                plot_history(history, run_dir / CURVES_FILE)
+            log(_epoch_line(row, epochs))
+            if world.any(stop.requested) and epoch < epochs:
+                raise TrainingStopped(run_dir, epoch + 1, 0, len(batches))
+    best_row = history[state.best_epoch - 1] if history and state.best_epoch else None
+    return TrainResult(run_dir, history, state.best_epoch, best_row["val_miou"] if best_row else None)
 
 
 def _epoch_line(row: dict, epochs: int) -> str:

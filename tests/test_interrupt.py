@@ -1,0 +1,115 @@
+"""Never lose work: a stop request saves mid-epoch and resumes exactly; SIGKILL loses at most the
+current epoch and the resumed run ends exactly where an uninterrupted one does; NaN stops cleanly."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import small_config
+from pixelwise import train as train_module
+from pixelwise.data import IMAGE_DIR, MASK_DIR
+from pixelwise.train import TrainingStopped, train
+
+
+def _weights(run: Path, name: str = "last.safetensors") -> dict:
+    return {k: v for k, v in load_file(str(run / name)).items() if not k.startswith("_")}
+
+
+def _assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        assert torch.equal(wa[key], wb[key]), key
+
+
+def _history(run: Path) -> list[dict]:
+    return list(csv.DictReader(open(run / "history.csv")))
+
+
+def _same_history(a: Path, b: Path) -> None:
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert drop(_history(a)) == drop(_history(b))
+
+
+def _train(scenes, run, tmp_path, epochs=3, **kw):
+    return train(scenes / IMAGE_DIR, scenes / MASK_DIR, run, small_config(epochs=epochs, precision="fp32"),
+                 cache_dir=tmp_path / "cache", progress=False, log=lambda _: None, **kw)
+
+
+def test_sigterm_mid_epoch_saves_and_resumes_exactly(scenes, tmp_path, monkeypatch):
+    _train(scenes, tmp_path / "straight", tmp_path)
+
+    calls = {"n": 0}
+    real_to_batch = train_module.to_batch
+
+    def to_batch_then_sigterm(*args, **kwargs):
+        if torch.is_grad_enabled():  # a training step, not validation
+            calls["n"] += 1
+            if calls["n"] == 9:  # early in epoch 2: as if `kill -TERM` arrived now
+                os.kill(os.getpid(), signal.SIGTERM)
+        return real_to_batch(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "to_batch", to_batch_then_sigterm)
+    with pytest.raises(TrainingStopped, match=r"after step \d+ of \d+ in epoch 2") as stopped:
+        _train(scenes, tmp_path / "stopped", tmp_path)
+    assert stopped.value.step == 9 - stopped.value.steps  # the step it was in finished, then it stopped
+    assert len(_history(tmp_path / "stopped")) == 1
+    monkeypatch.setattr(train_module, "to_batch", real_to_batch)
+
+    _train(scenes, tmp_path / "stopped", tmp_path, resume=True)
+    _assert_same_weights(tmp_path / "straight", tmp_path / "stopped")
+    _same_history(tmp_path / "straight", tmp_path / "stopped")
+
+
+def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(scenes, tmp_path, monkeypatch):
+    _train(scenes, tmp_path / "run", tmp_path, epochs=1)
+    good = _weights(tmp_path / "run")
+
+    real_cross_entropy = train_module.F.cross_entropy
+
+    def poisoned(*args, **kwargs):
+        return real_cross_entropy(*args, **kwargs) * float("nan")
+
+    monkeypatch.setattr(train_module.F, "cross_entropy", poisoned)
+    with pytest.raises(FloatingPointError, match="diverged in epoch 2, step 1.*last good checkpoint"):
+        _train(scenes, tmp_path / "run", tmp_path, epochs=2, resume=True)
+    after = _weights(tmp_path / "run")
+    assert all(torch.equal(good[k], after[k]) for k in good)
+
+
+def _cli_train(data: Path, run: Path, cache: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "pixelwise", "train", str(data), "--out", str(run), "--epochs", "3",
+            "--size", "48x64", "--filters", "16", "--batch-size", "1", "--precision", "fp32",
+            "--cache-dir", str(cache), "--no-progress", *extra]
+
+
+def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(scenes, tmp_path):
+    """A real process killed without warning: everything up to the last finished epoch survives,
+    and the resumed run repeats the lost steps exactly (same batches, same RNG, same optimiser)."""
+    cache = tmp_path / "cache"
+    subprocess.run(_cli_train(scenes, tmp_path / "straight", cache), check=True, capture_output=True)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_cli_train(scenes, killed, cache), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not ((killed / "history.csv").exists() and len(_history(killed)) >= 1):
+        assert proc.poll() is None and time.monotonic() < deadline, "training ended before it could be killed"
+        time.sleep(0.02)
+    time.sleep(0.3)  # well into epoch 2 (24 steps of about 40 ms)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert len(_history(killed)) == 1  # epoch 2 was cut short
+    assert not any(p.name.endswith(".tmp") for p in killed.iterdir())
+
+    resumed = subprocess.run(_cli_train(scenes, killed, cache, "--resume"), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    _assert_same_weights(tmp_path / "straight", killed)
+    _same_history(tmp_path / "straight", killed)
