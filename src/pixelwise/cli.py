@@ -140,6 +140,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-invalid", action="store_true", help="score the valid pairs, listing what was skipped")
     _cache_args(p)
 
+    p = sub.add_parser("export", help="export a run's model to ONNX (dynamic size), optionally quantised to int8")
+    p.add_argument("run", type=Path, help="run directory written by train")
+    p.add_argument("--format", choices=("onnx",), default="onnx", help="only ONNX for now (default: %(default)s)")
+    p.add_argument("--int8", type=Path, default=None, metavar="IMAGES",
+                   help="also write an int8 model (RUN/model.int8.onnx), calibrated on the images in this folder")
+    p.add_argument("--calibration-count", type=int, default=64,
+                   help="how many of those images calibrate the int8 model (default: %(default)s)")
+    p.add_argument("--weights", choices=("best", "last"), default="best")
+
     p = sub.add_parser("predict", help="write class-id masks, colour masks and overlays for images")
     p.add_argument("run", type=Path, help="run directory written by train")
     p.add_argument("images", nargs="+", type=Path, help="image files or folders of images")
@@ -307,6 +316,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return EXIT_DATA if result.problems else 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_onnx, quantize_int8
+    from .predict import expand_images
+
+    path = export_onnx(args.run, weights=args.weights)
+    print(f"wrote {path} (fp32, any batch, height and width that are multiples of 16)")
+    if args.int8 is not None:
+        images, problems = expand_images([args.int8])
+        if problems:
+            raise DataError(problems)
+        step = max(1, len(images) // max(1, args.calibration_count))
+        path = quantize_int8(args.run, images[::step][: args.calibration_count], source=path)
+        print(f"wrote {path} (int8, calibrated on {min(len(images[::step]), args.calibration_count)} images)")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -315,7 +340,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"demo": cmd_demo, "summary": cmd_summary, "synth": cmd_synth, "check": cmd_check, "train": cmd_train,
-            "evaluate": cmd_evaluate, "predict": cmd_predict}
+            "evaluate": cmd_evaluate, "predict": cmd_predict, "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:

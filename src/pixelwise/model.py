@@ -231,7 +231,8 @@ class UNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.config.in_channels:
             raise ValueError(f"expected input of shape (N, {self.config.in_channels}, H, W), got {tuple(x.shape)}")
-        self.check_input(x.shape[2], x.shape[3])
+        if not torch.compiler.is_compiling():  # traced for export/compile with symbolic sizes: no Python check
+            self.check_input(x.shape[2], x.shape[3])
         skips = []
         for block in self.encoder:
             x, skip = block(x)

@@ -1,0 +1,105 @@
+"""Export a run's model to ONNX (any batch, height and width) and quantise it to int8 for fast CPU
+inference with ONNX Runtime (VNNI on x86), calibrated on the user's own images."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import checkpoint
+from .config import RunConfig
+from .data import read_image, resize_image
+from .files import atomic_path
+from .model import UNet
+
+ONNX_FILE = "model.onnx"
+INT8_FILE = "model.int8.onnx"
+
+
+def _require(module: str) -> None:
+    try:
+        __import__(module)
+    except ImportError:
+        raise ValueError(f"ONNX export needs the '{module}' package: pip install 'pixelwise[onnx]'") from None
+
+
+def _load_model(run_dir: Path, weights: str) -> tuple[RunConfig, UNet]:
+    config = RunConfig.load(run_dir)
+    model = UNet(config.model)
+    path = run_dir / (checkpoint.BEST if weights == "best" else checkpoint.LAST)
+    if not path.exists():
+        raise FileNotFoundError(f"{run_dir}: no {path.name}; has this run finished an epoch?")
+    checkpoint.load(path, model)
+    return config, model.eval()
+
+
+def export_onnx(run_dir: str | Path, out: str | Path | None = None, weights: str = "best") -> Path:
+    """Write the fp32 model as ONNX with dynamic batch, height and width (each side a multiple of
+    what the network needs, e.g. 16); ``predict --engine onnx`` pads images to such sizes."""
+    _require("onnxscript")
+    run_dir = Path(run_dir)
+    config, model = _load_model(run_dir, weights)
+    if config.model.padding != "same":
+        raise ValueError("ONNX export supports padded ('same') U-Nets, whose valid sizes are multiples of one step; "
+                         "this run uses unpadded convolutions")
+    out = Path(out) if out is not None else run_dir / ONNX_FILE
+    h, w = config.data.size
+    step = 2 ** (config.model.depth - 1)
+    example = torch.rand(1, config.model.in_channels, h, w)
+    dims = torch.export.Dim
+    dynamic = {"x": {0: dims("batch", min=1, max=1024), 2: step * dims("h", min=1, max=4096 // step),
+                     3: step * dims("w", min=1, max=4096 // step)}}
+    onnx_log = logging.getLogger("torch.onnx")
+    level = onnx_log.level
+    onnx_log.setLevel(logging.ERROR)  # the exporter's chatter (e.g. about torchvision) is not the user's concern
+    try:
+        with atomic_path(out) as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (example,), str(tmp), input_names=["image"], output_names=["logits"],
+                              dynamic_shapes=dynamic, dynamo=True, external_data=False, optimize=True, verbose=False)
+    finally:
+        onnx_log.setLevel(level)
+    return out
+
+
+def _calibration_batches(images: Iterable[Path], config: RunConfig) -> Iterator[dict]:
+    """Calibration inputs, preprocessed exactly as in training."""
+    for path in images:
+        image = resize_image(read_image(path), config.data.size, config.data.image_resize)
+        yield {"image": image.transpose(2, 0, 1)[None].astype(np.float32) / 255}
+
+
+def quantize_int8(run_dir: str | Path, calibration: list[Path], source: str | Path | None = None,
+                  out: str | Path | None = None) -> Path:
+    """Static int8 quantisation (QDQ, per-channel weights) calibrated on ``calibration`` images."""
+    _require("onnxruntime")
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    run_dir = Path(run_dir)
+    if not calibration:
+        raise ValueError("int8 quantisation needs calibration images (a few dozen typical ones)")
+    config = RunConfig.load(run_dir)
+    source = Path(source) if source is not None else run_dir / ONNX_FILE
+    if not source.exists():
+        raise FileNotFoundError(f"{source}: export the fp32 ONNX model first")
+    out = Path(out) if out is not None else run_dir / INT8_FILE
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = _calibration_batches(calibration, config)
+
+        def get_next(self) -> dict | None:
+            return next(self.batches, None)
+
+    with atomic_path(out.with_suffix(".pre.onnx"), durable=False) as prepared, atomic_path(out) as tmp:
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        quantize_static(str(prepared), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    out.with_suffix(".pre.onnx").unlink(missing_ok=True)
+    return out

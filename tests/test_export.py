@@ -1,0 +1,52 @@
+"""ONNX export: same outputs as PyTorch at any size; the int8 model stays close to it."""
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import small_config
+from pixelwise.cli import main
+from pixelwise.data import IMAGE_DIR, MASK_DIR
+from pixelwise.predict import Predictor
+from pixelwise.train import train
+
+ort = pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def exported(scenes, tmp_path_factory):
+    run = tmp_path_factory.mktemp("export") / "run"
+    train(scenes / IMAGE_DIR, scenes / MASK_DIR, run, small_config(epochs=2), cache_dir=run.parent / "cache",
+          progress=False, log=lambda _: None)
+    assert main(["export", str(run), "--int8", str(scenes / IMAGE_DIR), "--calibration-count", "8"]) == 0
+    return run
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 48, 64), (2, 3, 80, 112), (1, 3, 96, 128)])
+def test_onnx_matches_pytorch_at_any_size(exported, shape):
+    model = Predictor(exported, precision="fp32").model.cpu()
+    x = torch.rand(*shape)
+    with torch.no_grad():
+        expected = model(x).numpy()
+    session = ort.InferenceSession(str(exported / "model.onnx"), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"image": x.numpy()})
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-4)
+
+
+def test_int8_model_is_close_to_fp32(exported, scenes):
+    from pixelwise.data import read_image, resize_image
+
+    image = resize_image(read_image(sorted((scenes / IMAGE_DIR).iterdir())[3]), (48, 64))
+    x = image.transpose(2, 0, 1)[None].astype(np.float32) / 255
+    fp32 = ort.InferenceSession(str(exported / "model.onnx"), providers=["CPUExecutionProvider"])
+    int8 = ort.InferenceSession(str(exported / "model.int8.onnx"), providers=["CPUExecutionProvider"])
+    a, b = fp32.run(None, {"image": x})[0], int8.run(None, {"image": x})[0]
+    assert (exported / "model.int8.onnx").stat().st_size < 0.4 * (exported / "model.onnx").stat().st_size
+    assert np.abs(a - b).mean() < 0.1 * np.abs(a).mean() + 1e-3
+    assert (a.argmax(1) == b.argmax(1)).mean() > 0.8
+
+
+def test_export_of_a_missing_run_is_a_clear_error(tmp_path, capsys):
+    assert main(["export", str(tmp_path)]) == 1
+    assert "not a pixelwise run directory" in capsys.readouterr().err
