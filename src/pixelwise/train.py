@@ -192,6 +192,28 @@ def center_crop(masks: torch.Tensor, size: torch.Size) -> torch.Tensor:
     return masks[..., dh:dh + size[0], dw:dw + size[1]]
 
 
+def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+               x: torch.Tensor, y: torch.Tensor, global_batch: int, device: torch.device, dtype: torch.dtype | None,
+               world: World = World()) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One optimiser step on this rank's share ``x, y`` of a global batch of ``global_batch`` images.
+    Returns (summed loss, logits, masks cropped to the logits). A non-finite loss raises
+    FloatingPointError on every rank before any weight changes."""
+    with autocast(device, dtype):
+        logits = net(x)
+    y = center_crop(y, logits.shape[-2:])
+    loss_sum = F.cross_entropy(logits.float(), y, reduction="sum")
+    if world.any(not torch.isfinite(loss_sum).item()):
+        raise FloatingPointError("the loss is not finite")
+    # Scaled so that DDP's mean over ranks is the mean over the whole global batch (a rank whose share
+    # of a short last batch is empty still takes part, with a zero gradient).
+    loss = loss_sum * (world.size / (global_batch * logits.shape[-2] * logits.shape[-1]))
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss_sum.detach(), logits.detach(), y
+
+
 def _fingerprint(names: list[str], split: Split) -> str:
     text = "\n".join(names[i] for i in split.train) + "\n--\n" + "\n".join(names[i] for i in split.val)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -283,24 +305,15 @@ def _train(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, confi
             for step in range(state.step, len(batches)):
                 batch = batches[step]
                 x, y = to_batch(images, masks, world.shard(batch), device)
-                with autocast(device, dtype):
-                    logits = net(x)
-                y = center_crop(y, logits.shape[-2:])
-                loss_sum = F.cross_entropy(logits.float(), y, reduction="sum")
-                # Scaled so that DDP's mean over ranks is the mean over the whole global batch (a rank
-                # whose share of a short last batch is empty still takes part, with a zero gradient).
-                loss = loss_sum * (world.size / (len(batch) * logits.shape[-2] * logits.shape[-1]))
-                if world.any(not torch.isfinite(loss_sum).item()):
+                try:
+                    loss_sum, logits, y = train_step(net, optimizer, scaler, x, y, len(batch), device, dtype, world)
+                except FloatingPointError:
                     raise FloatingPointError(f"training diverged in epoch {epoch}, step {step + 1} (the loss is not "
                                              f"finite); the last good checkpoint in {run_dir} is intact. "
-                                             "Try a lower --lr or --precision fp32.")
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
+                                             "Try a lower --lr or --precision fp32.") from None
                 state.step = step + 1
                 state.loss_sum += loss_sum.item()
-                state.correct += int((logits.detach().argmax(1) == y).sum())
+                state.correct += int((logits.argmax(1) == y).sum())
                 state.seen += y.numel()
                 bar.update()
                 if state.step % 5 == 0 or state.step == len(batches):
