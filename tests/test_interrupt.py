@@ -113,3 +113,14 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(scenes, tmp_
     assert resumed.returncode == 0, resumed.stderr
     _assert_same_weights(tmp_path / "straight", killed)
     _same_history(tmp_path / "straight", killed)
+
+
+@pytest.mark.parametrize("lr", ["1e308", "inf"])
+def test_a_learning_rate_that_destroys_the_weights_stops_without_saving_them(scenes, tmp_path, capsys, lr):
+    from pixelwise.cli import main
+
+    code = main(["train", str(scenes), "--out", str(tmp_path / "run"), "--epochs", "1", "--lr", lr, "--size", "48x64",
+                 "--filters", "8", "--cache-dir", str(tmp_path / "cache"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1 and ("diverged" in err or "finite number" in err)
+    assert not (tmp_path / "run" / "last.safetensors").exists()

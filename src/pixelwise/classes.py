@@ -36,6 +36,9 @@ _CARLA = (
 )
 
 
+MAX_CLASSES = 256  # masks are 8-bit PNGs, and predicted masks are written as uint8
+
+
 @dataclass(frozen=True)
 class ClassSet:
     """Names and display colours of the classes, indexed by class id."""
@@ -48,6 +51,11 @@ class ClassSet:
             raise ValueError(f"{len(self.names)} class names but {len(self.colors)} colours")
         if len(self.names) < 2:
             raise ValueError("a segmentation needs at least 2 classes")
+        if len(self.names) > MAX_CLASSES:
+            raise ValueError(f"{len(self.names)} classes, more than {MAX_CLASSES}: masks hold 8-bit class ids (0-255)")
+        blank = [i for i, n in enumerate(self.names) if not isinstance(n, str) or not n.strip()]
+        if blank:
+            raise ValueError(f"class names must be non-blank text; class {blank[0]} is {self.names[blank[0]]!r}")
         repeated = sorted({n for n in self.names if self.names.count(n) > 1})
         if repeated:
             raise ValueError(f"class names must be unique; repeated: {', '.join(repeated)}")
@@ -79,7 +87,17 @@ class ClassSet:
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
-            raise ValueError(f"{path}: cannot read class list ({exc.strerror})") from exc
+            raise ValueError(f"{path}: cannot read class list ({exc.strerror or exc})") from exc
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{path}: class list is not UTF-8 text (byte {exc.start})") from exc
+        try:
+            return cls._parse(path, text)
+        except ValueError as exc:
+            message = str(exc)
+            raise ValueError(message if message.startswith(str(path)) else f"{path}: {message}") from exc
+
+    @classmethod
+    def _parse(cls, path: Path, text: str) -> ClassSet:
         if path.suffix.lower() == ".json":
             try:
                 names = json.loads(text)
@@ -96,13 +114,12 @@ class ClassSet:
             if len(parts) == 1:
                 names.append(parts[0])
                 colors.append(None)
-            elif len(parts) == 4 and all(p.isdigit() and int(p) < 256 for p in parts[1:]):
+            elif len(parts) == 4 and all(p.isascii() and p.isdigit() and int(p) < 256 for p in parts[1:]):
                 names.append(parts[0])
                 colors.append(tuple(int(p) for p in parts[1:]))
             else:
                 raise ValueError(f"{path}:{lineno}: expected 'name' or 'name r g b' (0-255), got {line.strip()!r}")
         generated = cls.from_names(names).colors if names else ()
         return cls(tuple(names), tuple(c if c is not None else g for c, g in zip(colors, generated)))
-
 
 CARLA = ClassSet(tuple(n for n, _ in _CARLA), tuple(c for _, c in _CARLA))

@@ -295,7 +295,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     write_report(evaluation, out)
     print(format_report(evaluation))
     for problem in evaluation.skipped:
-        print(f"skipped: {problem}", file=sys.stderr)
+        print(f"pixelwise evaluate: skipped {problem}", file=sys.stderr)
     print(f"\nreport, confusion matrix (CSV and PNG) and per-class IoU plot in {out}")
     return 0
 
@@ -311,7 +311,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                            on_file=lambda _: bar.update())
     bar.close()
     for problem in result.problems:
-        print(problem, file=sys.stderr)
+        print(f"pixelwise predict: {problem}", file=sys.stderr)
     print(f"wrote {len(result.written)} files to {args.out}")
     return EXIT_DATA if result.problems else 0
 

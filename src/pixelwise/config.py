@@ -7,6 +7,7 @@ Like nnU-Net's plans file, it alone is enough to rebuild the model and the prepr
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from .files import atomic_write_text
 from .model import ModelConfig
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+MAX_SIDE = 8192  # a training size beyond this is a typo or a damaged config.json, not a plan
 CONFIG_FILE = "config.json"
 
 
@@ -33,8 +35,8 @@ class DataConfig:
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"validation fraction must be in [0, 1), not {self.val_fraction}")
         object.__setattr__(self, "size", tuple(int(s) for s in self.size))
-        if len(self.size) != 2 or min(self.size) < 1:
-            raise ValueError(f"size must be (height, width) with both ≥ 1, not {self.size}")
+        if len(self.size) != 2 or min(self.size) < 1 or max(self.size) > MAX_SIDE:
+            raise ValueError(f"size must be (height, width) with both in 1-{MAX_SIDE}, not {self.size}")
 
 
 @dataclass(frozen=True)
@@ -48,8 +50,8 @@ class TrainConfig:
     precision: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError("epochs and batch size must be ≥ 1 and the learning rate > 0")
+        if self.epochs < 1 or self.batch_size < 1 or not (0 < self.lr < math.inf):
+            raise ValueError("epochs and batch size must be ≥ 1 and the learning rate a finite number > 0")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
 

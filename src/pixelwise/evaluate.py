@@ -3,6 +3,8 @@ pixel accuracy second, plus the confusion matrix as CSV, heat-map and JSON."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 from dataclasses import dataclass
@@ -14,7 +16,7 @@ from tqdm.auto import tqdm
 
 from .classes import ClassSet
 from .data import DataError, Problem, decode_dataset, default_cache_dir, find_pairs, read_image, read_mask
-from .files import atomic_write_text
+from .files import atomic_write_text, make_folder
 from .metrics import Scores, confusion_matrix, scores
 from .predict import Predictor
 from .viz import plot_confusion, plot_per_class
@@ -85,24 +87,28 @@ def evaluate(run_dir: str | Path, images_dir: str | Path, masks_dir: str | Path,
 
 def write_report(evaluation: Evaluation, out_dir: str | Path) -> list[Path]:
     """report.json, per_class.csv, confusion.csv, confusion.png and per_class_iou.png in ``out_dir``."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = make_folder(out_dir, "report folder")
     report = evaluation.to_dict()
     atomic_write_text(out_dir / REPORT_FILE, json.dumps(report, indent=2) + "\n")
-    rows = ["id,name,status,iou,dice,true_pixels,predicted_pixels"]
-    for c in report["per_class"]:
-        rows.append(",".join(str("" if c[k] is None else c[k])
-                             for k in ("id", "name", "status", "iou", "dice", "true_pixels", "predicted_pixels")))
-    atomic_write_text(out_dir / "per_class.csv", "\n".join(rows) + "\n")
+    columns = ("id", "name", "status", "iou", "dice", "true_pixels", "predicted_pixels")
+    rows = [columns] + [["" if c[k] is None else c[k] for k in columns] for c in report["per_class"]]
+    atomic_write_text(out_dir / "per_class.csv", _csv(rows))
     names = evaluation.classes.names
-    lines = ["true\\predicted," + ",".join(names)]
-    lines += [f"{names[i]}," + ",".join(map(str, row)) for i, row in enumerate(evaluation.confusion.tolist())]
-    atomic_write_text(out_dir / "confusion.csv", "\n".join(lines) + "\n")
+    rows = [["true\\predicted", *names]] + [[names[i], *row] for i, row in enumerate(evaluation.confusion.tolist())]
+    atomic_write_text(out_dir / "confusion.csv", _csv(rows))
     plot_confusion(evaluation.confusion, evaluation.classes, out_dir / "confusion.png")
     present = [c for c in report["per_class"] if c["status"] == "present"]
+    miou = "n/a" if report["miou"] is None else f"{report['miou']:.3f}"
     plot_per_class([c["name"] for c in present], [c["iou"] for c in present], out_dir / "per_class_iou.png",
-                   f"IoU per class (mIoU {report['miou']:.3f})")
+                   f"IoU per class (mIoU {miou})")
     return [out_dir / n for n in (REPORT_FILE, "per_class.csv", "confusion.csv", "confusion.png", "per_class_iou.png")]
+
+
+def _csv(rows: list) -> str:
+    """CSV text, quoting where needed: class names come from users and may hold commas or quotes."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    return buffer.getvalue()
 
 
 def format_report(evaluation: Evaluation) -> str:

@@ -20,6 +20,21 @@ def _current_umask() -> int:
 _FILE_MODE = 0o666 & ~_current_umask()
 
 
+# A file name may be up to 255 bytes (NAME_MAX); the temporary name must fit too, so it keeps only a
+# readable start of the final name (".NAME.XXXXXXXX.tmp.png" would not fit beside a 240-byte NAME).
+_PREFIX_BYTES = 64
+
+
+def _temp_prefix(name: str) -> str:
+    start = os.fsencode(name)[:_PREFIX_BYTES].decode("utf-8", "ignore")  # never half a character
+    return f".{start}."
+
+
+def _short_suffix(name: str) -> str:
+    suffix = os.path.splitext(name)[1]
+    return suffix if len(os.fsencode(suffix)) <= 16 else ""
+
+
 @contextmanager
 def atomic_path(path: str | Path, durable: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds.
@@ -28,7 +43,8 @@ def atomic_path(path: str | Path, durable: bool = True) -> Iterator[Path]:
     caches and regenerable data skip that cost."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name), suffix=".tmp" + _short_suffix(path.name),
+                               dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -40,6 +56,18 @@ def atomic_path(path: str | Path, durable: bool = True) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def make_folder(path: str | Path, what: str = "output folder") -> Path:
+    """Create ``path`` (and its parents) if needed; a ValueError naming it if that cannot be done."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ValueError(f"{path}: a file has this name, so it cannot be the {what}") from None
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot create the {what} ({exc.strerror or exc})") from None
+    return path
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], object], durable: bool = True) -> None:

@@ -3,6 +3,7 @@ upsample the logits to the image's own size, and write class-id, colour and over
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,12 +12,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from safetensors import SafetensorError, safe_open
 
 from . import checkpoint
-from .config import RunConfig
+from .classes import ClassSet
+from .config import CONFIG_FILE, RunConfig
 from .data import IMAGE_SUFFIXES, DataError, Problem, read_image, read_mask, resize_image
 from .device import autocast, pick_device, resolve_precision
-from .files import atomic_write
+from .files import atomic_write, make_folder
 from .model import UNet
 from .viz import colorize, display_figure, overlay
 
@@ -36,6 +39,7 @@ class Predictor:
         path = self.run_dir / (checkpoint.BEST if weights == "best" else checkpoint.LAST)
         if not path.exists():
             raise FileNotFoundError(f"{self.run_dir}: no {path.name}; has this run finished an epoch?")
+        _check_weights_fit(path, self.run_dir / CONFIG_FILE, self.config)
         self.model = UNet(self.config.model)
         checkpoint.load(path, self.model)
         self.model.to(self.device, memory_format=torch.channels_last).eval()
@@ -66,6 +70,29 @@ class Predictor:
         if logits.shape[1:] != image.shape[:2]:
             logits = F.interpolate(logits[None], size=image.shape[:2], mode="bilinear", align_corners=False)[0]
         return logits.argmax(0).to(torch.uint8).cpu().numpy()
+
+
+def _check_weights_fit(weights: Path, config_file: Path, config: RunConfig) -> None:
+    """Compare the tensor shapes config.json implies with those in the checkpoint's header BEFORE any
+    memory is allocated: a damaged config.json (say n_filters 100000000) must be an error message, not
+    a model too large for memory that gets the process killed."""
+    try:
+        with torch.device("meta"):  # shapes only, no storage
+            wanted = {k: tuple(v.shape) for k, v in UNet(config.model).state_dict().items()}
+    except (RuntimeError, ValueError, OverflowError) as exc:
+        reason = str(exc).splitlines()[0]
+        raise ValueError(f"{config_file}: describes a model that cannot be built ({reason})") from None
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            keys = [k for k in f.keys() if not k.startswith("_")]  # noqa: SIM118 (a file, not a dict)
+            found = {k: tuple(f.get_slice(k).get_shape()) for k in keys}
+    except (OSError, SafetensorError, ValueError) as exc:
+        raise ValueError(f"{weights}: unreadable checkpoint ({exc})") from None
+    if found != wanted:
+        odd = sorted(k for k in wanted.keys() | found.keys() if wanted.get(k) != found.get(k))
+        raise ValueError(f"{weights}: weights do not match the model in {config_file} ({len(odd)} tensor(s) differ, "
+                         f"such as {odd[0]}: {found.get(odd[0], 'missing')} in the weights, "
+                         f"{wanted.get(odd[0], 'missing')} in the config)")
 
 
 def expand_images(inputs: Iterable[str | Path]) -> tuple[list[Path], list[Problem]]:
@@ -104,6 +131,7 @@ def predict_files(predictor: Predictor, inputs: Iterable[str | Path], out_dir: s
     files, problems = expand_images(inputs)
     result = PredictResult(problems=problems)
     masks = _masks_by_stem(Path(masks_dir)) if masks_dir is not None else {}
+    make_folder(out_dir)  # a bad --out fails once here, not once per image
     by_stem: dict[str, Path] = {}
     for path in dict.fromkeys(files):  # the same file given twice is predicted once
         if path.stem in by_stem:
@@ -113,32 +141,73 @@ def predict_files(predictor: Predictor, inputs: Iterable[str | Path], out_dir: s
         by_stem[path.stem] = path
     for path in by_stem.values():
         try:
-            image = read_image(path)
-            true = read_mask(masks[path.stem]) if path.stem in masks else None
-            if true is not None and true.shape != image.shape[:2]:
-                raise DataError([Problem(masks[path.stem], f"mask is {true.shape[0]}x{true.shape[1]} (height x width) "
-                                                           f"but its image is {image.shape[0]}x{image.shape[1]}")])
+            with warnings.catch_warnings():
+                # Oversized images become Problems through read_image's own size check; Pillow's
+                # warning about them would only print noise that names no file.
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image = read_image(path)
+                true = read_mask(masks[path.stem]) if path.stem in masks else None
+            if true is not None:
+                _check_true_mask(true, masks[path.stem], path, image, len(predictor.classes))
         except DataError as exc:
             result.problems.extend(exc.problems)
             continue
-        mask = predictor.predict(image, size)
-        stem = out_dir / path.stem
-        outputs = {f"{stem}_mask.png": mask, f"{stem}_color.png": colorize(mask, predictor.classes),
-                   f"{stem}_overlay.png": overlay(image, mask, predictor.classes)}
-        for name, array in outputs.items():
-            _save_png(Path(name), array)
-            result.written.append(Path(name))
-        if masks_dir is not None:
-            figure = Path(f"{stem}_figure.png")
-            display_figure(image, mask, predictor.classes, figure, true=true)
-            result.written.append(figure)
+        try:
+            mask = predictor.predict(image, size)
+        except (RuntimeError, MemoryError) as exc:  # out of memory on a large --size native image, say
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            result.problems.append(Problem(path, f"cannot predict this image ({message})"))
+            continue
+        try:
+            result.written += _write_outputs(path, out_dir / path.stem, image, mask, predictor.classes,
+                                             true=true, figure=masks_dir is not None)
+        except DataError as exc:
+            result.problems.extend(exc.problems)
+            continue
         if on_file is not None:
             on_file(path)
     return result
+
+
+def _check_true_mask(true: np.ndarray, mask_path: Path, image_path: Path, image: np.ndarray, n_classes: int) -> None:
+    """A true mask must fit its image and the run's classes, or its figure would show something false."""
+    if true.shape != image.shape[:2]:
+        raise DataError([Problem(mask_path, f"mask is {true.shape[0]}x{true.shape[1]} (height x width) but its image "
+                                            f"{image_path.name} is {image.shape[0]}x{image.shape[1]}")])
+    bad = np.flatnonzero(np.bincount(true.ravel(), minlength=256)[n_classes:]) + n_classes
+    if bad.size:
+        ids = ", ".join(map(str, bad[:20])) + (f" and {bad.size - 20} more" if bad.size > 20 else "")
+        raise DataError([Problem(mask_path, f"mask has ids {ids} but the run has only {n_classes} classes "
+                                            f"(0-{n_classes - 1})")])
+
+
+def _write_outputs(path: Path, stem: Path, image: np.ndarray, mask: np.ndarray, classes: ClassSet, *,
+                   true: np.ndarray | None, figure: bool) -> list[Path]:
+    """Write one image's outputs, all or none: if one cannot be written (a name too long for the file
+    system, a full disk) the others are removed again and a DataError names the image."""
+    outputs = {Path(f"{stem}_mask.png"): mask, Path(f"{stem}_color.png"): colorize(mask, classes),
+               Path(f"{stem}_overlay.png"): overlay(image, mask, classes)}
+    written: list[Path] = []
+    target = next(iter(outputs))
+    try:
+        for target, array in outputs.items():
+            _save_png(target, array)
+            written.append(target)
+        if figure:
+            target = Path(f"{stem}_figure.png")
+            display_figure(image, mask, classes, target, true=true)
+            written.append(target)
+    except OSError as exc:
+        for done in written:
+            done.unlink(missing_ok=True)
+        raise DataError([Problem(path, f"cannot write its output {target.name} ({exc.strerror or exc}); "
+                                       "nothing written for this image")]) from None
+    return written
 
 
 def _masks_by_stem(masks_dir: Path) -> dict[str, Path]:
     """Mask files by stem; an image without one still gets a figure, with no true-mask panel."""
     if not masks_dir.is_dir():
         raise DataError([Problem(masks_dir, "--masks folder not found")])
-    return {p.stem: p for p in sorted(masks_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    return {p.stem: p for p in sorted(masks_dir.iterdir())
+            if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")}

@@ -216,7 +216,7 @@ def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: t
 
 def _fingerprint(names: list[str], split: Split) -> str:
     text = "\n".join(names[i] for i in split.train) + "\n--\n" + "\n".join(names[i] for i in split.val)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
 def train(images_dir: str | Path, masks_dir: str | Path, run_dir: str | Path, config: RunConfig | None = None, *,
@@ -333,6 +333,9 @@ def _train(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, confi
                 s = scores(cm)
                 row.update(val_loss=val_loss, val_accuracy=s.pixel_accuracy, val_miou=s.miou)
             row["seconds"] = time.perf_counter() - started
+            if not all(torch.isfinite(p).all() for p in model.parameters()):
+                raise FloatingPointError(f"training diverged in epoch {epoch} (the weights are no longer finite); "
+                                         f"the last good checkpoint in {run_dir} is intact. Try a lower --lr.")
             history.append(row)
 
             # Best by validation mIoU; without a validation split, by training loss.
