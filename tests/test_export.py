@@ -50,3 +50,25 @@ def test_int8_model_is_close_to_fp32(exported, scenes):
 def test_export_of_a_missing_run_is_a_clear_error(tmp_path, capsys):
     assert main(["export", str(tmp_path)]) == 1
     assert "not a pixelwise run directory" in capsys.readouterr().err
+
+
+def test_predict_with_the_onnx_engine(exported, scenes, tmp_path, capsys):
+    import shutil
+
+    from PIL import Image
+
+    image = sorted((scenes / IMAGE_DIR).iterdir())[0]
+    assert main(["predict", str(exported), str(image), "--out", str(tmp_path / "onnx"), "--engine", "onnx",
+                 "--no-progress"]) == 0
+    mask = np.asarray(Image.open(tmp_path / "onnx" / f"{image.stem}_mask.png"))
+    assert mask.shape == (96, 128)
+    # without the int8 file, the fp32 ONNX model gives the same masks as PyTorch (up to rare ties)
+    fp32_only = tmp_path / "fp32run"
+    shutil.copytree(exported, fp32_only)
+    (fp32_only / "model.int8.onnx").unlink()
+    from pixelwise.data import read_image
+
+    picture = read_image(image)
+    onnx_mask = Predictor(fp32_only, engine="onnx").predict(picture)
+    torch_mask = Predictor(fp32_only, precision="fp32").predict(picture)
+    assert (onnx_mask == torch_mask).mean() > 0.999

@@ -158,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=_predict_size, default=None,
                    help="HEIGHTxWIDTH the model sees, or 'native' for each image's own size (default: the training size)")
     p.add_argument("--weights", choices=("best", "last"), default="best")
+    p.add_argument("--engine", choices=("torch", "onnx"), default="torch",
+                   help="torch (CPU or CUDA), or onnx: ONNX Runtime on the CPU with the model written by "
+                        "`pixelwise export` (int8 when exported with --int8)")
     _progress_arg(p)
     return parser
 
@@ -305,7 +308,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from .predict import Predictor, predict_files
 
-    predictor = Predictor(args.run, weights=args.weights)
+    predictor = Predictor(args.run, weights=args.weights, engine=args.engine)
     bar = tqdm(desc="predict", unit="image", disable=True if args.no_progress else None)
     result = predict_files(predictor, args.images, args.out, masks_dir=args.masks, size=args.size,
                            on_file=lambda _: bar.update())

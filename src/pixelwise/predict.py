@@ -24,14 +24,26 @@ from .model import UNet
 from .viz import colorize, display_figure, overlay
 
 
+ENGINES = ("torch", "onnx")
+
+
 class Predictor:
-    """A trained run loaded for inference; ``predict(image)`` returns a class-id mask of the same size."""
+    """A trained run loaded for inference; ``predict(image)`` returns a class-id mask of the same size.
+
+    ``engine="onnx"`` runs the run's exported ONNX model with ONNX Runtime on the CPU, the int8 one
+    (``model.int8.onnx``) when ``pixelwise export --int8`` wrote it, else ``model.onnx``."""
 
     def __init__(self, run_dir: str | Path, weights: str = "best", device: torch.device | None = None,
-                 precision: str = "auto"):
+                 precision: str = "auto", engine: str = "torch"):
         self.run_dir = Path(run_dir)
         self.config = RunConfig.load(self.run_dir)
         self.classes = self.config.classes
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+        if engine == "onnx":
+            self.device, self.dtype = torch.device("cpu"), None
+            self._forward = _onnx_forward(self.run_dir)
+            return
         self.device = device or pick_device()
         self.dtype = resolve_precision(precision, self.device)
         if weights not in ("best", "last"):
@@ -43,6 +55,12 @@ class Predictor:
         self.model = UNet(self.config.model)
         checkpoint.load(path, self.model)
         self.model.to(self.device, memory_format=torch.channels_last).eval()
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            with autocast(self.device, self.dtype):
+                return self.model(x.contiguous(memory_format=torch.channels_last))
+
+        self._forward = forward
 
     @torch.no_grad()
     def logits(self, image: np.ndarray, size: tuple[int, int] | str | None = None) -> torch.Tensor:
@@ -60,9 +78,7 @@ class Predictor:
         if any(pads):
             mode = "reflect" if max(pads[0], pads[1]) < w and max(pads[2], pads[3]) < h else "replicate"
             x = F.pad(x, pads, mode=mode)
-        with autocast(self.device, self.dtype):
-            out = self.model(x.contiguous(memory_format=torch.channels_last))
-        return out[0, :, :h, :w].float()
+        return self._forward(x)[0, :, :h, :w].float()
 
     def predict(self, image: np.ndarray, size: tuple[int, int] | str | None = None) -> np.ndarray:
         """(H, W) uint8 class ids at the image's own size; logits are upsampled bilinearly, then argmax."""
@@ -70,6 +86,28 @@ class Predictor:
         if logits.shape[1:] != image.shape[:2]:
             logits = F.interpolate(logits[None], size=image.shape[:2], mode="bilinear", align_corners=False)[0]
         return logits.argmax(0).to(torch.uint8).cpu().numpy()
+
+
+def _onnx_forward(run_dir: Path) -> Callable[[torch.Tensor], torch.Tensor]:
+    """ONNX Runtime session over the run's exported model (int8 when present) as a tensor → tensor call."""
+    from .export import INT8_FILE, ONNX_FILE
+
+    path = next((run_dir / name for name in (INT8_FILE, ONNX_FILE) if (run_dir / name).exists()), None)
+    if path is None:
+        raise FileNotFoundError(f"{run_dir}: no {ONNX_FILE}; run `pixelwise export {run_dir}` first")
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ValueError("--engine onnx needs onnxruntime: pip install 'pixelwise[onnx]'") from None
+    try:
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
+        raise ValueError(f"{path}: unreadable ONNX model ({str(exc).splitlines()[0]})") from None
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(session.run(None, {"image": x.numpy()})[0])
+
+    return forward
 
 
 def _check_weights_fit(weights: Path, config_file: Path, config: RunConfig) -> None:
