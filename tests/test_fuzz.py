@@ -604,11 +604,9 @@ def test_process_predict_bomb_header(root, run):
     assert_no_partial_files(folder / "out")
 
 
-# ------------------------------------------------------------------------- known bugs, not ours to fix
+# ------------------------------------------------------------------------- odd names
 
 
-@pytest.mark.xfail(reason="data.Problem prints a file name's line break raw: the error spans two lines and the "
-                          "first names only part of the file (see the issue 5 report)", strict=False)
 def test_name_with_a_line_break(root, base, capfd):
     folder = fresh(root)
     data = dataset_with(base, folder, "two\nlines", TRUNCATED)

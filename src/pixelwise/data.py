@@ -9,24 +9,31 @@ whether to refuse (``raise DataError(problems)``) or to skip the bad pairs.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import itertools
 import json
 import math
 import os
 import random
 import re
+import secrets
 import stat
+import time
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from .files import atomic_write
+from .files import atomic_path, atomic_write
 
 __all__ = [
     "IMAGE_DIR", "MASK_DIR", "IMAGE_SUFFIXES", "RESIZE_MODES", "Problem", "DataError", "Pair", "Decoded", "Split",
@@ -46,6 +53,9 @@ _CACHE_VERSION = 1
 # ---------------------------------------------------------------------------------------------- errors
 
 
+_LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"  # what str.splitlines splits on
+
+
 @dataclass(frozen=True)
 class Problem:
     """One thing wrong with the data. Always names the file or folder, so the user knows what to fix."""
@@ -54,7 +64,9 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.message}"
+        # A line break in a file name is shown escaped, so one problem stays one line.
+        path = "".join(repr(c)[1:-1] if c in _LINE_BREAKS else c for c in str(self.path))
+        return f"{path}: {self.message}"
 
 
 class DataError(Exception):
@@ -438,7 +450,13 @@ def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 @dataclass
 class Decoded:
-    """Every valid pair decoded and resized, with everything found wrong on the way."""
+    """Every valid pair decoded and resized, with everything found wrong on the way.
+
+    With a cache folder, ``images`` and ``masks`` are copy-on-write ``np.memmap`` views of the cache
+    files: only the rows a caller touches are read, so a dataset larger than RAM fits, and
+    ``images[batch_indices]`` reads (copies) just that batch. Writing into them changes this process's
+    private copy of those pages, never the cache. Without a cache folder they are ordinary arrays.
+    """
 
     names: list[str]  # the valid pairs, in order
     images: np.ndarray  # (N, H, W, 3) uint8: 4x smaller than float; scaled to [0, 1] at batch time
@@ -454,67 +472,18 @@ class _PairResult:
     image: np.ndarray | None = None
     mask: np.ndarray | None = None
     original_size: tuple[int, int] | None = None
-    histogram: np.ndarray | None = None  # (256,) int64 over the original-size mask
+    histogram: np.ndarray | None = None  # int64 pixel counts of ids 0, 1, … over the original-size mask
     problems: tuple[Problem, ...] = ()
 
 
 def default_cache_dir() -> Path:
-    """Where decoded pairs are cached: $PIXELWISE_CACHE, else ~/.cache/pixelwise."""
+    """Where decoded datasets are cached: $PIXELWISE_CACHE, else ~/.cache/pixelwise."""
     env = os.environ.get("PIXELWISE_CACHE")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "pixelwise"
 
 
-def _cache_path(cache_dir: Path, pair: Pair, size: tuple[int, int], image_resize: str) -> Path:
-    """The entry for exactly these files (path, size, mtime) at this target size and resize mode."""
-    parts: list[object] = [_CACHE_VERSION, list(size), image_resize]
-    for path in (pair.image, pair.mask):
-        st = os.stat(path)
-        parts += [str(Path(path).resolve()), st.st_size, st.st_mtime_ns]
-    key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:40]
-    return cache_dir / f"{key}.npz"
-
-
-def _cache_load(entry: Path, size: tuple[int, int]) -> _PairResult | None:
-    """The cached pair, or None for a missing, corrupt or foreign entry (a miss, never an error)."""
-    try:
-        with np.load(entry, allow_pickle=False) as z:
-            result = _PairResult(z["image"], z["mask"], tuple(int(v) for v in z["original_size"]), z["histogram"])
-            version = int(z["version"])
-    except Exception:
-        return None
-    h, w = size
-    if (version != _CACHE_VERSION or result.image.dtype != np.uint8 or result.image.shape != (h, w, 3)
-            or result.mask.dtype != np.uint8 or result.mask.shape != (h, w)
-            or result.histogram.shape != (256,) or len(result.original_size) != 2):
-        return None
-    result.histogram = result.histogram.astype(np.int64, copy=False)
-    return result
-
-
-def _cache_store(entry: Path, result: _PairResult) -> None:
-    """Write to a temporary file, then rename: a crash never leaves a half-written entry in place."""
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            np.savez(f, image=result.image, mask=result.mask, original_size=np.asarray(result.original_size),
-                     histogram=result.histogram, version=np.asarray(_CACHE_VERSION))
-
-    try:
-        atomic_write(entry, write, durable=False)
-    except OSError as exc:  # a full or read-only disk costs speed, not the run
-        warnings.warn(f"{entry.parent}: cannot write to the decode cache ({exc.strerror or exc})", stacklevel=2)
-
-
-def _decode_pair(pair: Pair, size: tuple[int, int], image_resize: str, cache_dir: Path | None) -> _PairResult:
-    """Decode, check and resize one pair (from the cache when possible). Never raises for bad data."""
-    entry = None
-    if cache_dir is not None:
-        try:
-            entry = _cache_path(cache_dir, pair, size, image_resize)
-        except OSError:
-            entry = None  # a file vanished: decoding below reports it
-        cached = _cache_load(entry, size) if entry is not None and entry.exists() else None
-        if cached is not None:
-            return cached
+def _decode_pair(pair: Pair, size: tuple[int, int], image_resize: str) -> _PairResult:
+    """Decode, check and resize one pair. Never raises for bad data: problems are returned."""
     problems: list[Problem] = []
     image = mask = None
     try:
@@ -531,11 +500,17 @@ def _decode_pair(pair: Pair, size: tuple[int, int], image_resize: str, cache_dir
                                            "they must be the same size"))
     if problems:
         return _PairResult(problems=tuple(problems))
-    result = _PairResult(resize_image(image, size, image_resize), resize_mask(mask, size), mask.shape,
-                         np.bincount(mask.ravel(), minlength=256).astype(np.int64))
-    if entry is not None:
-        _cache_store(entry, result)
-    return result
+    return _PairResult(resize_image(image, size, image_resize), resize_mask(mask, size), mask.shape,
+                       np.bincount(mask.ravel(), minlength=1).astype(np.int64))
+
+
+def _ids_problem(pair: Pair, histogram: np.ndarray, n_classes: int) -> Problem | None:
+    """The problem with a mask whose histogram has ids >= n_classes (None if it has none)."""
+    bad = np.flatnonzero(histogram[n_classes:]) + n_classes
+    if not bad.size:
+        return None
+    ids = ", ".join(str(i) for i in bad[:20]) + (f" and {bad.size - 20} more" if bad.size > 20 else "")
+    return Problem(pair.mask, f"mask has ids {ids} but there are only {n_classes} classes (0-{n_classes - 1})")
 
 
 def _quiet_bomb_warnings() -> None:
@@ -544,27 +519,333 @@ def _quiet_bomb_warnings() -> None:
 
 
 def _parallel_map(fn: Callable, items: list, workers: int) -> Iterator:
-    """``map(fn, items)`` in order on a thread pool. Threads, not processes: Pillow's decoders and
-    numpy release the GIL, and on the CARLA frames (257 pairs, 2 vCPUs) 2 threads took 2.0 s against
-    3.5 s for 2 spawned processes, which each pay for importing torch."""
+    """``map(fn, items)`` in order on a thread pool, at most ``2 * workers`` items ahead of the
+    consumer, so memory stays bounded however many items there are (``Executor.map`` would submit
+    them all at once and hold every finished result until it is consumed). Threads, not processes:
+    Pillow's decoders and numpy release the GIL, and on the CARLA frames (257 pairs, 2 vCPUs)
+    2 threads took 2.0 s against 3.5 s for 2 spawned processes, which each pay for importing torch."""
     if workers <= 1 or len(items) <= 1:
         yield from map(fn, items)
         return
     pool = ThreadPoolExecutor(min(workers, len(items)), thread_name_prefix="pixelwise-decode")
+    pending: deque = deque()
+    todo = iter(items)
     try:
-        yield from pool.map(fn, items)
+        for item in itertools.islice(todo, 2 * workers):
+            pending.append(pool.submit(fn, item))
+        while pending:
+            result = pending.popleft().result()
+            for item in itertools.islice(todo, 1):  # keep the workers busy while the caller consumes
+                pending.append(pool.submit(fn, item))
+            yield result
     finally:  # on Ctrl-C or an error, drop the queued work instead of finishing it
+        for future in pending:
+            future.cancel()
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+@dataclass
+class _Table:
+    """What decoding a pair list produced: rows ``0 … n-1`` of ``images``/``masks`` hold the pairs
+    that decoded, in pair order (arrays may have spare rows after them); ``rows[i]`` is pair i's row,
+    or -1 with the reason in ``problems[i]``. The id check against n_classes is not applied here."""
+
+    images: np.ndarray  # (capacity, H, W, 3) uint8
+    masks: np.ndarray  # (capacity, H, W) uint8
+    rows: np.ndarray  # (pairs,) int64
+    original_sizes: np.ndarray  # (n, 2) int64
+    histograms: np.ndarray  # (n, K) int64: per-row pixel counts of ids 0 … K-1 at the original size
+    problems: dict[int, tuple[Problem, ...]]
+    build: str = ""  # the cache build the arrays belong to ("" in memory)
+
+
 class _PairDecoder:
-    """``pair -> _PairResult`` with the decode settings bound."""
+    """``(pair, key) -> _PairResult`` with the decode settings bound. A pair whose key is in
+    ``previous`` (an earlier build of the same dataset) is copied from it instead of decoded."""
 
-    def __init__(self, size: tuple[int, int], image_resize: str, cache_dir: Path | None) -> None:
-        self.size, self.image_resize, self.cache_dir = size, image_resize, cache_dir
+    def __init__(self, size: tuple[int, int], image_resize: str, previous: _Previous | None = None) -> None:
+        self.size, self.image_resize, self.previous = size, image_resize, previous
 
-    def __call__(self, pair: Pair) -> _PairResult:
-        return _decode_pair(pair, self.size, self.image_resize, self.cache_dir)
+    def __call__(self, item: tuple[Pair, bytes | None]) -> _PairResult:
+        pair, key = item
+        if self.previous is not None and key is not None:
+            reused = self.previous.get(key)
+            if reused is not None:
+                return reused
+        return _decode_pair(pair, self.size, self.image_resize)
+
+
+def _decode_into(put: Callable[[np.ndarray, np.ndarray], None], pairs: list[Pair], keys: list[bytes | None],
+                 decode: _PairDecoder, workers: int, progress: bool, n_classes: int | None = None) -> dict:
+    """Decode every pair in parallel, handing each good one to ``put(image, mask)`` in pair order as it
+    arrives (nothing is held back, so memory does not grow with the dataset). With ``n_classes``,
+    pairs with larger ids are left out here already. Returns the :class:`_Table` fields but the arrays."""
+    rows = np.full(len(pairs), -1, np.int64)
+    sizes: list[tuple[int, int]] = []
+    histograms: list[np.ndarray] = []
+    problems: dict[int, tuple[Problem, ...]] = {}
+    with warnings.catch_warnings(), tqdm(total=len(pairs), desc="decode", unit="pair",
+                                         disable=None if progress else True) as bar:
+        _quiet_bomb_warnings()
+        for i, result in enumerate(_parallel_map(decode, list(zip(pairs, keys)), workers)):
+            bar.update()
+            if not result.problems and n_classes is not None:
+                bad_ids = _ids_problem(pairs[i], result.histogram, n_classes)
+                result = _PairResult(problems=(bad_ids,)) if bad_ids else result
+            if result.problems:
+                problems[i] = result.problems
+                continue
+            put(result.image, result.mask)
+            rows[i] = len(sizes)
+            sizes.append(result.original_size)
+            used = np.flatnonzero(result.histogram)
+            histograms.append(result.histogram[: used[-1] + 1 if used.size else 1])
+    width = max((len(h) for h in histograms), default=1)
+    table = np.zeros((len(histograms), width), np.int64)
+    for r, h in enumerate(histograms):
+        table[r, : len(h)] = h
+    return {"rows": rows, "original_sizes": np.asarray(sizes, np.int64).reshape(-1, 2), "histograms": table,
+            "problems": problems}
+
+
+def _decode_in_memory(pairs: list[Pair], decode: _PairDecoder, workers: int, progress: bool,
+                      n_classes: int) -> _Table:
+    h, w = decode.size
+    images = np.empty((len(pairs), h, w, 3), np.uint8)  # untouched spare rows never take up memory
+    masks = np.empty((len(pairs), h, w), np.uint8)
+    count = itertools.count()
+
+    def put(image: np.ndarray, mask: np.ndarray) -> None:
+        k = next(count)
+        images[k], masks[k] = image, mask
+
+    fields = _decode_into(put, pairs, [None] * len(pairs), decode, workers, progress, n_classes)
+    return _Table(images, masks, **fields)
+
+
+# The on-disk cache. One "slot" per (images folder, masks folder, size, resize mode) holds one build:
+#   <slot>.meta.npz               names, per-pair keys, rows, original sizes, per-row histograms, version,
+#                                 the dataset key and the build id; written last, so it is the commit point
+#   <slot>.<build>.images.npy     (pairs, H, W, 3) uint8, memory-mapped when read
+#   <slot>.<build>.masks.npy      (pairs, H, W) uint8
+#   <slot>.<build>.<rows>.*.npy   the same without the rows a smaller n_classes excludes (made on demand)
+# A build id is new for each build, so the meta can never describe another build's arrays; files of
+# builds the meta does not name are deleted after each commit, so the disk holds one copy per slot.
+
+
+def _memmap(path: Path, shape: tuple[int, ...]) -> np.memmap:
+    """A cache array opened copy-on-write, after checking its dtype, shape and exact file size."""
+    array = np.lib.format.open_memmap(path, mode="c")
+    if array.dtype != np.uint8 or array.shape != shape or not array.flags.c_contiguous \
+            or os.path.getsize(path) != array.offset + array.nbytes:
+        raise ValueError(f"{path}: not the array the cache expects")
+    return array
+
+
+def _new_array_file(path: Path, shape: tuple[int, ...]) -> tuple[BinaryIO, int]:
+    """Create a .npy file for ``shape`` uint8 (space reserved up front, so a full disk fails before any
+    decoding) and return it open for writing rows, positioned at the first one.
+
+    Rows are written through the file rather than through the mapping: pages written through a shared
+    mapping count in this process's RSS until the whole file is unmapped; written to the file they
+    live in the page cache only, and the build's resident memory stays that of a few pairs."""
+    created = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+    offset = created.offset
+    del created
+    f = open(path, "r+b", buffering=1 << 20)  # noqa: SIM115 - returned to the caller, who closes it
+    try:
+        if hasattr(os, "posix_fallocate") and math.prod(shape):
+            try:
+                os.posix_fallocate(f.fileno(), offset, math.prod(shape))
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                    raise
+        f.seek(offset)
+    except BaseException:
+        f.close()
+        raise
+    return f, offset
+
+
+class _Previous:
+    """An earlier build of a slot, whose rows a rebuild copies for the pairs that did not change."""
+
+    def __init__(self, meta: dict, images: np.ndarray, masks: np.ndarray) -> None:
+        self.images, self.masks = images, masks
+        self.sizes, self.histograms = meta["original_sizes"], meta["histograms"]
+        self.row_of = {bytes(k): int(r) for k, r in zip(meta["pair_keys"], meta["rows"]) if r >= 0}
+
+    def get(self, key: bytes) -> _PairResult | None:
+        r = self.row_of.get(key)
+        if r is None:
+            return None
+        return _PairResult(np.array(self.images[r]), np.array(self.masks[r]),
+                           tuple(int(v) for v in self.sizes[r]), self.histograms[r])
+
+
+class _Cache:
+    """The cache slot of one dataset at one size and resize mode (see the file layout above)."""
+
+    def __init__(self, folder: Path, images_dir: Path, masks_dir: Path, size: tuple[int, int],
+                 image_resize: str) -> None:
+        self.folder, self.size = folder, size
+        where = [_CACHE_VERSION, str(images_dir.resolve()), str(masks_dir.resolve()), list(size), image_resize]
+        self.slot = hashlib.sha256(json.dumps(where).encode()).hexdigest()[:24]
+        self.meta_path = folder / f"{self.slot}.meta.npz"
+        self.common = where + [Image.MAX_IMAGE_PIXELS]  # a new pixel limit can change what decodes
+
+    def keys(self, pairs: list[Pair]) -> tuple[list[bytes], str]:
+        """One key per pair (file names, sizes, mtimes and the settings), and the dataset's key over them all."""
+        keys = []
+        for pair in pairs:
+            parts: list[object] = [self.common]
+            for path in (pair.image, pair.mask):
+                try:
+                    st = os.stat(path)
+                    parts += [path.name, st.st_size, st.st_mtime_ns]
+                except OSError:
+                    parts += [path.name, None, None]  # vanished or unreadable: decoding reports it
+            keys.append(hashlib.blake2b(json.dumps(parts).encode(), digest_size=16).digest())
+        return keys, hashlib.sha256(json.dumps(self.common).encode() + b"".join(keys)).hexdigest()
+
+    def path(self, build: str, part: str, rows: str = "") -> Path:
+        return self.folder / f"{self.slot}.{build}{'.' + rows if rows else ''}.{part}.npy"
+
+    def _read_meta(self) -> dict | None:
+        try:
+            with open(self.meta_path, "rb") as f, np.load(f, allow_pickle=False) as z:
+                meta = {name: z[name] for name in z.files}
+            if int(meta["version"]) != _CACHE_VERSION:
+                return None
+            meta["key"], meta["build"] = str(meta["key"]), str(meta["build"])
+            n, pairs = len(meta["original_sizes"]), len(meta["rows"])
+            valid = meta["rows"][meta["rows"] >= 0]
+            ok = (meta["pair_keys"].shape == (pairs, 16) and meta["names"].shape == (pairs,)
+                  and meta["original_sizes"].shape == (n, 2) and meta["histograms"].ndim == 2
+                  and len(meta["histograms"]) == n and meta["histograms"].shape[1] >= 1
+                  and np.array_equal(valid, np.arange(n)) and re.fullmatch(r"[0-9a-f]{16}", meta["build"]))
+            return meta if ok else None
+        except Exception:  # missing, truncated, corrupt or foreign: a miss, never an error
+            return None
+
+    def _open(self, build: str, n: int, rows: str = "") -> tuple[np.ndarray, np.ndarray] | None:
+        """The images and masks files of a build (or of one of its row subsets), or None if either is
+        missing, truncated, overlong or not the expected array."""
+        h, w = self.size
+        try:
+            return (_memmap(self.path(build, "images", rows), (n, h, w, 3)),
+                    _memmap(self.path(build, "masks", rows), (n, h, w)))
+        except Exception:
+            return None
+
+    def load(self, pairs: list[Pair], key: str) -> _Table | None:
+        """The cached table for exactly these pairs, or None (a miss)."""
+        for _ in range(2):  # a concurrent build may replace the files between reading the meta and opening them
+            meta = self._read_meta()
+            if meta is None or meta["key"] != key or meta["names"].tolist() != [p.name for p in pairs]:
+                return None
+            arrays = self._open(meta["build"], len(meta["rows"]))
+            if arrays is not None:
+                return _Table(*arrays, meta["rows"], meta["original_sizes"], meta["histograms"], {}, meta["build"])
+        return None
+
+    def previous(self) -> _Previous | None:
+        """Whatever valid build the slot holds now, for its unchanged rows."""
+        meta = self._read_meta()
+        arrays = self._open(meta["build"], len(meta["rows"])) if meta is not None else None
+        return _Previous(meta, *arrays) if arrays is not None else None
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Only one process builds a slot at a time (e.g. the ranks of a torchrun job); the others wait and
+        then find it built. Released by the OS if the holder dies. Best effort: no lock where flock is missing."""
+        try:
+            import fcntl
+            f = open(self.folder / f"{self.slot}.lock", "a+b")  # noqa: SIM115
+        except (ImportError, OSError):
+            yield
+            return
+        with f:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            except OSError:
+                pass
+            yield  # closing the file releases the lock
+
+    def build(self, pairs: list[Pair], keys: list[bytes], key: str, decode: _PairDecoder, workers: int,
+              progress: bool) -> _Table:
+        """Decode into new files (reusing the rows of the previous build whose pair is unchanged), move
+        them into place, then commit by replacing the meta. Raises OSError if the cache cannot be written."""
+        build = secrets.token_hex(8)
+        decode.previous = self.previous()
+        try:
+            return self._build(build, pairs, keys, key, decode, workers, progress)
+        finally:
+            decode.previous = None  # let its mappings go
+
+    def _build(self, build: str, pairs: list[Pair], keys: list[bytes], key: str, decode: _PairDecoder, workers: int,
+               progress: bool) -> _Table:
+        h, w = self.size
+        with atomic_path(self.path(build, "images")) as images_tmp, atomic_path(self.path(build, "masks")) as masks_tmp:
+            images_file, _ = _new_array_file(images_tmp, (len(pairs), h, w, 3))
+            with images_file, _new_array_file(masks_tmp, (len(pairs), h, w))[0] as masks_file:
+                def put(image: np.ndarray, mask: np.ndarray) -> None:
+                    images_file.write(np.ascontiguousarray(image).data)
+                    masks_file.write(np.ascontiguousarray(mask).data)
+
+                fields = _decode_into(put, pairs, keys, decode, workers, progress)
+            decode.previous = None
+            # Mapped before the rename, so a concurrent build's clean-up cannot take them away from us.
+            table = _Table(_memmap(images_tmp, (len(pairs), h, w, 3)), _memmap(masks_tmp, (len(pairs), h, w)),
+                           **fields, build=build)
+
+        def write_meta(tmp: Path) -> None:
+            with open(tmp, "wb") as f:
+                np.savez_compressed(f, version=np.asarray(_CACHE_VERSION), key=np.asarray(key),
+                                    build=np.asarray(build), names=np.asarray([p.name for p in pairs], dtype=str),
+                                    pair_keys=np.frombuffer(b"".join(keys), np.uint8).reshape(len(keys), 16),
+                                    rows=table.rows, original_sizes=table.original_sizes, histograms=table.histograms)
+
+        atomic_write(self.meta_path, write_meta)
+        self._clean(build)
+        return table
+
+    def subset(self, table: _Table, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The rows ``keep`` as memory-mapped arrays of their own, made once from the build's (no decoding)
+        and kept beside it. Raises OSError if they cannot be written."""
+        h, w = self.size
+        rows = hashlib.blake2b(keep.astype("<i8").tobytes(), digest_size=8).hexdigest()
+        made = self._open(table.build, len(keep), rows)
+        if made is not None:
+            return made
+        arrays = []
+        shapes = {"images": (len(keep), h, w, 3), "masks": (len(keep), h, w)}
+        for (part, shape), source in zip(shapes.items(), (table.images, table.masks)):
+            with atomic_path(self.path(table.build, part, rows)) as tmp:
+                f, _ = _new_array_file(tmp, shape)
+                with f:
+                    for start in range(0, len(keep), 256):
+                        f.write(np.ascontiguousarray(source[keep[start:start + 256]]).data)
+                arrays.append(_memmap(tmp, shape))
+        return tuple(arrays)
+
+    def _clean(self, build: str) -> None:
+        """Delete what no valid cache uses: other builds of this slot, temporary files of builds that
+        died more than an hour ago, and the per-pair entries of cache version 1."""
+        old = time.time() - 3600
+        try:
+            entries = list(os.scandir(self.folder))
+        except OSError:
+            return
+        for entry in entries:
+            name = entry.name
+            try:
+                other_build = name.startswith(f"{self.slot}.") and name.endswith(".npy") and name.split(".")[1] != build
+                dead_temporary = name.startswith(f".{self.slot}.") and ".tmp" in name and entry.stat().st_mtime < old
+                if other_build or dead_temporary or re.fullmatch(r"[0-9a-f]{40}\.npz", name):
+                    os.unlink(entry.path)
+            except OSError:
+                pass
 
 
 def decode_dataset(images_dir: Path, masks_dir: Path, size: tuple[int, int], n_classes: int, *,
@@ -574,8 +855,15 @@ def decode_dataset(images_dir: Path, masks_dir: Path, size: tuple[int, int], n_c
 
     A pair is left out (and listed in ``skipped``) when a file cannot be read, when image and mask
     differ in size, or when the mask holds ids >= ``n_classes``; the caller decides whether any
-    problem means refusing. With ``cache_dir``, decoded pairs are stored there and a later call with
-    unchanged files, size and resize mode reads them back without decoding any image.
+    problem means refusing.
+
+    With ``cache_dir``, the decoded dataset is stored there as one images and one masks ``.npy`` file
+    and returned memory-mapped (see :class:`Decoded`); a later call with unchanged files, size and
+    resize mode opens them without decoding any image (pairs that failed are tried again, so their
+    problems are current). After a change only the changed or new pairs are decoded; the rest are
+    copied from the previous build, which is then deleted. ``n_classes`` is not part of the cache: the
+    id check runs on the stored histograms. A missing, truncated or corrupt cache is rebuilt, and an
+    unwritable one only costs speed (a warning, then decoding into memory).
     """
     size = _check_size(size)
     if image_resize not in RESIZE_MODES:
@@ -585,48 +873,83 @@ def decode_dataset(images_dir: Path, masks_dir: Path, size: tuple[int, int], n_c
     workers = (os.cpu_count() or 1) if workers is None else workers
     if workers < 1:
         raise ValueError(f"workers must be at least 1, not {workers}")
-    pairs, problems = find_pairs(Path(images_dir), Path(masks_dir))
-    if cache_dir is not None:
+    images_dir, masks_dir = Path(images_dir), Path(masks_dir)
+    pairs, problems = find_pairs(images_dir, masks_dir)
+    decode = _PairDecoder(size, image_resize)
+    table = cache = None
+    if cache_dir is not None and pairs:
         cache_dir = Path(cache_dir).expanduser()
         try:
             cache_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            warnings.warn(f"{cache_dir}: cannot create the decode cache ({exc.strerror or exc}); decoding without it",
+            cache = _Cache(cache_dir, images_dir, masks_dir, size, image_resize)
+            keys, key = cache.keys(pairs)
+            table = _with_current_problems(cache.load(pairs, key), pairs, decode, workers)
+            if table is None:
+                with cache.lock():
+                    table = _with_current_problems(cache.load(pairs, key), pairs, decode, workers)  # built meanwhile?
+                    if table is None:
+                        table = cache.build(pairs, keys, key, decode, workers, progress)
+        except OSError as exc:  # a full or read-only disk costs speed, not the run
+            warnings.warn(f"{cache_dir}: cannot use the decode cache ({exc.strerror or exc}); decoding without it",
                           stacklevel=2)
-            cache_dir = None
+            table = cache = None
+    if table is None:
+        table = _decode_in_memory(pairs, decode, workers, progress, n_classes)
+    return _select(table, pairs, n_classes, problems, cache)
 
-    h, w = size
-    images = np.empty((len(pairs), h, w, 3), np.uint8)
-    masks = np.empty((len(pairs), h, w), np.uint8)
-    names: list[str] = []
-    original_sizes: list[tuple[int, int]] = []
-    skipped: list[str] = []
-    histogram = np.zeros(256, np.int64)
-    decode = _PairDecoder(size, image_resize, cache_dir)
-    with warnings.catch_warnings(), tqdm(total=len(pairs), desc="decode", unit="pair", disable=None if progress else True) as bar:
+
+def _with_current_problems(table: _Table | None, pairs: list[Pair], decode: _PairDecoder,
+                           workers: int) -> _Table | None:
+    """A cached table with the pairs that failed tried again, for today's problems (a file made readable
+    by chmod keeps its mtime). None if one of them decodes now: the cache is stale."""
+    if table is None:
+        return None
+    failed = np.flatnonzero(table.rows < 0).tolist()
+    with warnings.catch_warnings():
         _quiet_bomb_warnings()
-        for pair, result in zip(pairs, _parallel_map(decode, pairs, workers)):
-            bar.update()
-            pair_problems = list(result.problems)
-            if not pair_problems:
-                bad = np.flatnonzero(result.histogram[n_classes:]) + n_classes
-                if bad.size:
-                    ids = ", ".join(str(i) for i in bad[:20]) + (f" and {bad.size - 20} more" if bad.size > 20 else "")
-                    pair_problems.append(Problem(pair.mask, f"mask has ids {ids} but there are only {n_classes} "
-                                                            f"classes (0-{n_classes - 1})"))
-            if pair_problems:
-                problems += pair_problems
-                skipped.append(pair.name)
-                continue
-            k = len(names)
-            images[k], masks[k] = result.image, result.mask
+        for i, result in zip(failed, _parallel_map(decode, [(pairs[i], None) for i in failed], workers)):
+            if not result.problems:
+                return None
+            table.problems[i] = result.problems
+    return table
+
+
+def _select(table: _Table, pairs: list[Pair], n_classes: int, problems: list[Problem],
+            cache: _Cache | None) -> Decoded:
+    """The pairs that are valid for ``n_classes`` as a :class:`Decoded`, every problem in pair order."""
+    bad_rows = set(np.flatnonzero(table.histograms[:, n_classes:].any(axis=1)).tolist())
+    names, skipped, keep = [], [], []
+    for i, pair in enumerate(pairs):
+        r = int(table.rows[i])
+        found = list(table.problems.get(i, ()))
+        if r in bad_rows:
+            found.append(_ids_problem(pair, table.histograms[r], n_classes))
+        if found:
+            problems += found
+            skipped.append(pair.name)
+        else:
             names.append(pair.name)
-            original_sizes.append(result.original_size)
-            histogram += result.histogram
-    n = len(names)
-    counts = np.zeros(n_classes, np.int64)
-    counts[: min(n_classes, 256)] = histogram[:n_classes]
-    return Decoded(names, images[:n], masks[:n], original_sizes, counts, problems, skipped)
+            keep.append(r)
+    keep = np.asarray(keep, np.int64)
+    if len(keep) == 0 or np.array_equal(keep, np.arange(keep[0], keep[0] + len(keep))):
+        start = int(keep[0]) if len(keep) else 0
+        images, masks = table.images[start:start + len(keep)], table.masks[start:start + len(keep)]  # views
+    else:
+        images = masks = None
+        if cache is not None:  # memory-mapped like the rest rather than copied into memory
+            try:
+                images, masks = cache.subset(table, keep)
+            except OSError as exc:
+                warnings.warn(f"{cache.folder}: cannot write to the decode cache ({exc.strerror or exc}); "
+                              f"the {len(keep)} pairs valid for {n_classes} classes are copied into memory",
+                              stacklevel=3)
+        if images is None:
+            images, masks = table.images[keep], table.masks[keep]
+    totals = table.histograms[keep].sum(axis=0) if len(keep) else np.zeros(1, np.int64)
+    histogram = np.zeros(n_classes, np.int64)
+    histogram[: min(n_classes, len(totals))] = totals[:n_classes]
+    sizes = [(int(hh), int(ww)) for hh, ww in table.original_sizes[keep]]
+    return Decoded(names, images, masks, sizes, histogram, problems, skipped)
 
 
 # ------------------------------------------------------------------------------------------- splitting

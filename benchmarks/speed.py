@@ -1,0 +1,196 @@
+"""Speed of pixelwise against the assignment's own Keras code, side by side in one process.
+
+    python benchmarks/speed.py            # needs `pip install -e ".[bench]"` for the Keras baseline
+    python benchmarks/speed.py --no-keras # pixelwise only
+
+Prints one table: training and inference images/s of pixelwise and of the same U-Net written as the
+assignment writes it in Keras (fp32 defaults), their ratio, and pixelwise's achieved GFLOP/s against
+a matrix-multiply peak measured in the same run. Then a full epoch of real training from PNG files
+(../shared/carla when present, synthetic scenes otherwise) against the pure compute time of the
+same number of steps: the data path's overhead. Timings on a shared 2-core machine are noisy:
+read the ratios, which are measured minutes apart in one process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from pixelwise.config import DataConfig, RunConfig, TrainConfig
+from pixelwise.data import IMAGE_DIR, MASK_DIR
+from pixelwise.device import autocast, pick_device, resolve_precision
+from pixelwise.model import unet_model
+from pixelwise.synth import write_dataset
+from pixelwise.train import train, train_step
+
+CARLA = Path(__file__).resolve().parents[1].parent / "shared" / "carla"
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 2048, seconds: float = 2.0) -> float:
+    """GFLOP/s of a square matrix multiply: the ceiling for convolution-heavy work."""
+    a, b = torch.rand(n, n).to(dtype), torch.rand(n, n).to(dtype)
+    for _ in range(3):
+        a @ b
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        count += 1
+    return 2 * n**3 * count / (time.perf_counter() - start) / 1e9
+
+
+def forward_flops(size: tuple[int, int]) -> float:
+    """FLOPs of one forward pass of the assignment model on one image (a multiply-add counts 2)."""
+    model = unet_model((*size, 3))
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.rand(1, 3, *size))
+    return float(counter.get_total_flops())
+
+
+def timed(step, images_per_step: int, warmup: int, steps: int) -> float:
+    """Images/s of ``step()`` in steady state (warm-up excluded)."""
+    for _ in range(warmup):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return images_per_step * steps / (time.perf_counter() - start)
+
+
+def pixelwise_speed(size: tuple[int, int], batch: int, steps: int) -> tuple[float, float, str]:
+    """Training and inference images/s through pixelwise's own training step and model setup."""
+    device = pick_device()
+    dtype = resolve_precision("auto", device)
+    torch.manual_seed(0)
+    model = unet_model((*size, 3)).to(device, memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    images = torch.randint(0, 256, (batch, *size, 3), dtype=torch.uint8)
+    masks = torch.randint(0, 23, (batch, *size), dtype=torch.uint8)
+
+    def batch_tensors() -> tuple[torch.Tensor, torch.Tensor]:  # what train.to_batch does
+        x = images.to(device).permute(0, 3, 1, 2).float().div_(255)
+        return x, masks.to(device).long()
+
+    def train_once() -> None:
+        model.train()
+        x, y = batch_tensors()
+        train_step(model, optimizer, scaler, x, y, batch, device, dtype)
+
+    @torch.no_grad()
+    def infer_once() -> None:
+        model.eval()
+        x, _ = batch_tensors()
+        with autocast(device, dtype):
+            model(x).argmax(1)
+
+    precision = "fp32" if dtype is None else str(dtype).removeprefix("torch.")
+    return timed(train_once, batch, 2, steps), timed(infer_once, batch, 2, steps), precision
+
+
+def keras_speed(size: tuple[int, int], batch: int, steps: int) -> tuple[float, float]:
+    """The assignment's Keras U-Net and recipe, fp32 defaults: the baseline users have today."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+    from tensorflow.keras.layers import Conv2D, Conv2DTranspose, Dropout, Input, MaxPooling2D, concatenate
+
+    def conv_block(inputs, n_filters, dropout_prob=0.0, max_pooling=True):
+        conv = Conv2D(n_filters, 3, activation="relu", padding="same", kernel_initializer="he_normal")(inputs)
+        conv = Conv2D(n_filters, 3, activation="relu", padding="same", kernel_initializer="he_normal")(conv)
+        if dropout_prob > 0:
+            conv = Dropout(dropout_prob)(conv)
+        return (MaxPooling2D(pool_size=(2, 2))(conv) if max_pooling else conv), conv
+
+    def upsampling_block(expansive_input, contractive_input, n_filters):
+        up = Conv2DTranspose(n_filters, 3, strides=(2, 2), padding="same")(expansive_input)
+        merge = concatenate([up, contractive_input], axis=3)
+        conv = Conv2D(n_filters, 3, activation="relu", padding="same", kernel_initializer="he_normal")(merge)
+        return Conv2D(n_filters, 3, activation="relu", padding="same", kernel_initializer="he_normal")(conv)
+
+    inputs = Input((*size, 3))
+    c1 = conv_block(inputs, 32)
+    c2 = conv_block(c1[0], 64)
+    c3 = conv_block(c2[0], 128)
+    c4 = conv_block(c3[0], 256, dropout_prob=0.3)
+    c5 = conv_block(c4[0], 512, dropout_prob=0.3, max_pooling=False)
+    u6 = upsampling_block(c5[0], c4[1], 256)
+    u7 = upsampling_block(u6, c3[1], 128)
+    u8 = upsampling_block(u7, c2[1], 64)
+    u9 = upsampling_block(u8, c1[1], 32)
+    conv9 = Conv2D(32, 3, activation="relu", padding="same", kernel_initializer="he_normal")(u9)
+    model = tf.keras.Model(inputs=inputs, outputs=Conv2D(23, 1, padding="same")(conv9))
+    model.compile(optimizer="adam", loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.random((batch, *size, 3), dtype=np.float32))
+    y = tf.constant(rng.integers(0, 23, (batch, *size, 1)).astype(np.uint8))
+    train_rate = timed(lambda: model.train_on_batch(x, y), batch, 2, steps)
+    predict = tf.function(lambda t: tf.argmax(model(t, training=False), axis=-1))
+    infer_rate = timed(lambda: predict(x).numpy(), batch, 2, steps)
+    return train_rate, infer_rate
+
+
+def data_path_overhead(data: Path, work: Path, batch: int, train_rate: float, infer_rate: float) -> list[str]:
+    """One epoch of real training from PNGs (cold cache, then warm) against the pure compute of the
+    same training steps and validation passes."""
+    rows = []
+    for label in ("cold cache (decodes PNGs)", "warm cache"):
+        run = work / f"run-{len(rows)}"
+        config = RunConfig(data=DataConfig(), train=TrainConfig(epochs=1, batch_size=batch))
+        lines: list[str] = []
+        start = time.perf_counter()
+        result = train(data / IMAGE_DIR, data / MASK_DIR, run, config, cache_dir=work / "cache", progress=False,
+                       log=lines.append, skip_invalid=True)
+        wall = time.perf_counter() - start
+        trained, validated = map(int, re.search(r"(\d+) training and (\d+) validation", "\n".join(lines)).groups())
+        compute = trained / train_rate + validated / infer_rate
+        rows.append(f"| epoch from PNGs, {label} | {wall:.1f} s wall, {result.history[0]['seconds']:.1f} s in the "
+                    f"loop | pure compute ≈ {compute:.1f} s | {result.history[0]['seconds'] / compute:.2f}× |")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=6, help="timed steps per measurement (default: %(default)s)")
+    parser.add_argument("--no-keras", action="store_true", help="skip the Keras baseline")
+    parser.add_argument("--data", type=Path, default=None, help="dataset for the epoch test (default: shared/carla)")
+    args = parser.parse_args()
+
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
+          + (f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))
+    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    print(f"matrix-multiply peak: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s\n")
+    print("| size, batch | pixelwise train img/s | Keras train img/s | ratio | pixelwise infer img/s | "
+          "Keras infer img/s | ratio | pixelwise train GFLOP/s (% of peak) |")
+    print("|---|---|---|---|---|---|---|---|")
+    rates_96 = (float("nan"), float("nan"))
+    for size, batch in (((96, 128), 32), ((240, 320), 8)):
+        flops = forward_flops(size)
+        p_train, p_infer, precision = pixelwise_speed(size, batch, args.steps)
+        if size == (96, 128):
+            rates_96 = (p_train, p_infer)
+        k_train, k_infer = (float("nan"), float("nan")) if args.no_keras else keras_speed(size, batch, args.steps)
+        achieved = 3 * flops * p_train / 1e9  # forward + backward ≈ 3 forward passes
+        peak = peaks["bf16" if precision == "bfloat16" else "fp32"]
+        print(f"| {size[0]}x{size[1]}, {batch} | {p_train:.1f} ({precision}) | {k_train:.1f} | {p_train / k_train:.2f}× | "
+              f"{p_infer:.1f} | {k_infer:.1f} | {p_infer / k_infer:.2f}× | {achieved:.0f} ({100 * achieved / peak:.0f}%) |")
+
+    data = args.data or (CARLA if CARLA.is_dir() else None)
+    with tempfile.TemporaryDirectory() as tmp:
+        if data is None:
+            data = write_dataset(Path(tmp) / "synth", 256, seed=0, progress=False)
+        print(f"\ndata path on {data}:")
+        for row in data_path_overhead(data, Path(tmp), 32, *rates_96):
+            print(row)
+
+
+if __name__ == "__main__":
+    main()
