@@ -65,3 +65,15 @@ def test_nproc_shortcut_launches_torchrun(scenes, tmp_path):
     assert "x 2 processes" in out.stdout and out.stdout.count("best epoch 1") == 1
     assert sorted(p.name for p in Path(tmp_path / "run").iterdir()) == [
         "best.safetensors", "config.json", "curves.png", "history.csv", "last.safetensors"]
+
+
+def test_each_rank_gets_a_disjoint_share_of_every_batch():
+    import numpy as np
+
+    from pixelwise.distributed import World
+
+    for size in (2, 3):
+        for batch in (np.arange(7), np.arange(10, 12), np.arange(1)):
+            shares = [World(rank, size).shard(batch) for rank in range(size)]
+            together = np.concatenate(shares)
+            assert sorted(together.tolist()) == batch.tolist()  # every item once, on exactly one rank

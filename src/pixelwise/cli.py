@@ -235,6 +235,7 @@ def _train_config(args: argparse.Namespace) -> RunConfig:
 
 def _launch_torchrun(args: argparse.Namespace) -> int:
     """``pixelwise train --nproc N …`` = ``torchrun --standalone --nproc-per-node N -m pixelwise train …``."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
@@ -252,6 +253,10 @@ def _launch_torchrun(args: argparse.Namespace) -> int:
                                            *rest])
     try:
         run(launch)
+    except SignalException:  # Ctrl-C or SIGTERM: torchrun passed it on and each process saved its progress
+        again = shlex.join(["pixelwise", *args.argv, *([] if args.resume else ["--resume"])])
+        print(f"pixelwise train: stopped; progress saved in {args.out}\ncontinue with: {again}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except ChildFailedError as exc:  # each process has already printed its own one-line error
         codes = [failure.exitcode for failure in exc.failures.values()]
         print(f"pixelwise train: {len(codes)} of {args.nproc} training processes failed (exit codes "
@@ -356,8 +361,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except TrainingStopped as exc:
-        again = shlex.join(["pixelwise", *argv, *([] if args.resume else ["--resume"])])
-        print(f"pixelwise train: {exc}\ncontinue with: {again}", file=sys.stderr)
+        if "RANK" in os.environ:  # under torchrun: rank 0 reports; the launcher knows the full command
+            if os.environ["RANK"] == "0":
+                print(f"pixelwise train: {exc}; rerun the same launch with --resume to continue", file=sys.stderr)
+        else:
+            again = shlex.join(["pixelwise", *argv, *([] if args.resume else ["--resume"])])
+            print(f"pixelwise train: {exc}\ncontinue with: {again}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except DataError as exc:
         for problem in exc.problems:

@@ -88,6 +88,12 @@ def to_batch(images: np.ndarray, masks: np.ndarray | None, index: np.ndarray,
     return x, y
 
 
+def step_seed(seed: int, epoch: int, step: int, rank: int) -> int:
+    """Seed of the random draws (dropout) of one step on one rank: each rank draws its own masks, and a
+    resumed run, on any number of processes, repeats the draws of the steps it repeats."""
+    return int(np.random.SeedSequence([seed, epoch, step, rank]).generate_state(1)[0])
+
+
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     """The shuffled order of one epoch, a function of (seed, epoch) alone so a resumed run repeats it."""
     return np.random.default_rng([seed, epoch]).permutation(n)
@@ -184,6 +190,13 @@ def check_trainable(config: RunConfig) -> None:
            for name, n in (("height", h), ("width", w)) if model.output_size(n) is None]
     if bad:
         raise ValueError(f"--size {h}x{w} does not fit this U-Net: {'; '.join(bad)}")
+
+
+def check_finite(model: torch.nn.Module, epoch: int, run_dir: Path) -> None:
+    """Refuse to save weights that are no longer finite (a loss can stay finite for the step that broke them)."""
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
+        raise FloatingPointError(f"training diverged in epoch {epoch} (the weights are no longer finite); "
+                                 f"the last good checkpoint in {run_dir} is intact. Try a lower --lr.")
 
 
 def center_crop(masks: torch.Tensor, size: torch.Size) -> torch.Tensor:
@@ -304,6 +317,7 @@ def _train(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, confi
                        disable=None if progress else True, leave=False, dynamic_ncols=True)
             for step in range(state.step, len(batches)):
                 batch = batches[step]
+                torch.manual_seed(step_seed(config.train.seed, epoch, step, world.rank))
                 x, y = to_batch(images, masks, world.shard(batch), device)
                 try:
                     loss_sum, logits, y = train_step(net, optimizer, scaler, x, y, len(batch), device, dtype, world)
@@ -319,7 +333,8 @@ def _train(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, confi
                 if state.step % 5 == 0 or state.step == len(batches):
                     bar.set_postfix(loss=f"{state.loss_sum / state.seen:.4f}",
                                     accuracy=f"{state.correct / state.seen:.4f}")
-                if world.any(stop.requested) and state.step < len(batches):
+                if world.any(stop.requested):  # even after the last step: validation can wait for the resume
+                    check_finite(model, epoch, run_dir)
                     state.loss_sum, state.correct, state.seen = world.sum(state.loss_sum, state.correct, state.seen)
                     save_last()
                     raise TrainingStopped(run_dir, epoch, state.step, len(batches))
@@ -333,26 +348,24 @@ def _train(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, confi
                 s = scores(cm)
                 row.update(val_loss=val_loss, val_accuracy=s.pixel_accuracy, val_miou=s.miou)
             row["seconds"] = time.perf_counter() - started
-            if not all(torch.isfinite(p).all() for p in model.parameters()):
-                raise FloatingPointError(f"training diverged in epoch {epoch} (the weights are no longer finite); "
-                                         f"the last good checkpoint in {run_dir} is intact. Try a lower --lr.")
+            check_finite(model, epoch, run_dir)
             history.append(row)
 
             # Best by validation mIoU; without a validation split, by training loss.
             quality = row["val_miou"] if row["val_miou"] is not None else -row["train_loss"]
             state = Progress(epoch=epoch + 1, best=state.best, best_epoch=state.best_epoch, data=state.data)
+            if world.is_main:  # history first: `last` may only point past rows that are on disk
+                _write_history(run_dir, history)
+                plot_history(history, run_dir / CURVES_FILE)
             if quality > state.best:
                 state.best, state.best_epoch = quality, epoch
                 if world.is_main:
                     checkpoint.save(run_dir / checkpoint.BEST, model, meta={"epoch": epoch})
             save_last()
-            if world.is_main:
-                _write_history(run_dir, history)
-                plot_history(history, run_dir / CURVES_FILE)
             log(_epoch_line(row, epochs))
             if world.any(stop.requested) and epoch < epochs:
                 raise TrainingStopped(run_dir, epoch + 1, 0, len(batches))
-    best_row = history[state.best_epoch - 1] if history and state.best_epoch else None
+    best_row = next((row for row in history if row["epoch"] == state.best_epoch), None)
     return TrainResult(run_dir, history, state.best_epoch, best_row["val_miou"] if best_row else None)
 
 
