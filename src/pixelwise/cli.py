@@ -369,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"pixelwise train: {exc}\ncontinue with: {again}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except DataError as exc:
+        if os.environ.get("RANK", "0") != "0":  # under torchrun every rank finds the same problems: list them once
+            return EXIT_DATA
         for problem in exc.problems:
             print(f"pixelwise {args.command}: {problem}", file=sys.stderr)
         if args.command in ("train", "evaluate"):
