@@ -27,7 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from pixelwise.config import DataConfig, RunConfig, TrainConfig
 from pixelwise.data import IMAGE_DIR, MASK_DIR
-from pixelwise.device import autocast, pick_device, resolve_precision
+from pixelwise.device import autocast, pick_device, precision_name, resolve_precision
 from pixelwise.model import unet_model
 from pixelwise.synth import write_dataset
 from pixelwise.train import train, train_step
@@ -92,7 +92,7 @@ def pixelwise_speed(size: tuple[int, int], batch: int, steps: int) -> tuple[floa
         with autocast(device, dtype):
             model(x).argmax(1)
 
-    precision = "fp32" if dtype is None else str(dtype).removeprefix("torch.")
+    precision = precision_name(dtype)
     return timed(train_once, batch, 2, steps), timed(infer_once, batch, 2, steps), precision
 
 

@@ -584,7 +584,7 @@ CORRUPTIONS = {
     "images empty": lambda meta, npy: npy["images"].write_bytes(b""),
     "masks missing": lambda meta, npy: npy["masks"].unlink(),
     "images of another shape": lambda meta, npy: np.save(npy["images"], np.zeros((2, 3, 4, 3), np.uint8)),
-    "meta of another version": lambda meta, npy: np.savez(meta, **{**dict(np.load(meta)), "version": np.asarray(1)}),
+    "meta of another version": lambda meta, npy: np.savez(meta, **{**dict(np.load(meta)), "version": np.asarray(data._CACHE_VERSION + 1)}),
 }
 
 

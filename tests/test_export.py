@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
-
 from conftest import small_config
+
 from pixelwise.cli import main
 from pixelwise.data import IMAGE_DIR, MASK_DIR
 from pixelwise.predict import Predictor
@@ -72,3 +72,13 @@ def test_predict_with_the_onnx_engine(exported, scenes, tmp_path, capsys):
     onnx_mask = Predictor(fp32_only, engine="onnx").predict(picture)
     torch_mask = Predictor(fp32_only, precision="fp32").predict(picture)
     assert (onnx_mask == torch_mask).mean() > 0.999
+
+
+def test_onnx_engine_prefers_the_int8_model(exported, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(exported, run)
+    (run / "model.int8.onnx").write_bytes(b"not a model")
+    with pytest.raises(ValueError, match=r"model\.int8\.onnx: unreadable ONNX model"):
+        Predictor(run, engine="onnx")

@@ -142,8 +142,8 @@ class Bad:
         return f"Bad({self.what!r}, valid={self.valid})"
 
 
-def _replace(role: str, data: bytes, **kw) -> dict:
-    return {role: data, **kw}
+def _replace(role: str, data: bytes) -> dict:
+    return {role: data}
 
 
 roles = st.sampled_from(["image", "mask"])

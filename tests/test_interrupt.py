@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import small_config
 from safetensors.torch import load_file
 
-from conftest import small_config
 from pixelwise import train as train_module
 from pixelwise.data import IMAGE_DIR, MASK_DIR
 from pixelwise.train import TrainingStopped, train

@@ -47,6 +47,9 @@ def test_predict_files_writes_all_outputs_and_reports_bad_files(run, scenes, tmp
     assert [p.path.name for p in result.problems] == ["missing.png", "broken.png"]
     mask = np.asarray(Image.open(tmp_path / "out" / f"{stem}_mask.png"))
     assert mask.shape == (96, 128) and mask.max() < 23
+    from pixelwise.data import read_image
+
+    assert np.array_equal(mask, Predictor(run).predict(read_image(images[0])))  # the file holds the prediction
 
 
 def test_same_name_in_two_folders_is_reported_not_overwritten(run, scenes, tmp_path):

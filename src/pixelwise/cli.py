@@ -4,16 +4,17 @@ act on become one line per problem on stderr and a non-zero exit, never a traceb
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
 import time
 from pathlib import Path
 
 from . import __version__
+from .checkpoint import LAST
 from .classes import CARLA, ClassSet
-from .config import PRECISIONS, DataConfig, RunConfig, TrainConfig
+from .config import CONFIG_FILE, PRECISIONS, DataConfig, RunConfig, TrainConfig
 from .data import RESIZE_MODES, DataError, decode_dataset, default_cache_dir, locate
+from .distributed import launched_rank
 from .model import PRESETS, preset
 
 EXIT_ERROR, EXIT_DATA, EXIT_INTERRUPTED = 1, 2, 130
@@ -169,9 +170,9 @@ def cmd_summary(args: argparse.Namespace) -> int:
     from .keras_summary import format_summary, summary
     from .model import UNet
 
+    base = PRESETS[args.preset]
+    size = args.input or ((96, 128) if base.padding == "same" else (572, 572)) + (base.in_channels,)
     overrides = {k: v for k, v in (("n_classes", args.classes), ("n_filters", args.filters)) if v is not None}
-    config = preset(args.preset, **overrides)
-    size = args.input or ((96, 128, config.in_channels) if config.padding == "same" else (572, 572, config.in_channels))
     config = preset(args.preset, **overrides, in_channels=size[2])
     model = UNet(config)
     model.check_input(size[0], size[1])
@@ -233,6 +234,11 @@ def _train_config(args: argparse.Namespace) -> RunConfig:
                      classes=args.classes)
 
 
+def _resume_command(args: argparse.Namespace) -> str:
+    """The command line the user typed, with --resume: what continues an interrupted run."""
+    return shlex.join(["pixelwise", *args.argv, *([] if args.resume else ["--resume"])])
+
+
 def _launch_torchrun(args: argparse.Namespace) -> int:
     """``pixelwise train --nproc N …`` = ``torchrun --standalone --nproc-per-node N -m pixelwise train …``."""
     from torch.distributed.elastic.multiprocessing.api import SignalException
@@ -254,8 +260,8 @@ def _launch_torchrun(args: argparse.Namespace) -> int:
     try:
         run(launch)
     except SignalException:  # Ctrl-C or SIGTERM: torchrun passed it on and each process saved its progress
-        again = shlex.join(["pixelwise", *args.argv, *([] if args.resume else ["--resume"])])
-        print(f"pixelwise train: stopped; progress saved in {args.out}\ncontinue with: {again}", file=sys.stderr)
+        print(f"pixelwise train: stopped; progress saved in {args.out}\ncontinue with: {_resume_command(args)}",
+              file=sys.stderr)
         return EXIT_INTERRUPTED
     except ChildFailedError as exc:  # each process has already printed its own one-line error
         codes = [failure.exitcode for failure in exc.failures.values()]
@@ -272,18 +278,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _launch_torchrun(args)
     images, masks = locate(args.data, args.images, args.masks)
     config = _train_config(args)
-    if args.resume and (args.out / "config.json").exists():
+    if args.resume and (args.out / CONFIG_FILE).exists():
         saved = RunConfig.load(args.out)
         given = [flag for flag in _RUN_SETTINGS if any(t == flag or t.startswith(flag + "=") for t in args.argv)]
         changed = [flag for flag in given if _RUN_SETTINGS[flag](config) != _RUN_SETTINGS[flag](saved)]
         if changed:
             raise ValueError(f"{', '.join(changed)} cannot change when resuming: the run keeps the settings in "
-                             f"{args.out / 'config.json'} (only --epochs can be raised)")
+                             f"{args.out / CONFIG_FILE} (only --epochs can be raised)")
     if args.resume and args.epochs is None:
         config = None  # keep the run's own epoch count
     result = train(images, masks, args.out, config, resume=args.resume, skip_invalid=args.skip_invalid,
                    cache_dir=args.cache_dir, progress=not args.no_progress)
-    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 alone reports
+    if launched_rank() not in (None, 0):  # under torchrun, rank 0 alone reports
         return 0
     if result.best_miou is not None:
         print(f"best epoch {result.best_epoch}: validation mIoU {result.best_miou:.4f}; run saved in {args.out}")
@@ -361,15 +367,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except TrainingStopped as exc:
-        if "RANK" in os.environ:  # under torchrun: rank 0 reports; the launcher knows the full command
-            if os.environ["RANK"] == "0":
-                print(f"pixelwise train: {exc}; rerun the same launch with --resume to continue", file=sys.stderr)
-        else:
-            again = shlex.join(["pixelwise", *argv, *([] if args.resume else ["--resume"])])
-            print(f"pixelwise train: {exc}\ncontinue with: {again}", file=sys.stderr)
+        rank = launched_rank()
+        if rank is None:
+            print(f"pixelwise train: {exc}\ncontinue with: {_resume_command(args)}", file=sys.stderr)
+        elif rank == 0:  # under torchrun the launcher (or the user's own torchrun line) knows the full command
+            print(f"pixelwise train: {exc}; rerun the same launch with --resume to continue", file=sys.stderr)
         return EXIT_INTERRUPTED
     except DataError as exc:
-        if os.environ.get("RANK", "0") != "0":  # under torchrun every rank finds the same problems: list them once
+        if launched_rank() not in (None, 0):  # under torchrun every rank finds the same problems: list them once
             return EXIT_DATA
         for problem in exc.problems:
             print(f"pixelwise {args.command}: {problem}", file=sys.stderr)
@@ -388,9 +393,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         hint = ""
-        if args.command == "train" and (Path(args.out) / "last.safetensors").exists():
-            again = shlex.join(["pixelwise", *argv, *([] if args.resume else ["--resume"])])
-            hint = f"; finished epochs are saved in {args.out}: continue with {again}"
+        if args.command == "train" and (Path(args.out) / LAST).exists():
+            hint = f"; finished epochs are saved in {args.out}: continue with {_resume_command(args)}"
         print(f"\npixelwise {args.command}: interrupted after {time.perf_counter() - started:.0f} s{hint}", file=sys.stderr)
         return EXIT_INTERRUPTED
 

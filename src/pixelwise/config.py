@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from .classes import CARLA, ClassSet
-from .data import RESIZE_MODES
+from .data import check_resize_mode
 from .files import atomic_write_text
 from .model import ModelConfig
 
@@ -30,8 +30,7 @@ class DataConfig:
     val_fraction: float = 0.2
 
     def __post_init__(self) -> None:
-        if self.image_resize not in RESIZE_MODES:
-            raise ValueError(f"image resize must be one of {', '.join(RESIZE_MODES)}, not {self.image_resize!r}")
+        check_resize_mode(self.image_resize)
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"validation fraction must be in [0, 1), not {self.val_fraction}")
         object.__setattr__(self, "size", tuple(int(s) for s in self.size))

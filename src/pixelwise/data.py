@@ -149,6 +149,11 @@ def _natural_key(text: str) -> tuple:
     return tuple(int(p) if i % 2 else p.casefold() for i, p in enumerate(parts)), text
 
 
+def is_image_file(path: Path) -> bool:
+    """What pixelwise reads from a folder: image suffixes, hidden files left out."""
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
 def _image_files(folder: Path, role: str) -> tuple[dict[str, Path] | None, list[Problem], list[str]]:
     """Image files in ``folder`` by stem (None if it cannot be listed); stems used twice are problems.
     Also returns the names of the other (non-image) files, for hints."""
@@ -297,9 +302,7 @@ def _decode(path: str | Path, convert: Callable[[Image.Image, Path, str], np.nda
             return array if array.flags.writeable else array.copy()  # np.asarray(im) is read-only
     except DataError:
         raise
-    except Image.DecompressionBombError as exc:
-        raise _fail(path, _bomb_message(path, None, exc)) from None
-    except Image.DecompressionBombWarning as exc:  # raised as an error under `-W error`
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # the warning: under `-W error`
         raise _fail(path, _bomb_message(path, None, exc)) from None
     except UnidentifiedImageError:
         try:
@@ -397,6 +400,11 @@ def _nearest_index(n_in: int, n_out: int) -> np.ndarray:
     return (np.arange(n_out, dtype=np.int64) * 2 + 1) * n_in // (2 * n_out)
 
 
+def check_resize_mode(mode: str, what: str = "image resize") -> None:
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"{what} must be one of {', '.join(RESIZE_MODES)}, not {mode!r}")
+
+
 def _check_size(size: tuple[int, int]) -> tuple[int, int]:
     try:
         h, w = (int(s) for s in size)
@@ -416,8 +424,7 @@ def resize_image(image: np.ndarray, size: tuple[int, int], mode: str = "nearest"
     (Pillow's BOX filter, like ``Image.reduce``).
     """
     h, w = _check_size(size)
-    if mode not in RESIZE_MODES:
-        raise ValueError(f"resize mode must be one of {', '.join(RESIZE_MODES)}, not {mode!r}")
+    check_resize_mode(mode, "resize mode")
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim not in (2, 3):
         raise ValueError(f"expected a uint8 (H, W) or (H, W, C) image, got {image.dtype} {image.shape}")
@@ -504,16 +511,23 @@ def _decode_pair(pair: Pair, size: tuple[int, int], image_resize: str) -> _PairR
                        np.bincount(mask.ravel(), minlength=1).astype(np.int64))
 
 
-def _ids_problem(pair: Pair, histogram: np.ndarray, n_classes: int) -> Problem | None:
-    """The problem with a mask whose histogram has ids >= n_classes (None if it has none)."""
+def ids_out_of_range(histogram: np.ndarray, n_classes: int) -> str | None:
+    """The ids ≥ n_classes a mask's histogram holds, listed for a message ("23, 40"), or None."""
     bad = np.flatnonzero(histogram[n_classes:]) + n_classes
     if not bad.size:
         return None
-    ids = ", ".join(str(i) for i in bad[:20]) + (f" and {bad.size - 20} more" if bad.size > 20 else "")
+    return ", ".join(str(i) for i in bad[:20]) + (f" and {bad.size - 20} more" if bad.size > 20 else "")
+
+
+def _ids_problem(pair: Pair, histogram: np.ndarray, n_classes: int) -> Problem | None:
+    """The problem with a mask whose histogram has ids >= n_classes (None if it has none)."""
+    ids = ids_out_of_range(histogram, n_classes)
+    if ids is None:
+        return None
     return Problem(pair.mask, f"mask has ids {ids} but there are only {n_classes} classes (0-{n_classes - 1})")
 
 
-def _quiet_bomb_warnings() -> None:
+def quiet_bomb_warnings() -> None:
     # Oversized images become Problems through our own size check; Pillow's warning would only add noise.
     warnings.simplefilter("ignore", Image.DecompressionBombWarning)
 
@@ -586,7 +600,7 @@ def _decode_into(put: Callable[[np.ndarray, np.ndarray], None], pairs: list[Pair
     problems: dict[int, tuple[Problem, ...]] = {}
     with warnings.catch_warnings(), tqdm(total=len(pairs), desc="decode", unit="pair",
                                          disable=None if progress else True) as bar:
-        _quiet_bomb_warnings()
+        quiet_bomb_warnings()
         for i, result in enumerate(_parallel_map(decode, list(zip(pairs, keys)), workers)):
             bar.update()
             if not result.problems and n_classes is not None:
@@ -642,7 +656,7 @@ def _memmap(path: Path, shape: tuple[int, ...]) -> np.memmap:
     return array
 
 
-def _new_array_file(path: Path, shape: tuple[int, ...]) -> tuple[BinaryIO, int]:
+def _new_array_file(path: Path, shape: tuple[int, ...]) -> BinaryIO:
     """Create a .npy file for ``shape`` uint8 (space reserved up front, so a full disk fails before any
     decoding) and return it open for writing rows, positioned at the first one.
 
@@ -664,7 +678,7 @@ def _new_array_file(path: Path, shape: tuple[int, ...]) -> tuple[BinaryIO, int]:
     except BaseException:
         f.close()
         raise
-    return f, offset
+    return f
 
 
 class _Previous:
@@ -787,8 +801,8 @@ class _Cache:
                progress: bool) -> _Table:
         h, w = self.size
         with atomic_path(self.path(build, "images")) as images_tmp, atomic_path(self.path(build, "masks")) as masks_tmp:
-            images_file, _ = _new_array_file(images_tmp, (len(pairs), h, w, 3))
-            with images_file, _new_array_file(masks_tmp, (len(pairs), h, w))[0] as masks_file:
+            with _new_array_file(images_tmp, (len(pairs), h, w, 3)) as images_file, \
+                    _new_array_file(masks_tmp, (len(pairs), h, w)) as masks_file:
                 def put(image: np.ndarray, mask: np.ndarray) -> None:
                     images_file.write(np.ascontiguousarray(image).data)
                     masks_file.write(np.ascontiguousarray(mask).data)
@@ -822,7 +836,7 @@ class _Cache:
         shapes = {"images": (len(keep), h, w, 3), "masks": (len(keep), h, w)}
         for (part, shape), source in zip(shapes.items(), (table.images, table.masks)):
             with atomic_path(self.path(table.build, part, rows)) as tmp:
-                f, _ = _new_array_file(tmp, shape)
+                f = _new_array_file(tmp, shape)
                 with f:
                     for start in range(0, len(keep), 256):
                         f.write(np.ascontiguousarray(source[keep[start:start + 256]]).data)
@@ -831,7 +845,7 @@ class _Cache:
 
     def _clean(self, build: str) -> None:
         """Delete what no valid cache uses: other builds of this slot, temporary files of builds that
-        died more than an hour ago, and the per-pair entries of cache version 1."""
+        died more than an hour ago, and the legacy per-pair `.npz` entries of earlier pixelwise builds."""
         old = time.time() - 3600
         try:
             entries = list(os.scandir(self.folder))
@@ -866,8 +880,7 @@ def decode_dataset(images_dir: Path, masks_dir: Path, size: tuple[int, int], n_c
     unwritable one only costs speed (a warning, then decoding into memory).
     """
     size = _check_size(size)
-    if image_resize not in RESIZE_MODES:
-        raise ValueError(f"image resize must be one of {', '.join(RESIZE_MODES)}, not {image_resize!r}")
+    check_resize_mode(image_resize)
     if n_classes < 1:
         raise ValueError(f"n_classes must be at least 1, not {n_classes}")
     workers = (os.cpu_count() or 1) if workers is None else workers
@@ -906,7 +919,7 @@ def _with_current_problems(table: _Table | None, pairs: list[Pair], decode: _Pai
         return None
     failed = np.flatnonzero(table.rows < 0).tolist()
     with warnings.catch_warnings():
-        _quiet_bomb_warnings()
+        quiet_bomb_warnings()
         for i, result in zip(failed, _parallel_map(decode, [(pairs[i], None) for i in failed], workers)):
             if not result.problems:
                 return None

@@ -35,5 +35,10 @@ def resolve_precision(requested: str, device: torch.device) -> torch.dtype | Non
     return torch.float16 if device.type == "cuda" else None
 
 
+def precision_name(dtype: torch.dtype | None) -> str:
+    """"fp32" for no autocast, else the dtype's short name ("bfloat16", "float16")."""
+    return "fp32" if dtype is None else str(dtype).removeprefix("torch.")
+
+
 def autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager:
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()

@@ -67,6 +67,11 @@ class World:
             dist.barrier()
 
 
+def launched_rank() -> int | None:
+    """This process's rank when torchrun started it (before any process group exists), else None."""
+    return int(os.environ["RANK"]) if "RANK" in os.environ else None
+
+
 def _comm_device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
 

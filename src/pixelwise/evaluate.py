@@ -8,6 +8,7 @@ import io
 import json
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,7 @@ class Evaluation:
     n_images: int
     skipped: list[Problem]
 
-    @property
+    @cached_property
     def scores(self) -> Scores:
         return scores(self.confusion)
 

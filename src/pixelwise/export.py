@@ -11,11 +11,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import checkpoint
 from .config import RunConfig
 from .data import read_image, resize_image
 from .files import atomic_path
-from .model import UNet
+from .predict import load_model
 
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
@@ -28,28 +27,19 @@ def _require(module: str) -> None:
         raise ValueError(f"ONNX export needs the '{module}' package: pip install 'pixelwise[onnx]'") from None
 
 
-def _load_model(run_dir: Path, weights: str) -> tuple[RunConfig, UNet]:
-    config = RunConfig.load(run_dir)
-    model = UNet(config.model)
-    path = run_dir / (checkpoint.BEST if weights == "best" else checkpoint.LAST)
-    if not path.exists():
-        raise FileNotFoundError(f"{run_dir}: no {path.name}; has this run finished an epoch?")
-    checkpoint.load(path, model)
-    return config, model.eval()
-
-
 def export_onnx(run_dir: str | Path, out: str | Path | None = None, weights: str = "best") -> Path:
     """Write the fp32 model as ONNX with dynamic batch, height and width (each side a multiple of
     what the network needs, e.g. 16); ``predict --engine onnx`` pads images to such sizes."""
     _require("onnxscript")
     run_dir = Path(run_dir)
-    config, model = _load_model(run_dir, weights)
+    config = RunConfig.load(run_dir)
+    model = load_model(run_dir, config, weights)
     if config.model.padding != "same":
         raise ValueError("ONNX export supports padded ('same') U-Nets, whose valid sizes are multiples of one step; "
                          "this run uses unpadded convolutions")
     out = Path(out) if out is not None else run_dir / ONNX_FILE
     h, w = config.data.size
-    step = 2 ** (config.model.depth - 1)
+    step = config.model.step
     example = torch.rand(1, config.model.in_channels, h, w)
     dims = torch.export.Dim
     dynamic = {"x": {0: dims("batch", min=1, max=1024), 2: step * dims("h", min=1, max=4096 // step),
@@ -97,9 +87,12 @@ def quantize_int8(run_dir: str | Path, calibration: list[Path], source: str | Pa
         def get_next(self) -> dict | None:
             return next(self.batches, None)
 
-    with atomic_path(out.with_suffix(".pre.onnx"), durable=False) as prepared, atomic_path(out) as tmp:
-        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-        quantize_static(str(prepared), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    out.with_suffix(".pre.onnx").unlink(missing_ok=True)
+    with atomic_path(out) as tmp:
+        prepared = tmp.with_name(tmp.name + ".pre.onnx")  # an intermediate, removed whatever happens
+        try:
+            quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+            quantize_static(str(prepared), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        finally:
+            prepared.unlink(missing_ok=True)
     return out

@@ -50,6 +50,11 @@ class ModelConfig:
 
     # --- sizes -------------------------------------------------------------------------------
 
+    @property
+    def step(self) -> int:
+        """A padded U-Net takes sides that are multiples of this (one halving per pooling)."""
+        return 2 ** (self.depth - 1)
+
     def output_size(self, size: int) -> int | None:
         """Output length for one spatial input length, or None if the network cannot take it."""
         shrink = 4 if self.padding == "valid" else 0
@@ -73,6 +78,11 @@ class ModelConfig:
         while (out := self.output_size(n)) is None or out < size:
             n += 1
         return n
+
+    def size_hints(self, height: int, width: int) -> list[str]:
+        """For each side the network cannot take, e.g. ``"height 100 → try 96 or 112"``."""
+        return [f"{name} {n} → try {' or '.join(map(str, sorted(set(self.valid_sizes_near(n)))))}"
+                for name, n in (("height", height), ("width", width)) if self.output_size(n) is None]
 
     def valid_sizes_near(self, size: int) -> tuple[int, int]:
         """The nearest input lengths at or below and above ``size`` that the network accepts."""
@@ -142,12 +152,17 @@ class Concat(nn.Module):
         return torch.cat([up, skip], dim=1)
 
 
+def center_crop(t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The centre ``size`` (H, W) of a tensor's last two dimensions: what an unpadded network keeps."""
+    dh, dw = (t.shape[-2] - size[0]) // 2, (t.shape[-1] - size[1]) // 2
+    return t[..., dh : dh + size[0], dw : dw + size[1]]
+
+
 class CenterCrop(nn.Module):
     """Crop a skip connection to the decoder's size (only needed with unpadded convs)."""
 
     def forward(self, skip: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        dh, dw = skip.shape[2] - like.shape[2], skip.shape[3] - like.shape[3]
-        return skip[:, :, dh // 2 : dh // 2 + like.shape[2], dw // 2 : dw // 2 + like.shape[3]]
+        return center_crop(skip, like.shape[-2:])
 
 
 class ConvBlock(nn.Module):
@@ -219,11 +234,9 @@ class UNet(nn.Module):
 
     def check_input(self, height: int, width: int) -> None:
         """Raise a ValueError naming the nearest sizes that work if ``height``/``width`` do not."""
-        bad = [(name, n) for name, n in (("height", height), ("width", width)) if self.config.output_size(n) is None]
-        if bad:
-            hints = "; ".join(f"{name} {n} → try {' or '.join(map(str, sorted(set(self.config.valid_sizes_near(n)))))}"
-                              for name, n in bad)
-            rule = ("a multiple of %d" % 2 ** (self.config.depth - 1) if self.config.padding == "same"
+        hints = "; ".join(self.config.size_hints(height, width))
+        if hints:
+            rule = (f"a multiple of {self.config.step}" if self.config.padding == "same"
                     else "a size whose feature maps stay even at every pooling")
             raise ValueError(f"input {height}x{width} does not fit this U-Net (each side must be {rule}): {hints}. "
                              "pixelwise.predict pads and crops images of any size for you.")

@@ -17,12 +17,20 @@ from safetensors import SafetensorError, safe_open
 from . import checkpoint
 from .classes import ClassSet
 from .config import CONFIG_FILE, RunConfig
-from .data import IMAGE_SUFFIXES, DataError, Problem, read_image, read_mask, resize_image
+from .data import (
+    DataError,
+    Problem,
+    ids_out_of_range,
+    is_image_file,
+    quiet_bomb_warnings,
+    read_image,
+    read_mask,
+    resize_image,
+)
 from .device import autocast, pick_device, resolve_precision
 from .files import atomic_write, make_folder
 from .model import UNet
 from .viz import colorize, display_figure, overlay
-
 
 ENGINES = ("torch", "onnx")
 
@@ -46,15 +54,7 @@ class Predictor:
             return
         self.device = device or pick_device()
         self.dtype = resolve_precision(precision, self.device)
-        if weights not in ("best", "last"):
-            raise ValueError(f"weights must be 'best' or 'last', not {weights!r}")
-        path = self.run_dir / (checkpoint.BEST if weights == "best" else checkpoint.LAST)
-        if not path.exists():
-            raise FileNotFoundError(f"{self.run_dir}: no {path.name}; has this run finished an epoch?")
-        _check_weights_fit(path, self.run_dir / CONFIG_FILE, self.config)
-        self.model = UNet(self.config.model)
-        checkpoint.load(path, self.model)
-        self.model.to(self.device, memory_format=torch.channels_last).eval()
+        self.model = load_model(self.run_dir, self.config, weights).to(self.device, memory_format=torch.channels_last)
 
         def forward(x: torch.Tensor) -> torch.Tensor:
             with autocast(self.device, self.dtype):
@@ -110,6 +110,20 @@ def _onnx_forward(run_dir: Path) -> Callable[[torch.Tensor], torch.Tensor]:
     return forward
 
 
+def load_model(run_dir: Path, config: RunConfig, weights: str = "best") -> UNet:
+    """The run's trained UNet (``best`` or ``last`` weights) on the CPU, in eval mode; a damaged
+    config.json or checkpoint is a one-line error before any large allocation."""
+    if weights not in ("best", "last"):
+        raise ValueError(f"weights must be 'best' or 'last', not {weights!r}")
+    path = run_dir / (checkpoint.BEST if weights == "best" else checkpoint.LAST)
+    if not path.exists():
+        raise FileNotFoundError(f"{run_dir}: no {path.name}; has this run finished an epoch?")
+    _check_weights_fit(path, run_dir / CONFIG_FILE, config)
+    model = UNet(config.model)
+    checkpoint.load(path, model)
+    return model.eval()
+
+
 def _check_weights_fit(weights: Path, config_file: Path, config: RunConfig) -> None:
     """Compare the tensor shapes config.json implies with those in the checkpoint's header BEFORE any
     memory is allocated: a damaged config.json (say n_filters 100000000) must be an error message, not
@@ -138,7 +152,7 @@ def expand_images(inputs: Iterable[str | Path]) -> tuple[list[Path], list[Proble
     files, problems = [], []
     for item in map(Path, inputs):
         if item.is_dir():
-            found = sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+            found = sorted(p for p in item.iterdir() if is_image_file(p))
             if not found:
                 problems.append(Problem(item, "folder holds no images"))
             files.extend(found)
@@ -180,9 +194,7 @@ def predict_files(predictor: Predictor, inputs: Iterable[str | Path], out_dir: s
     for path in by_stem.values():
         try:
             with warnings.catch_warnings():
-                # Oversized images become Problems through read_image's own size check; Pillow's
-                # warning about them would only print noise that names no file.
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                quiet_bomb_warnings()
                 image = read_image(path)
                 true = read_mask(masks[path.stem]) if path.stem in masks else None
             if true is not None:
@@ -212,9 +224,8 @@ def _check_true_mask(true: np.ndarray, mask_path: Path, image_path: Path, image:
     if true.shape != image.shape[:2]:
         raise DataError([Problem(mask_path, f"mask is {true.shape[0]}x{true.shape[1]} (height x width) but its image "
                                             f"{image_path.name} is {image.shape[0]}x{image.shape[1]}")])
-    bad = np.flatnonzero(np.bincount(true.ravel(), minlength=256)[n_classes:]) + n_classes
-    if bad.size:
-        ids = ", ".join(map(str, bad[:20])) + (f" and {bad.size - 20} more" if bad.size > 20 else "")
+    ids = ids_out_of_range(np.bincount(true.ravel(), minlength=256), n_classes)
+    if ids:
         raise DataError([Problem(mask_path, f"mask has ids {ids} but the run has only {n_classes} classes "
                                             f"(0-{n_classes - 1})")])
 
@@ -226,7 +237,7 @@ def _write_outputs(path: Path, stem: Path, image: np.ndarray, mask: np.ndarray, 
     outputs = {Path(f"{stem}_mask.png"): mask, Path(f"{stem}_color.png"): colorize(mask, classes),
                Path(f"{stem}_overlay.png"): overlay(image, mask, classes)}
     written: list[Path] = []
-    target = next(iter(outputs))
+    target: Path
     try:
         for target, array in outputs.items():
             _save_png(target, array)
@@ -248,4 +259,4 @@ def _masks_by_stem(masks_dir: Path) -> dict[str, Path]:
     if not masks_dir.is_dir():
         raise DataError([Problem(masks_dir, "--masks folder not found")])
     return {p.stem: p for p in sorted(masks_dir.iterdir())
-            if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")}
+            if is_image_file(p)}

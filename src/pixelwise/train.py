@@ -27,11 +27,11 @@ from tqdm.auto import tqdm
 from . import checkpoint
 from .config import RunConfig
 from .data import DataError, Decoded, Split, decode_dataset, default_cache_dir, split_by_runs
-from .device import autocast, resolve_precision
+from .device import autocast, precision_name, resolve_precision
 from .distributed import World, close_world, init_world
 from .files import atomic_write_text
 from .metrics import confusion_matrix, scores
-from .model import UNet
+from .model import UNet, center_crop
 from .viz import plot_history
 
 HISTORY_FILE = "history.csv"
@@ -186,10 +186,9 @@ def check_trainable(config: RunConfig) -> None:
     model, (h, w) = config.model, config.data.size
     if model.in_channels != 3:
         raise ValueError(f"training reads RGB images, so the model needs in_channels=3, not {model.in_channels}")
-    bad = [f"{name} {n} (try {' or '.join(map(str, sorted(set(model.valid_sizes_near(n)))))})"
-           for name, n in (("height", h), ("width", w)) if model.output_size(n) is None]
-    if bad:
-        raise ValueError(f"--size {h}x{w} does not fit this U-Net: {'; '.join(bad)}")
+    hints = model.size_hints(h, w)
+    if hints:
+        raise ValueError(f"--size {h}x{w} does not fit this U-Net: {'; '.join(hints)}")
 
 
 def check_finite(model: torch.nn.Module, epoch: int, run_dir: Path) -> None:
@@ -197,12 +196,6 @@ def check_finite(model: torch.nn.Module, epoch: int, run_dir: Path) -> None:
     if not all(torch.isfinite(p).all() for p in model.parameters()):
         raise FloatingPointError(f"training diverged in epoch {epoch} (the weights are no longer finite); "
                                  f"the last good checkpoint in {run_dir} is intact. Try a lower --lr.")
-
-
-def center_crop(masks: torch.Tensor, size: torch.Size) -> torch.Tensor:
-    """Crop (N, H, W) masks to the logits' size: an unpadded network predicts only the centre."""
-    dh, dw = (masks.shape[-2] - size[0]) // 2, (masks.shape[-1] - size[1]) // 2
-    return masks[..., dh:dh + size[0], dw:dw + size[1]]
 
 
 def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
@@ -277,7 +270,7 @@ def _train(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, confi
     dtype = resolve_precision(config.train.precision, device)
     procs = f" x {world.size} processes" if world.distributed else ""
     log(f"{len(train_idx)} training and {len(val_idx)} validation pairs at {config.data.size[0]}x{config.data.size[1]}"
-        f" on {device.type}{procs} ({'fp32' if dtype is None else str(dtype).removeprefix('torch.')})")
+        f" on {device.type}{procs} ({precision_name(dtype)})")
 
     torch.manual_seed(config.train.seed)  # the same initial weights on every rank
     model = UNet(config.model).to(device, memory_format=torch.channels_last)
