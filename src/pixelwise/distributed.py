@@ -90,6 +90,13 @@ def init_world() -> World:
     return world
 
 
-def close_world(world: World) -> None:
+def close_world(world: World, together: bool) -> None:
+    """Leave the process group; ``together`` when every rank is leaving now (not after a failure).
+
+    Ranks that leave together first meet at a barrier: a gloo process that tears its group down while
+    rank 0 still writes the final checkpoint can abort ("terminate called without an active exception").
+    """
     if world.distributed and dist.is_initialized():
+        if together:
+            dist.barrier()
         dist.destroy_process_group()

@@ -235,12 +235,18 @@ def train(images_dir: str | Path, masks_dir: str | Path, run_dir: str | Path, co
     Started by ``torchrun``, each process runs this and they train one model data-parallel.
     """
     world = init_world()
+    together = False  # all ranks reach the end (or a requested stop) at once
     try:
-        return _train(world, Path(images_dir), Path(masks_dir), Path(run_dir), config, resume=resume,
-                      skip_invalid=skip_invalid, cache_dir=cache_dir, progress=progress and world.is_main,
-                      log=log if world.is_main else (lambda _: None))
+        result = _train(world, Path(images_dir), Path(masks_dir), Path(run_dir), config, resume=resume,
+                        skip_invalid=skip_invalid, cache_dir=cache_dir, progress=progress and world.is_main,
+                        log=log if world.is_main else (lambda _: None))
+        together = True
+        return result
+    except TrainingStopped:
+        together = True
+        raise
     finally:
-        close_world(world)
+        close_world(world, together)
 
 
 def _train(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, config: RunConfig | None, *,
