@@ -64,9 +64,12 @@ class Evaluation:
 
 
 def evaluate(run_dir: str | Path, images_dir: str | Path, masks_dir: str | Path, *, weights: str = "best",
-             skip_invalid: bool = False, cache_dir: Path | None = None, progress: bool = True) -> Evaluation:
-    """Predict every valid pair at its original size and sum one confusion matrix over them all."""
-    predictor = Predictor(run_dir, weights=weights)
+             skip_invalid: bool = False, cache_dir: Path | None = None, progress: bool = True,
+             tile: tuple[int, int] | None = None, tta: bool = False) -> Evaluation:
+    """Predict every valid pair at its original size and sum one confusion matrix over them all;
+    ``tile`` and ``tta`` are the Predictor's (the model sees the training size, so a tile matters only
+    when it is smaller than that)."""
+    predictor = Predictor(run_dir, weights=weights, tile=tile, tta=tta)
     n_classes = len(predictor.classes)
     # Validate everything first (cheap, and cached): never report on half a dataset by accident.
     checked = decode_dataset(Path(images_dir), Path(masks_dir), predictor.config.data.size, n_classes,
