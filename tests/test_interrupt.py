@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,9 @@ from conftest import small_config
 from safetensors.torch import load_file
 
 from pixelwise import train as train_module
+from pixelwise.config import RunConfig
 from pixelwise.data import IMAGE_DIR, MASK_DIR
+from pixelwise.recipes import recipe
 from pixelwise.train import TrainingStopped, train
 
 
@@ -39,13 +42,25 @@ def _same_history(a: Path, b: Path) -> None:
     assert drop(_history(a)) == drop(_history(b))
 
 
-def _train(scenes, run, tmp_path, epochs=3, **kw):
-    return train(scenes / IMAGE_DIR, scenes / MASK_DIR, run, small_config(epochs=epochs, precision="fp32"),
+def _train(scenes, run, tmp_path, epochs=3, config=None, **kw):
+    config = config or small_config(epochs=epochs, precision="fp32")
+    return train(scenes / IMAGE_DIR, scenes / MASK_DIR, run, config,
                  cache_dir=tmp_path / "cache", progress=False, log=lambda _: None, **kw)
 
 
-def test_sigterm_mid_epoch_saves_and_resumes_exactly(scenes, tmp_path, monkeypatch):
-    _train(scenes, tmp_path / "straight", tmp_path)
+def _default_like(epochs: int = 3) -> RunConfig:
+    """small_config with every ingredient of the default recipe: augmentation and crops (random draws),
+    BatchNorm (running statistics), AdamW with warm-up and cosine decay, weighted CE + Dice."""
+    base, default = small_config(epochs=epochs, precision="fp32"), recipe("default")
+    return replace(base, model=replace(base.model, batch_norm=True),
+                   data=replace(base.data, augment=True, crop=0.75),
+                   train=replace(default.train, epochs=epochs, batch_size=4, precision="fp32"))
+
+
+@pytest.mark.parametrize("recipe_name", ["seed", "default"])
+def test_sigterm_mid_epoch_saves_and_resumes_exactly(scenes, tmp_path, monkeypatch, recipe_name):
+    config = _default_like() if recipe_name == "default" else None
+    _train(scenes, tmp_path / "straight", tmp_path, config=config)
 
     calls = {"n": 0}
     real_to_batch = train_module.to_batch
@@ -59,12 +74,12 @@ def test_sigterm_mid_epoch_saves_and_resumes_exactly(scenes, tmp_path, monkeypat
 
     monkeypatch.setattr(train_module, "to_batch", to_batch_then_sigterm)
     with pytest.raises(TrainingStopped, match=r"after step \d+ of \d+ in epoch 2") as stopped:
-        _train(scenes, tmp_path / "stopped", tmp_path)
+        _train(scenes, tmp_path / "stopped", tmp_path, config=config)
     assert stopped.value.step == 9 - stopped.value.steps  # the step it was in finished, then it stopped
     assert len(_history(tmp_path / "stopped")) == 1
     monkeypatch.setattr(train_module, "to_batch", real_to_batch)
 
-    _train(scenes, tmp_path / "stopped", tmp_path, resume=True)
+    _train(scenes, tmp_path / "stopped", tmp_path, config=config, resume=True)
     _assert_same_weights(tmp_path / "straight", tmp_path / "stopped")
     _same_history(tmp_path / "straight", tmp_path / "stopped")
 

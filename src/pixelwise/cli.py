@@ -7,15 +7,18 @@ import argparse
 import shlex
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from . import __version__
 from .checkpoint import LAST
 from .classes import CARLA, ClassSet
-from .config import CONFIG_FILE, PRECISIONS, DataConfig, RunConfig, TrainConfig
+from .config import CONFIG_FILE, OPTIMIZERS, PRECISIONS, SCHEDULES, DataConfig, RunConfig
 from .data import RESIZE_MODES, DataError, decode_dataset, default_cache_dir, locate
 from .distributed import launched_rank
+from .losses import CLASS_WEIGHTS, LOSSES
 from .model import PRESETS, preset
+from .recipes import DEFAULT_RECIPE, RECIPES, recipe
 
 EXIT_ERROR, EXIT_DATA, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -112,18 +115,36 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p, required=False)
     p.add_argument("--out", type=Path, required=True, help="run directory to create (or continue with --resume)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--epochs", type=int, default=None, help=f"default: {TrainConfig.epochs} (the assignment's)")
-    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help="default: %(default)s")
-    p.add_argument("--lr", type=float, default=TrainConfig.lr, help="Adam learning rate (default: %(default)s)")
-    p.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="auto = bf16 where the CPU/GPU computes it natively, else fp32 (fp16 on older GPUs)")
-    p.add_argument("--seed", type=int, default=TrainConfig.seed)
-    p.add_argument("--size", type=_size, default=DataConfig.size, help="training HEIGHTxWIDTH (default: 96x128)")
-    p.add_argument("--image-resize", choices=RESIZE_MODES, default=DataConfig.image_resize,
-                   help="how images are resized (masks always nearest; default: %(default)s, as the assignment)")
-    p.add_argument("--val-fraction", type=float, default=DataConfig.val_fraction,
-                   help="share of frames held out, whole runs of consecutive frames at a time (default: %(default)s)")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="assignment")
+    p.add_argument("--recipe", choices=sorted(RECIPES), default=DEFAULT_RECIPE,
+                   help="default: BatchNorm, augmentation, weighted CE + Dice, AdamW + cosine, 240x320 (about 35 min "
+                        "on a 2-core CPU for 200 frames); seed: the assignment exactly (Adam 1e-3, CE, batch 32, 40 "
+                        "epochs, 96x128). The flags below change single settings of the recipe")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None, help="(peak) learning rate")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=None)
+    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--schedule", choices=SCHEDULES, default=None, help="learning rate over the run")
+    p.add_argument("--warmup", type=float, default=None, help="fraction of the steps spent warming up")
+    p.add_argument("--loss", choices=LOSSES, default=None)
+    p.add_argument("--class-weights", choices=CLASS_WEIGHTS, default=None)
+    p.add_argument("--ignore-index", type=int, default=None, metavar="ID",
+                   help="a class id whose pixels count as unlabelled: no loss, not scored")
+    p.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="random scale, crop and flip (image and mask alike) and colour jitter")
+    p.add_argument("--crop", type=float, default=None,
+                   help="train on random crops covering this fraction of each side of --size")
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="auto (the default) = bf16 where the CPU/GPU computes it natively, else fp32 (fp16 on older "
+                        "GPUs)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--size", type=_size, default=None, help="training HEIGHTxWIDTH (the images are resized to it)")
+    p.add_argument("--image-resize", choices=RESIZE_MODES, default=None,
+                   help="how images are resized (masks always nearest)")
+    p.add_argument("--val-fraction", type=float, default=None,
+                   help="share of frames held out, whole runs of consecutive frames at a time (default: 0.2)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None, help="network (default: assignment)")
     p.add_argument("--filters", type=int, default=None,
                    help="base filters (default: the preset's: 32 for assignment, 64 for original)")
     p.add_argument("--classes", type=_classes, default=CARLA, help="number of classes or a file of names (default: CARLA's 23)")
@@ -139,6 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="report folder (default: RUN/evaluation)")
     p.add_argument("--weights", choices=("best", "last"), default="best")
     p.add_argument("--skip-invalid", action="store_true", help="score the valid pairs, listing what was skipped")
+    p.add_argument("--tile", type=_size, default=None, metavar="HxW",
+                   help="predict in overlapping tiles of this size, blended (the model sees the training size, "
+                        "so this matters only for a smaller tile); each side a size the network takes")
+    p.add_argument("--tta", action="store_true",
+                   help="average each prediction with that of the mirrored image (two passes per image)")
     _cache_args(p)
 
     p = sub.add_parser("export", help="export a run's model to ONNX (dynamic size), optionally quantised to int8")
@@ -162,6 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=("torch", "onnx"), default="torch",
                    help="torch (CPU or CUDA), or onnx: ONNX Runtime on the CPU with the model written by "
                         "`pixelwise export` (int8 when exported with --int8)")
+    p.add_argument("--tile", type=_size, default=None, metavar="HxW",
+                   help="where the size the model sees is larger than this on a side, predict in tiles of this size "
+                        "overlapping by at least 25%%, Gaussian-blended, so the network's memory depends on the tile; each "
+                        "side a size the network takes, e.g. a multiple of 16 (default: 1024x1024 tiles for sides "
+                        "above 1024, as with --size native on large images)")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: average the logits of each image and of its horizontal mirror "
+                        "(two passes per image)")
     _progress_arg(p)
     return parser
 
@@ -212,26 +246,44 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_DATA if decoded.problems else 0
 
 
-# Settings fixed by a run's config.json, and where each lives in it: --resume refuses a different
-# value rather than silently ignoring it.
-_RUN_SETTINGS = {
-    "--batch-size": lambda c: c.train.batch_size, "--lr": lambda c: c.train.lr,
-    "--precision": lambda c: c.train.precision, "--seed": lambda c: c.train.seed, "--size": lambda c: c.data.size,
-    "--image-resize": lambda c: c.data.image_resize, "--val-fraction": lambda c: c.data.val_fraction,
-    "--preset": lambda c: c.model, "--filters": lambda c: c.model.n_filters, "--classes": lambda c: c.classes,
+# Flags that replace one setting of the recipe: flag → (config section, field).
+_SETTINGS = {
+    "--epochs": ("train", "epochs"), "--batch-size": ("train", "batch_size"), "--lr": ("train", "lr"),
+    "--optimizer": ("train", "optimizer"), "--weight-decay": ("train", "weight_decay"),
+    "--schedule": ("train", "schedule"), "--warmup": ("train", "warmup"), "--loss": ("train", "loss"),
+    "--class-weights": ("train", "class_weights"), "--ignore-index": ("train", "ignore_index"),
+    "--precision": ("train", "precision"), "--seed": ("train", "seed"), "--size": ("data", "size"),
+    "--image-resize": ("data", "image_resize"), "--val-fraction": ("data", "val_fraction"),
+    "--augment": ("data", "augment"), "--crop": ("data", "crop"), "--batch-norm": ("model", "batch_norm"),
+    "--filters": ("model", "n_filters"),
 }
 
 
 def _train_config(args: argparse.Namespace) -> RunConfig:
-    overrides = {"n_classes": len(args.classes), "in_channels": 3}
-    if args.filters is not None:
-        overrides["n_filters"] = args.filters
-    return RunConfig(model=preset(args.preset, **overrides),
-                     data=DataConfig(size=args.size, image_resize=args.image_resize, val_fraction=args.val_fraction),
-                     train=TrainConfig(epochs=TrainConfig.epochs if args.epochs is None else args.epochs,
-                                       batch_size=args.batch_size, lr=args.lr,
-                                       seed=args.seed, precision=args.precision),
-                     classes=args.classes)
+    base = recipe(args.recipe)
+    model = base.model if args.preset is None else preset(args.preset, batch_norm=base.model.batch_norm)
+    sections = {"model": replace(model, n_classes=len(args.classes), in_channels=3), "data": base.data,
+                "train": base.train}
+    for flag, (section, name) in _SETTINGS.items():
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if value is not None:
+            sections[section] = replace(sections[section], **{name: value})
+    return RunConfig(classes=args.classes, **sections)
+
+
+def _settings_changed(args: argparse.Namespace, config: RunConfig, saved: RunConfig) -> list[str]:
+    """The flags given with --resume that would change the run's config.json (only --epochs may)."""
+    def given(flag: str) -> bool:
+        return any(t == flag or t.startswith(flag + "=") or t == "--no-" + flag[2:] for t in args.argv)
+
+    def value(c: RunConfig, flag: str):
+        section, name = _SETTINGS[flag]
+        return getattr(getattr(c, section), name)
+
+    changed = [flag for flag in _SETTINGS if flag != "--epochs" and given(flag) and value(config, flag) != value(saved, flag)]
+    whole = {"--recipe": lambda c: c.with_train(epochs=1), "--preset": lambda c: replace(c.model, n_filters=0),
+             "--classes": lambda c: c.classes}
+    return changed + [flag for flag, part in whole.items() if given(flag) and part(config) != part(saved)]
 
 
 def _resume_command(args: argparse.Namespace) -> str:
@@ -280,8 +332,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = _train_config(args)
     if args.resume and (args.out / CONFIG_FILE).exists():
         saved = RunConfig.load(args.out)
-        given = [flag for flag in _RUN_SETTINGS if any(t == flag or t.startswith(flag + "=") for t in args.argv)]
-        changed = [flag for flag in given if _RUN_SETTINGS[flag](config) != _RUN_SETTINGS[flag](saved)]
+        changed = _settings_changed(args, config, saved)
         if changed:
             raise ValueError(f"{', '.join(changed)} cannot change when resuming: the run keeps the settings in "
                              f"{args.out / CONFIG_FILE} (only --epochs can be raised)")
@@ -304,7 +355,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     images, masks = locate(args.data, args.images, args.masks)
     evaluation = evaluate(args.run, images, masks, weights=args.weights, skip_invalid=args.skip_invalid,
-                          cache_dir=args.cache_dir, progress=not args.no_progress)
+                          cache_dir=args.cache_dir, progress=not args.no_progress, tile=args.tile, tta=args.tta)
     out = args.out or Path(args.run) / "evaluation"
     write_report(evaluation, out)
     print(format_report(evaluation))
@@ -319,7 +370,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from .predict import Predictor, predict_files
 
-    predictor = Predictor(args.run, weights=args.weights, engine=args.engine)
+    predictor = Predictor(args.run, weights=args.weights, engine=args.engine, tile=args.tile, tta=args.tta)
     bar = tqdm(desc="predict", unit="image", disable=True if args.no_progress else None)
     result = predict_files(predictor, args.images, args.out, masks_dir=args.masks, size=args.size,
                            on_file=lambda _: bar.update())

@@ -14,9 +14,12 @@ from pathlib import Path
 from .classes import CARLA, ClassSet
 from .data import check_resize_mode
 from .files import atomic_write_text
+from .losses import CLASS_WEIGHTS, LOSSES
 from .model import ModelConfig
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+OPTIMIZERS = ("adam", "adamw")
+SCHEDULES = ("constant", "cosine")
 MAX_SIDE = 8192  # a training size beyond this is a typo or a damaged config.json, not a plan
 CONFIG_FILE = "config.json"
 
@@ -28,31 +31,51 @@ class DataConfig:
     size: tuple[int, int] = (96, 128)  # (H, W) the model trains at
     image_resize: str = "nearest"  # the assignment resizes images with nearest-neighbour too
     val_fraction: float = 0.2
+    augment: bool = False  # random scale, crop and flip (image and mask alike), colour jitter
+    crop: float = 1.0  # training crops cover this fraction of each side of ``size``; inference sees it all
 
     def __post_init__(self) -> None:
         check_resize_mode(self.image_resize)
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"validation fraction must be in [0, 1), not {self.val_fraction}")
+        if not 0 < self.crop <= 1:
+            raise ValueError(f"crop must be a fraction in (0, 1], not {self.crop}")
         object.__setattr__(self, "size", tuple(int(s) for s in self.size))
         if len(self.size) != 2 or min(self.size) < 1 or max(self.size) > MAX_SIDE:
             raise ValueError(f"size must be (height, width) with both in 1-{MAX_SIDE}, not {self.size}")
 
+    def crop_size(self, step: int) -> tuple[int, int]:
+        """The training crop: ``crop`` of each side, rounded to a multiple of the network's ``step``."""
+        return tuple(min(side, max(step, round(side * self.crop / step) * step)) for side in self.size)
+
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The assignment's recipe by default: Adam 1e-3, batch 32, 40 epochs."""
+    """The assignment's recipe by default: Adam 1e-3, batch 32, 40 epochs, plain cross-entropy."""
 
     epochs: int = 40
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float = 1e-3  # the peak learning rate with a schedule
     seed: int = 0
     precision: str = "auto"
+    optimizer: str = "adam"
+    weight_decay: float = 0.0  # decoupled (AdamW) or L2 (Adam)
+    schedule: str = "constant"  # or "cosine": decay to 0 over the run, after ``warmup``
+    warmup: float = 0.0  # fraction of all steps over which the learning rate rises linearly from 0
+    loss: str = "ce"
+    class_weights: str = "none"  # "inverse-sqrt": weight classes by 1/sqrt(their training pixel share)
+    ignore_index: int | None = None  # a class id whose pixels are unlabelled: no loss, not scored
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or not (0 < self.lr < math.inf):
             raise ValueError("epochs and batch size must be ≥ 1 and the learning rate a finite number > 0")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
+        for name, value, choices in (("precision", self.precision, PRECISIONS), ("optimizer", self.optimizer, OPTIMIZERS),
+                                     ("schedule", self.schedule, SCHEDULES), ("loss", self.loss, LOSSES),
+                                     ("class weights", self.class_weights, CLASS_WEIGHTS)):
+            if value not in choices:
+                raise ValueError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+        if not 0 <= self.warmup < 1 or not 0 <= self.weight_decay < math.inf:
+            raise ValueError("warmup must be a fraction in [0, 1) and weight decay a finite number ≥ 0")
 
 
 @dataclass(frozen=True)
@@ -65,6 +88,9 @@ class RunConfig:
     def __post_init__(self) -> None:
         if len(self.classes) != self.model.n_classes:
             raise ValueError(f"{len(self.classes)} class names but the model has {self.model.n_classes} outputs")
+        ignore = self.train.ignore_index
+        if ignore is not None and not 0 <= ignore < self.model.n_classes:
+            raise ValueError(f"ignore index {ignore} is not a class id (0-{self.model.n_classes - 1})")
 
     def with_train(self, **changes) -> RunConfig:
         return replace(self, train=replace(self.train, **changes))

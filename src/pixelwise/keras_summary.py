@@ -20,11 +20,23 @@ def _nhwc(t: torch.Tensor) -> tuple:
     return (None, t.shape[2], t.shape[3], t.shape[1])
 
 
+def _rows(module: nn.Module, out: torch.Tensor) -> list[Row]:
+    """A Conv with BatchNorm is three Keras layers: Conv2D (linear, no bias), BatchNormalization, ReLU."""
+    if isinstance(module, Conv):
+        conv_params = module.weight.numel() + (module.bias.numel() if module.bias is not None else 0)
+        init = "HeNormal" if module.relu else "GlorotUniform"
+        if module.norm is None:
+            return [["Conv2D", _nhwc(out), conv_params, module.padding_mode_name,
+                     "relu" if module.relu else "linear", init]]
+        return [["Conv2D", _nhwc(out), conv_params, module.padding_mode_name, "linear", init],
+                ["BatchNormalization", _nhwc(out), 4 * module.norm.num_features],
+                *([["Activation", _nhwc(out), 0, "relu"]] if module.relu else [])]
+    row = _row(module, out)
+    return [row] if row is not None else []
+
+
 def _row(module: nn.Module, out: torch.Tensor) -> Row | None:
     params = sum(p.numel() for p in module.parameters())
-    if isinstance(module, Conv):
-        return ["Conv2D", _nhwc(out), params, module.padding_mode_name,
-                "relu" if module.relu else "linear", "HeNormal" if module.relu else "GlorotUniform"]
     if isinstance(module, UpConv):
         return ["Conv2DTranspose", _nhwc(out), params]
     if isinstance(module, nn.MaxPool2d):
@@ -49,9 +61,7 @@ def summary(model: nn.Module, input_size: tuple[int, int, int] | list[tuple[int,
     rows: list[Row] = [["InputLayer", [(None, *size)], 0] for size in sizes]
 
     def hook(module: nn.Module, _inputs, out) -> None:
-        row = _row(module, out)
-        if row is not None:
-            rows.append(row)
+        rows.extend(_rows(module, out))
 
     handles = [m.register_forward_hook(hook) for m in traced.modules()]
     try:
@@ -65,9 +75,12 @@ def summary(model: nn.Module, input_size: tuple[int, int, int] | list[tuple[int,
 
 def format_summary(rows: list[Row], model: nn.Module) -> str:
     """The rows one per line, as the assignment prints them, then the parameter totals."""
-    total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    # Keras counts BatchNorm's moving mean and variance as non-trainable parameters.
+    moving = sum(m.running_mean.numel() + m.running_var.numel() for m in model.modules()
+                 if isinstance(m, nn.BatchNorm2d) and m.running_mean is not None)
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad) + moving
     lines = [repr(r) for r in rows]
-    lines += ["", f"Total params: {total:,}", f"Trainable params: {trainable:,}",
-              f"Non-trainable params: {total - trainable:,}"]
+    lines += ["", f"Total params: {trainable + frozen:,}", f"Trainable params: {trainable:,}",
+              f"Non-trainable params: {frozen:,}"]
     return "\n".join(lines)

@@ -13,8 +13,13 @@ import torch
 
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """(n_classes, n_classes) int64 counts, rows = true class, columns = predicted class."""
-    index = target.reshape(-1).long() * n_classes + pred.reshape(-1).long()
+    """(n_classes, n_classes) int64 counts, rows = true class, columns = predicted class. Unlabelled
+    pixels (a target outside 0..n_classes-1, such as the ignore index) are not counted."""
+    target, pred = target.reshape(-1).long(), pred.reshape(-1).long()
+    labelled = (target >= 0) & (target < n_classes)
+    if not labelled.all():
+        target, pred = target[labelled], pred[labelled]
+    index = target * n_classes + pred
     return torch.bincount(index, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
 
 

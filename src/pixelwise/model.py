@@ -25,6 +25,7 @@ class ModelConfig:
     up_kernel: int = 3
     dropout: tuple[float, ...] = (0.0, 0.0, 0.0, 0.3, 0.3)
     head_conv: bool = True
+    batch_norm: bool = False  # BatchNorm after each 3x3 conv (before its ReLU); not in the assignment
 
     def __post_init__(self) -> None:
         if self.padding not in ("same", "valid"):
@@ -118,20 +119,25 @@ def _he_normal_(weight: torch.Tensor) -> None:
 
 
 class Conv(nn.Conv2d):
-    """A Conv2D in the Keras sense: conv + optional ReLU, He-normal or Glorot-uniform kernel, zero bias."""
+    """A Conv2D in the Keras sense: conv + optional ReLU, He-normal or Glorot-uniform kernel, zero bias.
+    With ``batch_norm`` the conv has no bias (BatchNorm's shift replaces it) and BN sits before the ReLU."""
 
-    def __init__(self, cin: int, cout: int, kernel: int, padding: str, relu: bool = True):
-        super().__init__(cin, cout, kernel, padding=kernel // 2 if padding == "same" else 0)
+    def __init__(self, cin: int, cout: int, kernel: int, padding: str, relu: bool = True, batch_norm: bool = False):
+        super().__init__(cin, cout, kernel, padding=kernel // 2 if padding == "same" else 0, bias=not batch_norm)
         self.padding_mode_name = padding
         self.relu = relu
+        self.norm = nn.BatchNorm2d(cout) if batch_norm else None
         if relu:
             _he_normal_(self.weight)
         else:
             nn.init.xavier_uniform_(self.weight)
-        nn.init.zeros_(self.bias)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = super().forward(x)
+        if self.norm is not None:
+            x = self.norm(x)
         return torch.relu_(x) if self.relu else x
 
 
@@ -143,6 +149,52 @@ class UpConv(nn.ConvTranspose2d):
         super().__init__(cin, cout, kernel, stride=2, padding=pad, output_padding=2 - kernel + 2 * pad)
         nn.init.xavier_uniform_(self.weight)
         nn.init.zeros_(self.bias)
+
+
+class SubPixelUpConv(nn.Module):
+    """The same map as an UpConv, as a small stride-1 conv to 4x the channels then a 2x pixel shuffle.
+
+    Each output pixel of a stride-2 transposed conv depends on its parity (row and column even or odd)
+    and on a few input pixels around it; one conv computes all four parities at the input's size.
+    ONNX Runtime quantises a Conv + DepthToSpace to int8 but runs ConvTranspose in fp32 only (40% of
+    the int8 model's time), so export uses this form.
+    """
+
+    def __init__(self, up: UpConv):
+        super().__init__()
+        (k,), (p,) = set(up.kernel_size), set(up.padding)
+        cin, cout = up.in_channels, up.out_channels
+        # Output row 2m + a reads input row m + d through kernel tap t where 2(m + d) - p + t = 2m + a.
+        taps = [[(d, a + p - 2 * d) for d in range(-k, k + 1) if 0 <= a + p - 2 * d < k] for a in (0, 1)]
+        offsets = [d for parity in taps for d, _ in parity]
+        low, high = min(offsets), max(offsets)
+        weight = torch.zeros(cout, 2, 2, cin, high - low + 1, high - low + 1)
+        w = up.weight.detach()  # (cin, cout, k, k)
+        for a in (0, 1):
+            for di, ti in taps[a]:
+                for b in (0, 1):
+                    for dj, tj in taps[b]:
+                        weight[:, a, b, :, di - low, dj - low] = w[:, :, ti, tj].T
+        self.pad = (-low, high, -low, high)  # left, right, top, bottom
+        self.conv = nn.Conv2d(cin, 4 * cout, high - low + 1)
+        self.conv.weight.data = weight.reshape(4 * cout, cin, high - low + 1, high - low + 1)
+        self.conv.bias.data = up.bias.detach().repeat_interleave(4)
+        self.shuffle = nn.PixelShuffle(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.shuffle(self.conv(nn.functional.pad(x, self.pad) if any(self.pad) else x))
+
+
+def subpixel_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with every UpConv replaced by its SubPixelUpConv (same outputs)."""
+    import copy
+
+    model = copy.deepcopy(model)
+    for module in list(model.modules()):
+        for name, child in module.named_children():
+            if isinstance(child, UpConv):
+                setattr(module, name, SubPixelUpConv(child))
+    return model
 
 
 class Concat(nn.Module):
@@ -169,10 +221,10 @@ class ConvBlock(nn.Module):
     """Two convs + ReLU, optional dropout, optional 2x2 max-pool; returns ``(next, skip)``."""
 
     def __init__(self, cin: int, n_filters: int, dropout: float = 0.0, max_pooling: bool = True,
-                 padding: str = "same"):
+                 padding: str = "same", batch_norm: bool = False):
         super().__init__()
-        self.conv1 = Conv(cin, n_filters, 3, padding)
-        self.conv2 = Conv(n_filters, n_filters, 3, padding)
+        self.conv1 = Conv(cin, n_filters, 3, padding, batch_norm=batch_norm)
+        self.conv2 = Conv(n_filters, n_filters, 3, padding, batch_norm=batch_norm)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else None
         self.pool = nn.MaxPool2d(2, 2) if max_pooling else None
 
@@ -187,13 +239,14 @@ class ConvBlock(nn.Module):
 class UpBlock(nn.Module):
     """Up-conv of the deeper features, concatenate ``[up, skip]``, then two convs + ReLU."""
 
-    def __init__(self, cin: int, skip_channels: int, n_filters: int, padding: str = "same", up_kernel: int = 3):
+    def __init__(self, cin: int, skip_channels: int, n_filters: int, padding: str = "same", up_kernel: int = 3,
+                 batch_norm: bool = False):
         super().__init__()
         self.up = UpConv(cin, n_filters, up_kernel)
         self.crop = CenterCrop() if padding == "valid" else None
         self.concat = Concat()
-        self.conv1 = Conv(n_filters + skip_channels, n_filters, 3, padding)
-        self.conv2 = Conv(n_filters, n_filters, 3, padding)
+        self.conv1 = Conv(n_filters + skip_channels, n_filters, 3, padding, batch_norm=batch_norm)
+        self.conv2 = Conv(n_filters, n_filters, 3, padding, batch_norm=batch_norm)
 
     def forward(self, expansive: torch.Tensor, contractive: torch.Tensor) -> torch.Tensor:
         up = self.up(expansive)
@@ -223,13 +276,14 @@ class UNet(nn.Module):
         self.encoder = nn.ModuleList()
         cin = c.in_channels
         for i, w in enumerate(widths):
-            self.encoder.append(ConvBlock(cin, w, c.dropout[i], max_pooling=i < c.depth - 1, padding=c.padding))
+            self.encoder.append(ConvBlock(cin, w, c.dropout[i], max_pooling=i < c.depth - 1, padding=c.padding,
+                                          batch_norm=c.batch_norm))
             cin = w
         self.decoder = nn.ModuleList()
         for w in reversed(widths[:-1]):
-            self.decoder.append(UpBlock(cin, w, w, c.padding, c.up_kernel))
+            self.decoder.append(UpBlock(cin, w, w, c.padding, c.up_kernel, c.batch_norm))
             cin = w
-        self.head = Conv(cin, c.n_filters, 3, c.padding) if c.head_conv else None
+        self.head = Conv(cin, c.n_filters, 3, c.padding, batch_norm=c.batch_norm) if c.head_conv else None
         self.classifier = Conv(c.n_filters if c.head_conv else cin, c.n_classes, 1, c.padding, relu=False)
 
     def check_input(self, height: int, width: int) -> None:

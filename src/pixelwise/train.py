@@ -25,13 +25,16 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from . import checkpoint
-from .config import RunConfig
+from .augment import Augment
+from .config import RunConfig, TrainConfig
 from .data import DataError, Decoded, Split, decode_dataset, default_cache_dir, split_by_runs
 from .device import autocast, precision_name, resolve_precision
 from .distributed import World, close_world, init_world
 from .files import atomic_write_text
+from .losses import IGNORE_INDEX, Criterion, class_weights
 from .metrics import confusion_matrix, scores
 from .model import UNet, center_crop
+from .recipes import DEFAULT_RECIPE, recipe
 from .viz import plot_history
 
 HISTORY_FILE = "history.csv"
@@ -79,13 +82,53 @@ class StopRequest:
             signal.signal(sig, handler)
 
 
-def to_batch(images: np.ndarray, masks: np.ndarray | None, index: np.ndarray,
-             device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """uint8 NHWC arrays (in memory or memory-mapped) → float NCHW in [0, 1], channels-last in memory.
-    Only the batch is read, so a dataset larger than RAM trains in bounded memory."""
+def to_batch(images: np.ndarray, masks: np.ndarray | None, index: np.ndarray, device: torch.device,
+             ignore_index: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """uint8 NHWC arrays (in memory or memory-mapped) → float NCHW in [0, 1], channels-last in memory,
+    and class ids with the run's ignored class marked IGNORE_INDEX. Only the batch is read, so a
+    dataset larger than RAM trains in bounded memory."""
     x = torch.from_numpy(images[index]).to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
-    y = torch.from_numpy(masks[index]).to(device, non_blocking=True).long() if masks is not None else None
+    if masks is None:
+        return x, None
+    y = torch.from_numpy(masks[index]).to(device, non_blocking=True).long()
+    if ignore_index is not None:
+        y[y == ignore_index] = IGNORE_INDEX
     return x, y
+
+
+def learning_rate(train: TrainConfig, step: int, total: int) -> float:
+    """The learning rate of global step ``step`` of ``total``: a function of the step alone, so a
+    resumed run needs no scheduler state (raising --epochs on resume re-stretches the decay)."""
+    warmup = round(train.warmup * total)
+    if step < warmup:
+        return train.lr * (step + 1) / warmup
+    if train.schedule == "constant":
+        return train.lr
+    progress = (step - warmup) / max(total - warmup, 1)
+    return train.lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def pixel_counts(masks: np.ndarray, index: np.ndarray, n_classes: int, chunk: int = 64) -> np.ndarray:
+    """Pixels per class over the masks at ``index``, read a chunk at a time (masks may be memory-mapped)."""
+    counts = np.zeros(n_classes, dtype=np.int64)
+    for start in range(0, len(index), chunk):
+        counts += np.bincount(masks[np.sort(index[start:start + chunk])].ravel(), minlength=n_classes)[:n_classes]
+    return counts
+
+
+def make_criterion(config: RunConfig, masks: np.ndarray, train_idx: np.ndarray) -> Criterion:
+    """The run's objective; class weights come from the training masks (never the validation ones)."""
+    if config.train.class_weights == "none":
+        return Criterion(config.train.loss)
+    counts = pixel_counts(masks, train_idx, config.model.n_classes)
+    if config.train.ignore_index is not None:
+        counts[config.train.ignore_index] = 0
+    return Criterion(config.train.loss, class_weights(counts))
+
+
+def make_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
+    kind = torch.optim.AdamW if train.optimizer == "adamw" else torch.optim.Adam
+    return kind(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
 
 
 def step_seed(seed: int, epoch: int, step: int, rank: int) -> int:
@@ -128,20 +171,21 @@ def _batches(order: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
 
 @torch.no_grad()
 def validate(model: UNet, images: np.ndarray, masks: np.ndarray, index: np.ndarray, batch_size: int,
-             device: torch.device, dtype: torch.dtype | None, world: World = World()) -> tuple[float, torch.Tensor]:
-    """Mean per-pixel loss and the confusion matrix over the pairs at ``index``, each rank scoring
-    its share and the sums reduced over all ranks, so the mIoU is exact."""
+             device: torch.device, dtype: torch.dtype | None, world: World = World(),
+             ignore_index: int | None = None) -> tuple[float, torch.Tensor]:
+    """Mean per-pixel cross-entropy and the confusion matrix over the pairs at ``index``, each rank
+    scoring its share and the sums reduced over all ranks, so the mIoU is exact."""
     model.eval()
     n_classes = model.config.n_classes
     cm = torch.zeros(n_classes, n_classes, dtype=torch.int64, device=device)
     loss_sum, pixels = 0.0, 0
     for batch in _batches(world.shard(index), batch_size):
-        x, y = to_batch(images, masks, batch, device)
+        x, y = to_batch(images, masks, batch, device, ignore_index)
         with autocast(device, dtype):
             logits = model(x)
         y = center_crop(y, logits.shape[-2:])
-        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").item()
-        pixels += y.numel()
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum", ignore_index=IGNORE_INDEX).item()
+        pixels += int((y != IGNORE_INDEX).sum())
         cm += confusion_matrix(logits.argmax(1), y, n_classes)
     loss_sum, pixels = world.sum(loss_sum, pixels)
     return loss_sum / max(pixels, 1), world.sum_tensor(cm).cpu()
@@ -200,24 +244,23 @@ def check_finite(model: torch.nn.Module, epoch: int, run_dir: Path) -> None:
 
 def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                x: torch.Tensor, y: torch.Tensor, global_batch: int, device: torch.device, dtype: torch.dtype | None,
-               world: World = World()) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+               world: World = World(), criterion: Criterion = Criterion()) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One optimiser step on this rank's share ``x, y`` of a global batch of ``global_batch`` images.
-    Returns (summed loss, logits, masks cropped to the logits). A non-finite loss raises
+    Returns (summed cross-entropy, logits, masks cropped to the logits). A non-finite loss raises
     FloatingPointError on every rank before any weight changes."""
     with autocast(device, dtype):
         logits = net(x)
     y = center_crop(y, logits.shape[-2:])
-    loss_sum = F.cross_entropy(logits.float(), y, reduction="sum")
-    if world.any(not torch.isfinite(loss_sum).item()):
+    # Normalised so that DDP's mean over ranks is the mean over the whole global batch (a rank whose
+    # share of a short last batch is empty still takes part, with a zero gradient).
+    loss, ce_sum = criterion(logits, y, global_batch * logits.shape[-2] * logits.shape[-1] / world.size)
+    if world.any(not (torch.isfinite(ce_sum).item() and torch.isfinite(loss).item())):
         raise FloatingPointError("the loss is not finite")
-    # Scaled so that DDP's mean over ranks is the mean over the whole global batch (a rank whose share
-    # of a short last batch is empty still takes part, with a zero gradient).
-    loss = loss_sum * (world.size / (global_batch * logits.shape[-2] * logits.shape[-1]))
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)
     scaler.update()
-    return loss_sum.detach(), logits.detach(), y
+    return ce_sum, logits.detach(), y
 
 
 def _fingerprint(names: list[str], split: Split) -> str:
@@ -260,7 +303,7 @@ def _train(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, confi
     else:
         if (run_dir / checkpoint.LAST).exists():
             raise RunDirError(f"{run_dir}: already holds a run; use --resume to continue it or choose another --out")
-        config = config or RunConfig()
+        config = config or recipe(DEFAULT_RECIPE)
     check_trainable(config)
     batch_size, epochs = config.train.batch_size, config.train.epochs
     if batch_size < world.size:
@@ -282,7 +325,13 @@ def _train(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, confi
     model = UNet(config.model).to(device, memory_format=torch.channels_last)
     net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if world.distributed else model
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
+    optimizer = make_optimizer(model, config.train)
+    criterion = make_criterion(config, masks, train_idx)
+    ignore = config.train.ignore_index
+    crop = config.data.crop_size(config.model.step)
+    # Without augmentation, a crop smaller than the image is still taken at a random place.
+    augment = Augment() if config.data.augment else Augment(scale=(1.0, 1.0), flip=False, color=0.0)
+    reshape = config.data.augment or crop != config.data.size
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     state = Progress(data=_fingerprint(decoded.names, split))
     history: list[dict] = []
@@ -317,17 +366,23 @@ def _train(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, confi
             for step in range(state.step, len(batches)):
                 batch = batches[step]
                 torch.manual_seed(step_seed(config.train.seed, epoch, step, world.rank))
-                x, y = to_batch(images, masks, world.shard(batch), device)
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(config.train, (epoch - 1) * len(batches) + step, epochs * len(batches))
+                x, y = to_batch(images, masks, world.shard(batch), device, ignore)
+                if reshape:
+                    x, y = augment(x, y, crop)
                 try:
-                    loss_sum, logits, y = train_step(net, optimizer, scaler, x, y, len(batch), device, dtype, world)
+                    loss_sum, logits, y = train_step(net, optimizer, scaler, x, y, len(batch), device, dtype, world,
+                                                     criterion)
                 except FloatingPointError:
                     raise FloatingPointError(f"training diverged in epoch {epoch}, step {step + 1} (the loss is not "
                                              f"finite); the last good checkpoint in {run_dir} is intact. "
                                              "Try a lower --lr or --precision fp32.") from None
                 state.step = step + 1
                 state.loss_sum += loss_sum.item()
-                state.correct += int((logits.argmax(1) == y).sum())
-                state.seen += y.numel()
+                labelled = y != IGNORE_INDEX
+                state.correct += int((logits.argmax(1) == y)[labelled].sum())
+                state.seen += int(labelled.sum())
                 bar.update()
                 if state.step % 5 == 0 or state.step == len(batches):
                     bar.set_postfix(loss=f"{state.loss_sum / state.seen:.4f}",
@@ -343,7 +398,7 @@ def _train(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, confi
             row = {"epoch": epoch, "train_loss": loss_total / seen, "train_accuracy": correct / seen,
                    "val_loss": None, "val_accuracy": None, "val_miou": None, "lr": optimizer.param_groups[0]["lr"]}
             if len(val_idx):
-                val_loss, cm = validate(model, images, masks, val_idx, batch_size, device, dtype, world)
+                val_loss, cm = validate(model, images, masks, val_idx, batch_size, device, dtype, world, ignore)
                 s = scores(cm)
                 row.update(val_loss=val_loss, val_accuracy=s.pixel_accuracy, val_miou=s.miou)
             row["seconds"] = time.perf_counter() - started

@@ -1,0 +1,160 @@
+"""Quality on held-out CARLA drives: the assignment's recipe (``seed``) against pixelwise's ``default``.
+
+    .venv/bin/python benchmarks/quality.py [--data ../shared/carla] [--out benchmarks/quality-runs]
+        [--runs seed@96x128 default@96x128 default@240x320] [--epochs N]
+
+Each run trains with the public API on the training drives of the split that ``train`` itself makes
+(whole runs of consecutive frames held out, ``--val-fraction 0.2``, seed 0), then ``evaluate`` predicts
+every held-out frame at its full 640x480 size and scores it against the full-size mask. The LAST
+weights are scored (not the epoch with the best validation mIoU), so nothing is chosen on the held-out
+drives. Prints mIoU (over the classes present in the held-out truth), pixel accuracy, per-class IoU,
+the training wall time and when (in training seconds) each run first reached the seed run's final
+validation mIoU. Writes ``quality.json``, ``quality.md``, a per-class IoU figure and Input | True |
+Predicted figures for a few held-out frames into ``--out``. A finished run is reused, not retrained.
+Not part of the test run; needs exclusive use of the CPU for meaningful wall times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from pixelwise.classes import CARLA
+from pixelwise.data import IMAGE_DIR, MASK_DIR, decode_dataset, find_pairs, split_by_runs
+from pixelwise.evaluate import evaluate, write_report
+from pixelwise.predict import Predictor, predict_files
+from pixelwise.recipes import recipe
+from pixelwise.train import train
+
+WATCH = ("Vehicles", "Pole", "Pedestrian", "TrafficSign", "TrafficLight")
+
+
+def held_out_folder(data: Path, out: Path, cache: Path) -> Path:
+    """Links to the validation drives' pairs, exactly the frames ``train`` holds out."""
+    decoded = decode_dataset(data / IMAGE_DIR, data / MASK_DIR, (96, 128), len(CARLA), cache_dir=cache, progress=False)
+    split = split_by_runs(decoded.names, 0.2, 0)
+    pairs = {p.name: p for p in find_pairs(data / IMAGE_DIR, data / MASK_DIR)[0]}
+    folder = out / "held-out"
+    for sub in (IMAGE_DIR, MASK_DIR):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    for i in split.val:
+        pair = pairs[decoded.names[i]]
+        for source, sub in ((pair.image, IMAGE_DIR), (pair.mask, MASK_DIR)):
+            link = folder / sub / source.name
+            if not link.exists():
+                os.symlink(source.resolve(), link)
+    print(f"{len(split.train)} training frames, {len(split.val)} held-out frames "
+          f"({len({decoded.names[i] for i in split.val})} unique)")
+    return folder
+
+
+def run(name: str, data: Path, out: Path, cache: Path, held_out: Path, epochs: int | None) -> dict:
+    recipe_name, size = name.split("@")
+    h, w = map(int, size.split("x"))
+    config = recipe(recipe_name)
+    config = replace(config, data=replace(config.data, size=(h, w)))
+    if epochs is not None:
+        config = config.with_train(epochs=epochs)
+    run_dir = out / name.replace("@", "-")
+    summary_file = run_dir / "quality.json"
+    if summary_file.exists():
+        return json.loads(summary_file.read_text())
+    if (run_dir / "last.safetensors").exists():
+        raise SystemExit(f"{run_dir} holds an unfinished run: resume it with pixelwise train --resume or remove it")
+    started = time.perf_counter()
+    result = train(data / IMAGE_DIR, data / MASK_DIR, run_dir, config, skip_invalid=True, cache_dir=cache)
+    wall = time.perf_counter() - started
+    evaluation = evaluate(run_dir, held_out / IMAGE_DIR, held_out / MASK_DIR, weights="last", cache_dir=cache,
+                          progress=False)
+    write_report(evaluation, run_dir / "evaluation")
+    s = evaluation.scores
+    elapsed = np.cumsum([row["seconds"] for row in result.history])
+    summary = {"run": name, "epochs": config.train.epochs, "wall_s": wall, "miou": s.miou,
+               "pixel_accuracy": s.pixel_accuracy,
+               "iou": {c: (None if np.isnan(s.iou[i]) or s.support[i] == 0 else float(s.iou[i]))
+                       for i, c in enumerate(CARLA.names)},
+               "val_miou_by_time": [[float(t), row["val_miou"]] for t, row in zip(elapsed, result.history)]}
+    summary_file.write_text(json.dumps(summary, indent=2) + "\n")
+    figures = out / "figures" / summary["run"].replace("@", "-")
+    frames = sorted((held_out / IMAGE_DIR).iterdir())[::12][:4]
+    predict_files(Predictor(run_dir, weights="last"), frames, figures, masks_dir=held_out / MASK_DIR)
+    return summary
+
+
+def time_to_reach(summary: dict, target: float) -> float | None:
+    return next((t for t, miou in summary["val_miou_by_time"] if miou is not None and miou >= target), None)
+
+
+def table(results: list[dict]) -> str:
+    present = [c for c in CARLA.names if any(r["iou"][c] is not None for r in results)]
+    seed = next((r for r in results if r["run"].startswith("seed@")), None)
+    target = seed["val_miou_by_time"][-1][1] if seed else None
+    lines = ["| run | epochs | train wall | mIoU | pixel acc. | reaches seed's val mIoU after | "
+             + " | ".join(WATCH) + " |", "|" + "---|" * (6 + len(WATCH))]
+    for r in results:
+        reach = time_to_reach(r, target) if target is not None else None
+        lines.append(f"| {r['run']} | {r['epochs']} | {r['wall_s'] / 60:.1f} min | {r['miou']:.3f} | "
+                     f"{r['pixel_accuracy']:.3f} | {'-' if reach is None else f'{reach / 60:.1f} min'} | "
+                     + " | ".join(f"{r['iou'][c]:.3f}" if r["iou"][c] is not None else "-" for c in WATCH) + " |")
+    lines += ["", "| class | " + " | ".join(r["run"] for r in results) + " |", "|" + "---|" * (1 + len(results))]
+    for c in present:
+        lines.append(f"| {c} | " + " | ".join("-" if r["iou"][c] is None else f"{r['iou'][c]:.3f}" for r in results)
+                     + " |")
+    return "\n".join(lines)
+
+
+def plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    present = [c for c in CARLA.names if any(r["iou"][c] is not None for r in results)]
+    width = 0.8 / len(results)
+    fig, ax = plt.subplots(figsize=(12, 4.5))
+    for k, r in enumerate(results):
+        values = [r["iou"][c] or 0.0 for c in present]
+        ax.bar(np.arange(len(present)) + k * width, values, width, label=f"{r['run']} (mIoU {r['miou']:.3f})")
+    ax.set_xticks(np.arange(len(present)) + width * (len(results) - 1) / 2, present, rotation=60, ha="right")
+    ax.set_ylabel("IoU on held-out drives (640x480)")
+    ax.set_ylim(0, 1)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "carla")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/quality-runs"))
+    parser.add_argument("--runs", nargs="+", default=["seed@96x128", "default@96x128", "default@240x320"],
+                        help="RECIPE@HEIGHTxWIDTH, in order (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=None, help="override every recipe's epochs (quick checks)")
+    args = parser.parse_args()
+    if not (args.data / IMAGE_DIR).is_dir():
+        print(f"no CARLA frames in {args.data}", file=sys.stderr)
+        return 1
+    args.out.mkdir(parents=True, exist_ok=True)
+    cache = args.out / "cache"
+    held_out = held_out_folder(args.data, args.out, cache)
+    results = []
+    for name in args.runs:
+        results.append(run(name, args.data, args.out, cache, held_out, args.epochs))
+        print(table(results), flush=True)
+    (args.out / "quality.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / "quality.md").write_text(table(results) + "\n")
+    plot(results, args.out / "per_class_iou.png")
+    print(f"\nwritten: {args.out / 'quality.md'}, {args.out / 'per_class_iou.png'}, {args.out / 'figures'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,67 @@
+"""Paired augmentation on whole batches, on the training device: random scale, crop and horizontal
+flip applied identically to image and mask, and colour jitter applied to the image alone.
+
+One affine resampling per batch does scale, crop and flip together, so augmentation costs a few
+percent of a training step. Draws come from torch's global generator, which the training loop seeds
+per step: a resumed run repeats them exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .losses import IGNORE_INDEX
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Scale is the zoom of the crop (>1 magnifies); pixels the crop takes from outside the image are
+    black in the image and unlabelled (IGNORE_INDEX) in the mask."""
+
+    scale: tuple[float, float] = (0.75, 1.5)
+    flip: bool = True
+    color: float = 0.25  # brightness, contrast and saturation each vary by up to ±this
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, out_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x`` (N, 3, H, W) floats in [0, 1], ``y`` (N, H, W) class ids → a crop of ``out_size`` of each."""
+        n, _, h, w = x.shape
+        out_h, out_w = out_size
+        if n == 0:  # a rank's empty share of a short last batch
+            return x.new_zeros(0, x.shape[1], out_h, out_w), y.new_zeros(0, out_h, out_w)
+        # Zoom evenly on a log scale; the window the crop reads, as a fraction of each side.
+        lo, hi = math.log(self.scale[0]), math.log(self.scale[1])
+        zoom = torch.exp(torch.rand(n) * (hi - lo) + lo)
+        frac_h, frac_w = out_h / (h * zoom), out_w / (w * zoom)
+        # Centre anywhere the window stays inside the image (or holds the whole image, when larger).
+        centre_y = (1 - frac_h) * (2 * torch.rand(n) - 1)
+        centre_x = (1 - frac_w) * (2 * torch.rand(n) - 1)
+        mirror = torch.where(torch.rand(n) < 0.5, -1.0, 1.0) if self.flip else torch.ones(n)
+        theta = torch.zeros(n, 2, 3)
+        theta[:, 0, 0], theta[:, 0, 2] = frac_w * mirror, centre_x
+        theta[:, 1, 1], theta[:, 1, 2] = frac_h, centre_y
+        grid = F.affine_grid(theta.to(x.device), [n, 1, out_h, out_w], align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        # Labels + 1 so that the zero padding outside the image reads back as -1: unlabelled.
+        labels = F.grid_sample((y + 1).unsqueeze(1).float(), grid, mode="nearest", padding_mode="zeros",
+                               align_corners=False).squeeze(1).long() - 1
+        y = torch.where(labels < 0, IGNORE_INDEX, labels)
+        if self.color > 0:
+            x = self._jitter(x)
+        return x.contiguous(memory_format=torch.channels_last), y
+
+    def _jitter(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+
+        def factor() -> torch.Tensor:
+            return (1 + self.color * (2 * torch.rand(n, 1, 1, 1) - 1)).to(x.device)
+
+        x = x * factor()
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        x = (x - mean) * factor() + mean
+        gray = (0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:]).expand_as(x)
+        x = (x - gray) * factor() + gray
+        return x.clamp_(0, 1)

@@ -1,0 +1,78 @@
+"""Training objectives: cross-entropy (optionally class-weighted) and soft Dice, over labelled pixels.
+
+CARLA's pixels are 75% road and sky; plain cross-entropy lets Pedestrian (0.05%) or TrafficSign
+(0.01%) vanish while the loss looks fine. Inverse-frequency weights and Dice (which scores each class
+on its own, whatever its size) give rare classes a voice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = -100  # pixels without a label: augmentation's padding and the run's ignored class
+LOSSES = ("ce", "ce+dice")
+CLASS_WEIGHTS = ("none", "inverse-sqrt")
+
+
+def class_weights(counts: np.ndarray, max_ratio: float = 50.0) -> torch.Tensor:
+    """Weights ∝ 1/sqrt(class frequency) from the training masks' pixel counts, scaled so that the
+    average pixel weighs 1 (the loss keeps plain cross-entropy's scale, and so its learning rate).
+
+    The square root and the cap (largest/smallest ≤ ``max_ratio``) keep a class seen in a handful of
+    pixels from dominating. Classes absent from the training data weigh 0: nothing to learn from."""
+    counts = np.asarray(counts, dtype=np.float64)
+    weights = np.zeros_like(counts)
+    present = counts > 0
+    if not present.any():
+        return torch.ones(len(counts))
+    weights[present] = 1.0 / np.sqrt(counts[present] / counts.sum())
+    smallest = weights[present].min()
+    weights[present] = np.minimum(weights[present], smallest * max_ratio)
+    weights /= (weights * counts).sum() / counts.sum()
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 - mean soft Dice over the classes present in this batch's labelled pixels."""
+    probs = torch.softmax(logits.float(), dim=1)
+    labelled = (target != IGNORE_INDEX).unsqueeze(1)
+    onehot = torch.zeros_like(probs).scatter_(1, target.clamp(min=0).unsqueeze(1), 1.0) * labelled
+    probs = probs * labelled
+    dims = (0, 2, 3)
+    overlap, truth, predicted = (probs * onehot).sum(dims), onehot.sum(dims), probs.sum(dims)
+    present = truth > 0  # so no smoothing term is needed: each denominator is at least 1 pixel
+    if not present.any():
+        return logits.sum() * 0.0  # nothing labelled: no gradient, but still part of the graph
+    return 1.0 - (2 * overlap[present] / (truth[present] + predicted[present])).mean()
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """The objective of a run: ``loss`` is ``"ce"`` or ``"ce+dice"``, ``weights`` per class or None."""
+
+    loss: str = "ce"
+    weights: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, not {self.loss!r}")
+
+    def __call__(self, logits: torch.Tensor, target: torch.Tensor, pixels: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(objective to minimise, summed unweighted cross-entropy for the logs).
+
+        ``pixels`` normalises the cross-entropy sum: under DDP it is the global batch's pixel count
+        divided by the number of processes, so DDP's gradient mean is the mean over the global batch."""
+        per_pixel = F.cross_entropy(logits.float(), target, reduction="none", ignore_index=IGNORE_INDEX)
+        ce_sum = per_pixel.sum()
+        if self.weights is None:
+            objective = ce_sum / pixels
+        else:
+            weights = self.weights.to(logits.device)[target.clamp(min=0)]  # ignored pixels have per_pixel 0
+            objective = (per_pixel * weights).sum() / pixels
+        if self.loss == "ce+dice":
+            objective = objective + soft_dice_loss(logits, target)
+        return objective, ce_sum.detach()

@@ -1,0 +1,172 @@
+"""Training ingredients of the recipes: losses, augmentation, learning-rate schedule, BatchNorm and
+the recipes themselves, from the API and the command line."""
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pixelwise.augment import Augment
+from pixelwise.cli import _train_config, build_parser
+from pixelwise.config import DataConfig, RunConfig, TrainConfig
+from pixelwise.keras_summary import format_summary, summary
+from pixelwise.losses import IGNORE_INDEX, Criterion, class_weights, soft_dice_loss
+from pixelwise.model import ModelConfig, UNet
+from pixelwise.recipes import RECIPES, recipe
+from pixelwise.train import learning_rate, pixel_counts
+
+
+def test_class_weights_favour_rare_classes_and_keep_the_average_pixel_at_one():
+    counts = np.array([0, 1_000_000, 10_000, 100])
+    w = class_weights(counts).numpy()
+    assert w[0] == 0  # absent from training: nothing to learn
+    assert w[3] > w[2] > w[1] > 0
+    assert w[2] / w[1] == pytest.approx(10.0, rel=1e-5)  # 1/sqrt(frequency)
+    assert (w * counts).sum() / counts.sum() == pytest.approx(1.0)
+    capped = class_weights(np.array([1e9, 1]), max_ratio=50).numpy()
+    assert capped[1] / capped[0] == pytest.approx(50.0)
+
+
+def test_cross_entropy_ignores_unlabelled_pixels_and_weights_classes():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 5, 6, requires_grad=True)
+    target = torch.randint(0, 4, (2, 5, 6))
+    target[0, 0, :] = IGNORE_INDEX
+    loss, ce_sum = Criterion("ce")(logits, target, pixels=60)
+    labelled = target != IGNORE_INDEX
+    manual = F.cross_entropy(logits.permute(0, 2, 3, 1)[labelled], target[labelled], reduction="sum")
+    assert ce_sum.item() == pytest.approx(manual.item(), rel=1e-5)
+    assert loss.item() == pytest.approx(manual.item() / 60, rel=1e-5)
+    loss.backward()
+    assert logits.grad[0, :, 0, :].abs().max() == 0  # no gradient where there is no label
+
+    weights = torch.tensor([1.0, 2.0, 0.5, 3.0])
+    weighted, _ = Criterion("ce", weights)(logits, target, pixels=60)
+    manual = F.cross_entropy(logits.permute(0, 2, 3, 1)[labelled], target[labelled], weight=weights, reduction="none")
+    assert weighted.item() == pytest.approx(manual.sum().item() / 60, rel=1e-5)
+
+
+def test_soft_dice_is_zero_when_right_and_near_one_when_wrong():
+    target = torch.zeros(1, 8, 8, dtype=torch.long)
+    target[0, :4] = 1
+    right = F.one_hot(target, 3).permute(0, 3, 1, 2).float() * 50
+    wrong = F.one_hot((target + 1) % 3, 3).permute(0, 3, 1, 2).float() * 50
+    assert soft_dice_loss(right, target).item() < 0.05
+    assert soft_dice_loss(wrong, target).item() > 0.9
+    # A small class counts as much as a large one: missing it costs about half (2 classes present).
+    small = torch.zeros(1, 8, 8, dtype=torch.long)
+    small[0, 0, 0] = 1
+    only_big = F.one_hot(torch.zeros_like(small), 3).permute(0, 3, 1, 2).float() * 50
+    assert soft_dice_loss(only_big, small).item() == pytest.approx(0.5, abs=0.05)
+
+
+def _coded(n: int, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images whose red channel encodes the class of each pixel, so any mismatch shows."""
+    torch.manual_seed(1)
+    blocks = torch.randint(0, 10, (n, h // 8, w // 8))  # 8x8 blocks: not symmetric under any flip
+    y = blocks.repeat_interleave(8, 1).repeat_interleave(8, 2)
+    x = torch.stack([(y.float() + 0.5) / 10, torch.rand(n, h, w), torch.rand(n, h, w)], dim=1)
+    return x, y
+
+
+def test_augmentation_moves_image_and_mask_together():
+    x, y = _coded(4, 32, 48)
+    torch.manual_seed(3)
+    xa, ya = Augment(scale=(0.6, 1.6), color=0.0)(x, y, (32, 32))
+    assert xa.shape == (4, 3, 32, 32) and ya.shape == (4, 32, 32)
+    labelled = ya != IGNORE_INDEX
+    decoded = (xa[:, 0] * 10).floor().long()
+    # Bilinear resampling blends neighbours at block edges; elsewhere red still names the class
+    # (measured: 0.87; a mask mirrored but not its image agrees on 0.06 of the pixels).
+    agreement = (decoded == ya)[labelled].float().mean().item()
+    assert agreement > 0.75, agreement
+    assert (~labelled).any()  # a zoom-out reaches beyond the image: unlabelled, never a class
+    assert xa[:, 0][~labelled].mean() < 0.1  # black there (but for bilinear blending at the image's edge)
+
+
+def test_augmentation_is_a_function_of_the_seed_and_identity_without_changes():
+    x, y = _coded(2, 16, 16)
+    torch.manual_seed(5)
+    a = Augment()(x, y, (16, 16))
+    torch.manual_seed(5)
+    b = Augment()(x, y, (16, 16))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    same_x, same_y = Augment(scale=(1.0, 1.0), flip=False, color=0.0)(x, y, (16, 16))
+    assert torch.allclose(same_x, x, atol=1e-5) and torch.equal(same_y, y)
+
+
+def test_learning_rate_warms_up_then_decays_to_zero():
+    train = TrainConfig(lr=1.0, schedule="cosine", warmup=0.1)
+    lrs = [learning_rate(train, step, 100) for step in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert lrs[10] == pytest.approx(1.0) and lrs[55] == pytest.approx(0.5, abs=0.02)
+    assert lrs[99] < 0.001 and all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    assert {learning_rate(TrainConfig(lr=0.3), s, 50) for s in range(50)} == {0.3}
+
+
+def test_pixel_counts_reads_only_the_given_frames():
+    masks = np.zeros((5, 2, 2), dtype=np.uint8)
+    masks[3] = 2
+    assert pixel_counts(masks, np.array([3, 0]), 3, chunk=1).tolist() == [4, 0, 4]
+
+
+def test_batch_norm_model_summary_trains_and_keeps_the_assignment_exact():
+    model = UNet(ModelConfig(batch_norm=True))
+    rows = summary(model, (96, 128, 3))
+    assert rows[1:4] == [["Conv2D", (None, 96, 128, 32), 864, "same", "linear", "HeNormal"],
+                         ["BatchNormalization", (None, 96, 128, 32), 128], ["Activation", (None, 96, 128, 32), 0, "relu"]]
+    assert "Non-trainable params: 5,952" in format_summary(rows, model)  # moving means and variances
+    assert not any(r[0] == "BatchNormalization" for r in summary(UNet(), (96, 128, 3)))
+
+
+def test_seed_recipe_is_the_assignment_and_default_differs_only_where_it_should():
+    assert RECIPES["seed"] == RunConfig()
+    seed, default = recipe("seed"), recipe("default")
+    assert (seed.train.optimizer, seed.train.lr, seed.train.batch_size, seed.train.epochs) == ("adam", 1e-3, 32, 40)
+    assert seed.data == DataConfig() and not seed.model.batch_norm
+    assert default.model == replace(seed.model, batch_norm=True)
+    assert default.train.precision == seed.train.precision == "auto"  # precision is the machine's, not the recipe's
+    with pytest.raises(ValueError, match="unknown recipe"):
+        recipe("fast")
+
+
+def test_crop_size_is_a_multiple_of_the_network_step():
+    assert DataConfig(size=(240, 320), crop=0.8).crop_size(16) == (192, 256)
+    assert DataConfig(size=(96, 128), crop=1.0).crop_size(16) == (96, 128)
+    assert DataConfig(size=(48, 64), crop=0.1).crop_size(16) == (16, 16)
+
+
+def test_cli_flags_change_single_settings_of_the_recipe():
+    def config(*argv: str) -> RunConfig:
+        args = build_parser().parse_args(["train", "data", "--out", "run", *argv])
+        args.argv = list(argv)
+        return _train_config(args)
+
+    assert config("--recipe", "seed") == recipe("seed")
+    assert config() == recipe("default")
+    changed = config("--recipe", "seed", "--loss", "ce+dice", "--no-augment", "--batch-norm", "--size", "64x64",
+                     "--ignore-index", "0")
+    assert changed.train.loss == "ce+dice" and changed.model.batch_norm and changed.data.size == (64, 64)
+    assert changed.train.ignore_index == 0 and changed.train.lr == 1e-3
+    assert config("--preset", "original").model.padding == "valid"
+
+
+@pytest.mark.parametrize("bad", [{"crop": 0.0}, {"crop": 1.5}])
+def test_bad_data_settings_are_refused(bad):
+    with pytest.raises(ValueError):
+        DataConfig(**bad)
+
+
+@pytest.mark.parametrize("bad", [{"loss": "focal"}, {"optimizer": "sgd"}, {"warmup": 1.0}, {"weight_decay": math.inf},
+                                 {"schedule": "step"}, {"class_weights": "inverse"}])
+def test_bad_train_settings_are_refused(bad):
+    with pytest.raises(ValueError):
+        TrainConfig(**bad)
+
+
+def test_ignore_index_must_be_a_class():
+    with pytest.raises(ValueError, match="ignore index 23"):
+        RunConfig(train=TrainConfig(ignore_index=23))
