@@ -1,7 +1,7 @@
 """Quality on held-out CARLA drives: the assignment's recipe (``seed``) against pixelwise's ``default``.
 
     .venv/bin/python benchmarks/quality.py [--data ../shared/carla] [--out benchmarks/quality-runs]
-        [--runs seed@96x128 default@96x128 default@240x320] [--epochs N]
+        [--runs seed@96x128 default@96x128 default@240x320 default@96x128,augment=false ...] [--epochs N]
 
 Each run trains with the public API on the training drives of the split that ``train`` itself makes
 (whole runs of consecutive frames held out, ``--val-fraction 0.2``, seed 0), then ``evaluate`` predicts
@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from pixelwise.classes import CARLA
+from pixelwise.config import RunConfig
 from pixelwise.data import IMAGE_DIR, MASK_DIR, decode_dataset, find_pairs, split_by_runs
 from pixelwise.evaluate import evaluate, write_report
 from pixelwise.predict import Predictor, predict_files
@@ -36,33 +37,47 @@ from pixelwise.train import train
 WATCH = ("Vehicles", "Pole", "Pedestrian", "TrafficSign", "TrafficLight")
 
 
-def held_out_folder(data: Path, out: Path, cache: Path) -> Path:
-    """Links to the validation drives' pairs, exactly the frames ``train`` holds out."""
+def held_out_folder(data: Path, out: Path, cache: Path, part: str = "val") -> Path:
+    """Links to the validation drives' pairs, exactly the frames ``train`` holds out (or, with
+    ``part="train"``, to the training frames)."""
     decoded = decode_dataset(data / IMAGE_DIR, data / MASK_DIR, (96, 128), len(CARLA), cache_dir=cache, progress=False)
     split = split_by_runs(decoded.names, 0.2, 0)
     pairs = {p.name: p for p in find_pairs(data / IMAGE_DIR, data / MASK_DIR)[0]}
-    folder = out / "held-out"
+    folder = out / ("held-out" if part == "val" else "training")
     for sub in (IMAGE_DIR, MASK_DIR):
         (folder / sub).mkdir(parents=True, exist_ok=True)
-    for i in split.val:
+    for i in getattr(split, part):
         pair = pairs[decoded.names[i]]
         for source, sub in ((pair.image, IMAGE_DIR), (pair.mask, MASK_DIR)):
             link = folder / sub / source.name
             if not link.exists():
                 os.symlink(source.resolve(), link)
-    print(f"{len(split.train)} training frames, {len(split.val)} held-out frames "
-          f"({len({decoded.names[i] for i in split.val})} unique)")
     return folder
 
 
-def run(name: str, data: Path, out: Path, cache: Path, held_out: Path, epochs: int | None) -> dict:
-    recipe_name, size = name.split("@")
-    h, w = map(int, size.split("x"))
+def configure(name: str) -> RunConfig:
+    """``RECIPE@HxW`` with optional ``,setting=value`` changes, e.g. ``default@96x128,augment=false``."""
+    spec, *changes = name.split(",")
+    recipe_name, size = spec.split("@")
     config = recipe(recipe_name)
-    config = replace(config, data=replace(config.data, size=(h, w)))
+    sections = {"model": config.model, "data": replace(config.data, size=tuple(map(int, size.split("x")))),
+                "train": config.train}
+    for change in changes:
+        key, text = change.split("=")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        section = next(s for s, part in sections.items() if key in part.__dataclass_fields__)
+        sections[section] = replace(sections[section], **{key: value})
+    return replace(config, **sections)
+
+
+def run(name: str, data: Path, out: Path, cache: Path, held_out: Path, epochs: int | None) -> dict:
+    config = configure(name)
     if epochs is not None:
         config = config.with_train(epochs=epochs)
-    run_dir = out / name.replace("@", "-")
+    run_dir = out / name.replace("@", "-").replace(",", "-").replace("=", "-")
     summary_file = run_dir / "quality.json"
     if summary_file.exists():
         return json.loads(summary_file.read_text())
@@ -82,7 +97,7 @@ def run(name: str, data: Path, out: Path, cache: Path, held_out: Path, epochs: i
                        for i, c in enumerate(CARLA.names)},
                "val_miou_by_time": [[float(t), row["val_miou"]] for t, row in zip(elapsed, result.history)]}
     summary_file.write_text(json.dumps(summary, indent=2) + "\n")
-    figures = out / "figures" / summary["run"].replace("@", "-")
+    figures = out / "figures" / run_dir.name
     frames = sorted((held_out / IMAGE_DIR).iterdir())[::12][:4]
     predict_files(Predictor(run_dir, weights="last"), frames, figures, masks_dir=held_out / MASK_DIR)
     return summary
@@ -136,7 +151,7 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "carla")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/quality-runs"))
     parser.add_argument("--runs", nargs="+", default=["seed@96x128", "default@96x128", "default@240x320"],
-                        help="RECIPE@HEIGHTxWIDTH, in order (default: %(default)s)")
+                        help="RECIPE@HEIGHTxWIDTH[,setting=value...], in order (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=None, help="override every recipe's epochs (quick checks)")
     args = parser.parse_args()
     if not (args.data / IMAGE_DIR).is_dir():

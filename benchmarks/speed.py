@@ -5,7 +5,8 @@
 
 Prints one table: training and inference images/s of pixelwise and of the same U-Net written as the
 assignment writes it in Keras (fp32 defaults), their ratio, and pixelwise's achieved GFLOP/s against
-a matrix-multiply peak measured in the same run. Then a full epoch of real training from PNG files
+a matrix-multiply peak measured in the same run; ONNX Runtime inference of the exported fp32 and
+int8 models (needs the ``onnx`` extra). Then a full epoch of real training from PNG files
 (../shared/carla when present, synthetic scenes otherwise) against the pure compute time of the
 same number of steps: the data path's overhead. Timings on a shared 2-core machine are noisy:
 read the ratios, which are measured minutes apart in one process.
@@ -138,6 +139,31 @@ def keras_speed(size: tuple[int, int], batch: int, steps: int) -> tuple[float, f
     return train_rate, infer_rate
 
 
+def onnx_speed(size: tuple[int, int], batch: int, steps: int, work: Path) -> tuple[float, float]:
+    """ONNX Runtime inference images/s (argmax included) of the exported fp32 model and of its int8
+    quantisation, made by ``pixelwise export`` (calibrated on synthetic scenes; speed does not depend on
+    the weights, so an untrained model stands in for a trained one)."""
+    import onnxruntime
+
+    from pixelwise import checkpoint
+    from pixelwise.export import INT8_FILE, ONNX_FILE, export_onnx, quantize_int8
+
+    run = work / f"onnx-{size[0]}x{size[1]}"
+    run.mkdir()
+    RunConfig(data=DataConfig(size=size)).save(run)
+    torch.manual_seed(0)
+    checkpoint.save(run / checkpoint.BEST, unet_model((*size, 3)))
+    export_onnx(run)
+    scenes = write_dataset(work / f"calibration-{size[0]}", 32, seed=1, height=size[0], width=size[1], progress=False)
+    quantize_int8(run, sorted((scenes / IMAGE_DIR).iterdir()))
+    x = np.random.default_rng(0).random((batch, 3, *size), dtype=np.float32)
+    rates = []
+    for name in (ONNX_FILE, INT8_FILE):
+        session = onnxruntime.InferenceSession(str(run / name), providers=["CPUExecutionProvider"])
+        rates.append(timed(lambda: session.run(None, {"image": x})[0].argmax(1), batch, 2, steps))
+    return rates[0], rates[1]
+
+
 def data_path_overhead(data: Path, work: Path, batch: int, train_rate: float, infer_rate: float) -> list[str]:
     """One epoch of real training from PNGs (cold cache, then warm) against the pure compute of the
     same training steps and validation passes."""
@@ -171,17 +197,24 @@ def main() -> None:
     print("| size, batch | pixelwise train img/s | Keras train img/s | ratio | pixelwise infer img/s | "
           "Keras infer img/s | ratio | pixelwise train GFLOP/s (% of peak) |")
     print("|---|---|---|---|---|---|---|---|")
-    rates_96 = (float("nan"), float("nan"))
+    rates_96 = keras_96 = (float("nan"), float("nan"))
     for size, batch in (((96, 128), 32), ((240, 320), 8)):
         flops = forward_flops(size)
         p_train, p_infer, precision = pixelwise_speed(size, batch, args.steps)
-        if size == (96, 128):
-            rates_96 = (p_train, p_infer)
         k_train, k_infer = (float("nan"), float("nan")) if args.no_keras else keras_speed(size, batch, args.steps)
+        if size == (96, 128):
+            rates_96, keras_96 = (p_train, p_infer), (k_train, k_infer)
         achieved = 3 * flops * p_train / 1e9  # forward + backward ≈ 3 forward passes
         peak = peaks["bf16" if precision == "bfloat16" else "fp32"]
         print(f"| {size[0]}x{size[1]}, {batch} | {p_train:.1f} ({precision}) | {k_train:.1f} | {p_train / k_train:.2f}× | "
               f"{p_infer:.1f} | {k_infer:.1f} | {p_infer / k_infer:.2f}× | {achieved:.0f} ({100 * achieved / peak:.0f}%) |")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        print("\n| inference engine, 96x128 batch 32 | img/s | × Keras fp32 |\n|---|---|---|")
+        onnx_fp32, onnx_int8 = onnx_speed((96, 128), 32, args.steps, Path(tmp))
+        for label, rate in (("pixelwise torch (" + precision + ")", rates_96[1]), ("ONNX Runtime fp32", onnx_fp32),
+                            ("ONNX Runtime int8 (pixelwise export --int8)", onnx_int8)):
+            print(f"| {label} | {rate:.1f} | {rate / keras_96[1]:.2f}× |")
 
     data = args.data or (CARLA if CARLA.is_dir() else None)
     with tempfile.TemporaryDirectory() as tmp:

@@ -82,3 +82,19 @@ def test_onnx_engine_prefers_the_int8_model(exported, tmp_path):
     (run / "model.int8.onnx").write_bytes(b"not a model")
     with pytest.raises(ValueError, match=r"model\.int8\.onnx: unreadable ONNX model"):
         Predictor(run, engine="onnx")
+
+
+def test_int8_graph_has_no_float_transposed_convs(exported):
+    """ONNX Runtime runs ConvTranspose in fp32 only; export writes the sub-pixel form instead."""
+    onnx = pytest.importorskip("onnx")
+    ops = {node.op_type for node in onnx.load(str(exported / "model.onnx")).graph.node}
+    assert "ConvTranspose" not in ops and "DepthToSpace" in ops
+
+
+def test_evaluate_with_the_onnx_engine_scores_like_pytorch(exported, scenes, tmp_path):
+    from pixelwise.evaluate import evaluate
+
+    kw = dict(cache_dir=tmp_path / "cache", progress=False)
+    torch_scores = evaluate(exported, scenes / IMAGE_DIR, scenes / MASK_DIR, **kw).scores
+    onnx_scores = evaluate(exported, scenes / IMAGE_DIR, scenes / MASK_DIR, engine="onnx", **kw).scores
+    assert abs(torch_scores.pixel_accuracy - onnx_scores.pixel_accuracy) < 0.05

@@ -6,7 +6,19 @@ import pytest
 import torch
 
 from pixelwise import count_parameters, summary
-from pixelwise.model import PRESETS, ConvBlock, ModelConfig, UNet, conv_block, preset, unet_model, upsampling_block
+from pixelwise.model import (
+    PRESETS,
+    ConvBlock,
+    ModelConfig,
+    SubPixelUpConv,
+    UNet,
+    UpConv,
+    conv_block,
+    preset,
+    subpixel_copy,
+    unet_model,
+    upsampling_block,
+)
 
 
 def test_conv_block_table_matches_assignment():
@@ -109,3 +121,24 @@ def test_config_round_trip_and_validation():
         ModelConfig.from_dict({"n_clases": 3})
     with pytest.raises(ValueError, match="one rate per encoder block"):
         ModelConfig(depth=4)
+
+
+@pytest.mark.parametrize("kernel", [2, 3])
+@pytest.mark.parametrize("shape", [(2, 5, 6, 8), (1, 3, 1, 1), (1, 4, 3, 5)])
+def test_subpixel_upconv_computes_the_transposed_conv_exactly(kernel, shape):
+    torch.manual_seed(0)
+    up = UpConv(shape[1], 7, kernel)
+    torch.nn.init.normal_(up.bias)
+    x = torch.randn(shape)
+    torch.testing.assert_close(SubPixelUpConv(up)(x), up(x), atol=1e-5, rtol=1e-5)
+
+
+def test_subpixel_copy_keeps_the_network_and_leaves_the_original_alone():
+    torch.manual_seed(0)
+    model = UNet(preset("assignment", n_filters=4)).eval()
+    copy = subpixel_copy(model)
+    assert not any(isinstance(m, UpConv) for m in copy.modules())
+    assert sum(isinstance(m, UpConv) for m in model.modules()) == 4
+    x = torch.rand(2, 3, 32, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(copy(x), model(x), atol=1e-5, rtol=1e-5)

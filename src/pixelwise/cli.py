@@ -79,6 +79,12 @@ def _cache_args(p: argparse.ArgumentParser) -> None:
     _progress_arg(p)
 
 
+def _engine_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", choices=("torch", "onnx"), default="torch",
+                   help="torch (CPU or CUDA), or onnx: ONNX Runtime on the CPU with the model written by "
+                        "`pixelwise export` (int8 when exported with --int8)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pixelwise", description="U-Net semantic segmentation: train on a folder of "
                                      "image/mask pairs, score it per class, predict masks for new images.")
@@ -165,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "so this matters only for a smaller tile); each side a size the network takes")
     p.add_argument("--tta", action="store_true",
                    help="average each prediction with that of the mirrored image (two passes per image)")
+    _engine_arg(p)
     _cache_args(p)
 
     p = sub.add_parser("export", help="export a run's model to ONNX (dynamic size), optionally quantised to int8")
@@ -185,9 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=_predict_size, default=None,
                    help="HEIGHTxWIDTH the model sees, or 'native' for each image's own size (default: the training size)")
     p.add_argument("--weights", choices=("best", "last"), default="best")
-    p.add_argument("--engine", choices=("torch", "onnx"), default="torch",
-                   help="torch (CPU or CUDA), or onnx: ONNX Runtime on the CPU with the model written by "
-                        "`pixelwise export` (int8 when exported with --int8)")
+    _engine_arg(p)
     p.add_argument("--tile", type=_size, default=None, metavar="HxW",
                    help="where the size the model sees is larger than this on a side, predict in tiles of this size "
                         "overlapping by at least 25%%, Gaussian-blended, so the network's memory depends on the tile; each "
@@ -355,7 +360,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     images, masks = locate(args.data, args.images, args.masks)
     evaluation = evaluate(args.run, images, masks, weights=args.weights, skip_invalid=args.skip_invalid,
-                          cache_dir=args.cache_dir, progress=not args.no_progress, tile=args.tile, tta=args.tta)
+                          cache_dir=args.cache_dir, progress=not args.no_progress, tile=args.tile, tta=args.tta,
+                          engine=args.engine)
     out = args.out or Path(args.run) / "evaluation"
     write_report(evaluation, out)
     print(format_report(evaluation))

@@ -65,11 +65,11 @@ class Evaluation:
 
 def evaluate(run_dir: str | Path, images_dir: str | Path, masks_dir: str | Path, *, weights: str = "best",
              skip_invalid: bool = False, cache_dir: Path | None = None, progress: bool = True,
-             tile: tuple[int, int] | None = None, tta: bool = False) -> Evaluation:
+             tile: tuple[int, int] | None = None, tta: bool = False, engine: str = "torch") -> Evaluation:
     """Predict every valid pair at its original size and sum one confusion matrix over them all;
-    ``tile`` and ``tta`` are the Predictor's (the model sees the training size, so a tile matters only
+    ``tile``, ``tta`` and ``engine`` are the Predictor's (the model sees the training size, so a tile matters only
     when it is smaller than that)."""
-    predictor = Predictor(run_dir, weights=weights, tile=tile, tta=tta)
+    predictor = Predictor(run_dir, weights=weights, tile=tile, tta=tta, engine=engine)
     n_classes = len(predictor.classes)
     # Validate everything first (cheap, and cached): never report on half a dataset by accident.
     checked = decode_dataset(Path(images_dir), Path(masks_dir), predictor.config.data.size, n_classes,
@@ -81,9 +81,12 @@ def evaluate(run_dir: str | Path, images_dir: str | Path, masks_dir: str | Path,
         raise DataError(checked.problems or [Problem(Path(images_dir), "no image/mask pairs to evaluate")])
     paths = {p.name: p for p in find_pairs(Path(images_dir), Path(masks_dir))[0]}
     cm = torch.zeros(n_classes, n_classes, dtype=torch.int64)
+    ignore = predictor.config.train.ignore_index
     for name in tqdm(checked.names, desc="evaluate", unit="image", disable=None if progress else True):
         pair = paths[name]
-        truth = torch.from_numpy(read_mask(pair.mask))
+        truth = torch.from_numpy(read_mask(pair.mask)).long()
+        if ignore is not None:
+            truth[truth == ignore] = -1  # unlabelled: not scored
         pred = torch.from_numpy(predictor.predict(read_image(pair.image)))
         cm += confusion_matrix(pred, truth, n_classes)
     return Evaluation(cm.numpy(), predictor.classes, len(checked.names), checked.problems)

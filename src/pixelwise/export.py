@@ -14,6 +14,7 @@ import torch
 from .config import RunConfig
 from .data import read_image, resize_image
 from .files import atomic_path
+from .model import subpixel_copy
 from .predict import load_model
 
 ONNX_FILE = "model.onnx"
@@ -29,11 +30,13 @@ def _require(module: str) -> None:
 
 def export_onnx(run_dir: str | Path, out: str | Path | None = None, weights: str = "best") -> Path:
     """Write the fp32 model as ONNX with dynamic batch, height and width (each side a multiple of
-    what the network needs, e.g. 16); ``predict --engine onnx`` pads images to such sizes."""
+    what the network needs, e.g. 16); ``predict --engine onnx`` pads images to such sizes. Transposed
+    convs are written as conv + pixel shuffle (SubPixelUpConv): the same outputs, and quantisable."""
     _require("onnxscript")
     run_dir = Path(run_dir)
     config = RunConfig.load(run_dir)
-    model = load_model(run_dir, config, weights)
+    # Same outputs; transposed convs become conv + pixel shuffle, which int8 quantisation can cover.
+    model = subpixel_copy(load_model(run_dir, config, weights))
     if config.model.padding != "same":
         raise ValueError("ONNX export supports padded ('same') U-Nets, whose valid sizes are multiples of one step; "
                          "this run uses unpadded convolutions")
