@@ -170,3 +170,13 @@ def test_bad_train_settings_are_refused(bad):
 def test_ignore_index_must_be_a_class():
     with pytest.raises(ValueError, match="ignore index 23"):
         RunConfig(train=TrainConfig(ignore_index=23))
+
+
+def test_a_crop_the_network_cannot_take_is_refused_before_training():
+    from pixelwise.model import preset
+    from pixelwise.train import check_trainable
+
+    config = RunConfig(model=preset("original", in_channels=3, n_classes=23),
+                       data=DataConfig(size=(572, 572), crop=0.5))
+    with pytest.raises(ValueError, match="--crop 0.5 gives 288x288 crops"):
+        check_trainable(config)

@@ -233,6 +233,11 @@ def check_trainable(config: RunConfig) -> None:
     hints = model.size_hints(h, w)
     if hints:
         raise ValueError(f"--size {h}x{w} does not fit this U-Net: {'; '.join(hints)}")
+    ch, cw = config.data.crop_size(model.step)
+    hints = model.size_hints(ch, cw)
+    if hints:
+        raise ValueError(f"--crop {config.data.crop} gives {ch}x{cw} crops, which do not fit this U-Net: "
+                         f"{'; '.join(hints)}; choose another --crop")
 
 
 def check_finite(model: torch.nn.Module, epoch: int, run_dir: Path) -> None:
