@@ -68,11 +68,12 @@ class Criterion:
         divided by the number of processes, so DDP's gradient mean is the mean over the global batch."""
         per_pixel = F.cross_entropy(logits.float(), target, reduction="none", ignore_index=IGNORE_INDEX)
         ce_sum = per_pixel.sum()
+        scale = 1.0 / pixels
         if self.weights is None:
-            objective = ce_sum / pixels
+            objective = ce_sum * scale
         else:
             weights = self.weights.to(logits.device)[target.clamp(min=0)]  # ignored pixels have per_pixel 0
-            objective = (per_pixel * weights).sum() / pixels
+            objective = (per_pixel * weights).sum() * scale
         if self.loss == "ce+dice":
             objective = objective + soft_dice_loss(logits, target)
         return objective, ce_sum.detach()
