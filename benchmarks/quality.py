@@ -79,6 +79,9 @@ def run(name: str, data: Path, out: Path, cache: Path, held_out: Path, epochs: i
         config = config.with_train(epochs=epochs)
     run_dir = out / name.replace("@", "-").replace(",", "-").replace("=", "-")
     summary_file = run_dir / "quality.json"
+    if (run_dir / "config.json").exists() and RunConfig.load(run_dir) != config:
+        raise SystemExit(f"{run_dir} was trained with other settings than {name} now means (a recipe changed?): "
+                         "remove it to train it again")
     if summary_file.exists():
         return json.loads(summary_file.read_text())
     if (run_dir / "last.safetensors").exists():

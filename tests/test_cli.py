@@ -91,8 +91,16 @@ def test_resume_via_cli_extends_and_refuses_changed_settings(scenes, tmp_path, c
     assert run_cli(capsys, "train", scenes, "--out", run, "--epochs", 1, *common)[0] == 0
     code, _, err = run_cli(capsys, "train", scenes, "--out", run, "--epochs", 2, "--resume", "--lr", "0.1")
     assert code == 1 and "--lr cannot change when resuming" in err
+    code, _, err = run_cli(capsys, "train", scenes, "--out", run, "--epochs", 2, "--resume", "--no-batch-norm",
+                           "--recipe", "seed")
+    assert code == 1 and "--batch-norm, --recipe cannot change" in err
+    code, _, err = run_cli(capsys, "train", scenes, "--out", run, "--epochs", 2, "--resume", "--preset", "original")
+    assert code == 1 and "--preset cannot change" in err
+    with pytest.raises(SystemExit) as usage:  # no abbreviations: --resume must see every flag by its full name
+        run_cli(capsys, "train", scenes, "--out", run, "--epochs", 2, "--resume", "--sched", "constant")
+    assert usage.value.code == 2
     code, out, _ = run_cli(capsys, "train", scenes, "--out", run, "--epochs", 2, "--resume", "--cache-dir", cache,
-                           "--no-progress")
+                           "--no-progress", "--preset", "assignment", "--filters", 8)
     assert code == 0 and "epoch   2/2" in out
     code, _, err = run_cli(capsys, "train", scenes, "--out", run, "--epochs", 1, *common)
     assert code == 1 and "already holds a run" in err

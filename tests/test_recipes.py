@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pixelwise.augment import Augment
+from pixelwise.augment import Augment, random_crop
 from pixelwise.cli import _train_config, build_parser
 from pixelwise.config import DataConfig, RunConfig, TrainConfig
 from pixelwise.keras_summary import format_summary, summary
@@ -147,10 +147,11 @@ def test_cli_flags_change_single_settings_of_the_recipe():
 
     assert config("--recipe", "seed") == recipe("seed")
     assert config() == recipe("default")
-    changed = config("--recipe", "seed", "--loss", "ce+dice", "--no-augment", "--batch-norm", "--size", "64x64",
+    changed = config("--recipe", "seed", "--loss", "ce+dice", "--augment", "--batch-norm", "--size", "64x64",
                      "--ignore-index", "0")
     assert changed.train.loss == "ce+dice" and changed.model.batch_norm and changed.data.size == (64, 64)
-    assert changed.train.ignore_index == 0 and changed.train.lr == 1e-3
+    assert changed.data.augment and changed.train.ignore_index == 0 and changed.train.lr == 1e-3
+    assert not config("--no-batch-norm").model.batch_norm and config("--no-batch-norm").train == recipe("default").train
     assert config("--preset", "original").model.padding == "valid"
 
 
@@ -180,3 +181,25 @@ def test_a_crop_the_network_cannot_take_is_refused_before_training():
                        data=DataConfig(size=(572, 572), crop=0.5))
     with pytest.raises(ValueError, match="--crop 0.5 gives 288x288 crops"):
         check_trainable(config)
+
+
+def test_random_crop_keeps_exact_pixels_of_image_and_mask_alike():
+    x, y = _coded(3, 32, 48)
+    torch.manual_seed(0)
+    xc, yc = random_crop(x, y, (16, 32))
+    assert xc.shape == (3, 3, 16, 32) and yc.shape == (3, 16, 32)
+    for i in range(3):
+        # find where the crop came from: the mask crop must sit at the same place as the image crop
+        places = [(t, s) for t in range(17) for s in range(17) if torch.equal(x[i, :, t:t + 16, s:s + 32], xc[i])]
+        assert len(places) == 1
+        t, s = places[0]
+        assert torch.equal(y[i, t:t + 16, s:s + 32], yc[i])
+    empty = random_crop(x[:0], y[:0], (16, 32))
+    assert empty[0].shape == (0, 3, 16, 32) and empty[1].shape == (0, 16, 32)
+
+
+def test_a_crop_that_rounds_to_the_whole_image_is_refused():
+    from pixelwise.train import check_trainable
+
+    with pytest.raises(ValueError, match="rounds to the whole"):
+        check_trainable(RunConfig(data=DataConfig(size=(96, 128), crop=0.95)))

@@ -65,3 +65,17 @@ class Augment:
         gray = (0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:]).expand_as(x)
         x = (x - gray) * factor() + gray
         return x.clamp_(0, 1)
+
+
+def random_crop(x: torch.Tensor, y: torch.Tensor, out_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A crop of ``out_size`` at a random whole-pixel place in each image: no resampling, so images and
+    masks keep their exact pixels (training on crops without the rest of augmentation)."""
+    out_h, out_w = out_size
+    if len(x) == 0:  # a rank's empty share of a short last batch
+        return x.new_zeros(0, x.shape[1], out_h, out_w), y.new_zeros(0, out_h, out_w)
+    h, w = x.shape[-2:]
+    tops = torch.randint(0, h - out_h + 1, (len(x),)).tolist()
+    lefts = torch.randint(0, w - out_w + 1, (len(x),)).tolist()
+    x = torch.stack([image[:, t:t + out_h, s:s + out_w] for image, t, s in zip(x, tops, lefts)])
+    y = torch.stack([mask[t:t + out_h, s:s + out_w] for mask, t, s in zip(y, tops, lefts)])
+    return x.contiguous(memory_format=torch.channels_last), y

@@ -117,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", type=_classes, default=CARLA, help="number of classes or a file of names (default: CARLA's 23)")
     _cache_args(p)
 
-    p = sub.add_parser("train", help="train a U-Net into a run directory")
+    # No abbreviated flags: --resume checks the flags given by their full names.
+    p = sub.add_parser("train", help="train a U-Net into a run directory", allow_abbrev=False)
     _add_data_args(p, required=False)
     p.add_argument("--out", type=Path, required=True, help="run directory to create (or continue with --resume)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -286,7 +287,8 @@ def _settings_changed(args: argparse.Namespace, config: RunConfig, saved: RunCon
         return getattr(getattr(c, section), name)
 
     changed = [flag for flag in _SETTINGS if flag != "--epochs" and given(flag) and value(config, flag) != value(saved, flag)]
-    whole = {"--recipe": lambda c: c.with_train(epochs=1), "--preset": lambda c: replace(c.model, n_filters=0),
+    whole = {"--recipe": lambda c: c.with_train(epochs=1),
+             "--preset": lambda c: {k: v for k, v in c.model.to_dict().items() if k != "n_filters"},
              "--classes": lambda c: c.classes}
     return changed + [flag for flag, part in whole.items() if given(flag) and part(config) != part(saved)]
 

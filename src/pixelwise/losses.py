@@ -65,7 +65,9 @@ class Criterion:
         """(objective to minimise, summed unweighted cross-entropy for the logs).
 
         ``pixels`` normalises the cross-entropy sum: under DDP it is the global batch's pixel count
-        divided by the number of processes, so DDP's gradient mean is the mean over the global batch."""
+        divided by the number of processes, so DDP's gradient mean is the mean over the global batch.
+        It counts unlabelled pixels too (a fixed normaliser keeps DDP exact); Dice is a mean over this
+        process's classes, so with several processes it is averaged per rank, not over the global batch."""
         per_pixel = F.cross_entropy(logits.float(), target, reduction="none", ignore_index=IGNORE_INDEX)
         ce_sum = per_pixel.sum()
         scale = 1.0 / pixels

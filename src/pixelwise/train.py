@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from . import checkpoint
-from .augment import Augment
+from .augment import Augment, random_crop
 from .config import RunConfig, TrainConfig
 from .data import DataError, Decoded, Split, decode_dataset, default_cache_dir, split_by_runs
 from .device import autocast, precision_name, resolve_precision
@@ -234,6 +234,9 @@ def check_trainable(config: RunConfig) -> None:
     if hints:
         raise ValueError(f"--size {h}x{w} does not fit this U-Net: {'; '.join(hints)}")
     ch, cw = config.data.crop_size(model.step)
+    if config.data.crop < 1 and (ch, cw) == (h, w):
+        raise ValueError(f"--crop {config.data.crop} rounds to the whole {h}x{w} image (crops are multiples of "
+                         f"{model.step}); choose a smaller --crop")
     hints = model.size_hints(ch, cw)
     if hints:
         raise ValueError(f"--crop {config.data.crop} gives {ch}x{cw} crops, which do not fit this U-Net: "
@@ -290,7 +293,7 @@ def train(images_dir: str | Path, masks_dir: str | Path, run_dir: str | Path, co
                         log=log if world.is_main else (lambda _: None))
         together = True
         return result
-    except TrainingStopped:
+    except (TrainingStopped, FloatingPointError):  # every rank stops or diverges at the same step
         together = True
         raise
     finally:
@@ -334,9 +337,7 @@ def _train(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, confi
     criterion = make_criterion(config, masks, train_idx)
     ignore = config.train.ignore_index
     crop = config.data.crop_size(config.model.step)
-    # Without augmentation, a crop smaller than the image is still taken at a random place.
-    augment = Augment() if config.data.augment else Augment(scale=(1.0, 1.0), flip=False, color=0.0)
-    reshape = config.data.augment or crop != config.data.size
+    augment = Augment() if config.data.augment else None
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     state = Progress(data=_fingerprint(decoded.names, split))
     history: list[dict] = []
@@ -374,8 +375,10 @@ def _train(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, confi
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate(config.train, (epoch - 1) * len(batches) + step, epochs * len(batches))
                 x, y = to_batch(images, masks, world.shard(batch), device, ignore)
-                if reshape:
+                if augment is not None:
                     x, y = augment(x, y, crop)
+                elif crop != config.data.size:  # without augmentation, a crop is still taken at a random place
+                    x, y = random_crop(x, y, crop)
                 try:
                     loss_sum, logits, y = train_step(net, optimizer, scaler, x, y, len(batch), device, dtype, world,
                                                      criterion)
