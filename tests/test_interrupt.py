@@ -138,4 +138,27 @@ def test_a_learning_rate_that_destroys_the_weights_stops_without_saving_them(sce
                  "--filters", "8", "--cache-dir", str(tmp_path / "cache"), "--no-progress"])
     err = capsys.readouterr().err
     assert code == 1 and ("diverged" in err or "finite number" in err)
-    assert not (tmp_path / "run" / "last.safetensors").exists()
+    last = tmp_path / "run" / "last.safetensors"
+    if last.exists():  # only the checkpoint written at the start: finite weights, no step taken
+        from safetensors import safe_open
+
+        with safe_open(str(last), framework="pt") as f:
+            assert '"epoch": 1, "step": 0' in f.metadata()["meta"]
+        assert all(torch.isfinite(w).all() for w in _weights(tmp_path / "run").values())
+
+
+def test_a_run_that_dies_before_its_first_epoch_ends_can_be_resumed(scenes, tmp_path, monkeypatch):
+    """`last` exists from the start: a crash in epoch 1 leaves a run that --resume continues exactly."""
+    _train(scenes, tmp_path / "straight", tmp_path, epochs=2)
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("simulated crash in the first step")
+
+    monkeypatch.setattr(train_module, "to_batch", crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _train(scenes, tmp_path / "crashed", tmp_path, epochs=2)
+    assert (tmp_path / "crashed" / "last.safetensors").exists() and not (tmp_path / "crashed" / "history.csv").exists()
+    monkeypatch.undo()
+    _train(scenes, tmp_path / "crashed", tmp_path, epochs=2, resume=True)
+    _assert_same_weights(tmp_path / "straight", tmp_path / "crashed")
+    _same_history(tmp_path / "straight", tmp_path / "crashed")

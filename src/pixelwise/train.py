@@ -361,6 +361,9 @@ def _train(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, confi
         if world.is_main:
             checkpoint.save(run_dir / checkpoint.LAST, model, optimizer, {"progress": asdict(state)}, scaler)
 
+    if not resume:  # from the start on, a run directory can always be resumed, whenever it is killed
+        save_last()
+
     with StopRequest(log) as stop:
         for epoch in range(state.epoch, epochs + 1):
             started = time.perf_counter()
