@@ -19,3 +19,14 @@ def small_config(epochs: int = 2, **train) -> RunConfig:
     """A narrow U-Net at 48x64 so a training run takes seconds."""
     return RunConfig(model=preset("assignment", n_filters=16), data=DataConfig(size=(48, 64), val_fraction=0.25),
                      train=TrainConfig(epochs=epochs, batch_size=4, **train))
+
+
+def small_run(scenes: Path, run_dir: Path, epochs: int) -> Path:
+    """A run of ``small_config`` trained on ``scenes`` into ``run_dir``, quietly (cache beside it)."""
+    from pixelwise.data import IMAGE_DIR, MASK_DIR
+    from pixelwise.train import train
+
+    train(scenes / IMAGE_DIR, scenes / MASK_DIR, run_dir, small_config(epochs=epochs),
+          cache_dir=run_dir.parent / "cache", progress=False, log=lambda _: None)
+    return run_dir
+

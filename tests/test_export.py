@@ -3,21 +3,18 @@
 import numpy as np
 import pytest
 import torch
-from conftest import small_config
+from conftest import small_run
 
 from pixelwise.cli import main
 from pixelwise.data import IMAGE_DIR, MASK_DIR
 from pixelwise.predict import Predictor
-from pixelwise.train import train
 
 ort = pytest.importorskip("onnxruntime")
 
 
 @pytest.fixture(scope="module")
 def exported(scenes, tmp_path_factory):
-    run = tmp_path_factory.mktemp("export") / "run"
-    train(scenes / IMAGE_DIR, scenes / MASK_DIR, run, small_config(epochs=2), cache_dir=run.parent / "cache",
-          progress=False, log=lambda _: None)
+    run = small_run(scenes, tmp_path_factory.mktemp("export") / "run", epochs=2)
     assert main(["export", str(run), "--int8", str(scenes / IMAGE_DIR), "--calibration-count", "8"]) == 0
     return run
 

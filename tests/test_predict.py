@@ -2,20 +2,16 @@
 
 import numpy as np
 import pytest
-from conftest import small_config
+from conftest import small_run
 from PIL import Image
 
 from pixelwise.data import IMAGE_DIR, MASK_DIR
 from pixelwise.predict import Predictor, predict_files
-from pixelwise.train import train
 
 
 @pytest.fixture(scope="module")
 def run(scenes, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("predict") / "run"
-    train(scenes / IMAGE_DIR, scenes / MASK_DIR, run_dir, small_config(epochs=1), cache_dir=run_dir.parent / "cache",
-          progress=False, log=lambda _: None)
-    return run_dir
+    return small_run(scenes, tmp_path_factory.mktemp("predict") / "run", epochs=1)
 
 
 @pytest.mark.parametrize("h,w", [(96, 128), (100, 130), (37, 53), (480, 640)])

@@ -5,27 +5,23 @@ asked for, blending is exact for a per-pixel network and close for a real U-Net,
 import numpy as np
 import pytest
 import torch
-from conftest import small_config
+from conftest import small_run
 from PIL import Image
 
 from pixelwise.cli import main
 from pixelwise.config import RunConfig
-from pixelwise.data import IMAGE_DIR, MASK_DIR, read_image
+from pixelwise.data import IMAGE_DIR, read_image
 from pixelwise.model import preset
 from pixelwise.predict import Predictor, flip_tta
 from pixelwise.synth import write_dataset
 from pixelwise.tiling import gaussian_window, sliding_window, tile_starts
-from pixelwise.train import train
 
 
 @pytest.fixture(scope="module")
 def run(scenes, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("tiling") / "run"
     # 12 epochs (a few seconds at 48x64): a network that has learnt the scenes' layout, which is what makes
     # tiles with too little context differ from a single pass; a 1-2 epoch one predicts almost uniformly.
-    train(scenes / IMAGE_DIR, scenes / MASK_DIR, run_dir, small_config(epochs=12), cache_dir=run_dir.parent / "cache",
-          progress=False, log=lambda _: None)
-    return run_dir
+    return small_run(scenes, tmp_path_factory.mktemp("tiling") / "run", epochs=12)
 
 
 @pytest.mark.parametrize("size, tile, overlap", [(100, 32, 0.25), (96, 48, 0.0), (96, 48, 0.5), (37, 16, 0.25),

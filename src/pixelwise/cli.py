@@ -19,6 +19,7 @@ from .distributed import launched_rank
 from .losses import CLASS_WEIGHTS, LOSSES
 from .model import PRESETS, preset
 from .recipes import DEFAULT_RECIPE, RECIPES, recipe
+from .tiling import AUTO_TILE
 
 EXIT_ERROR, EXIT_DATA, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -197,8 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=_size, default=None, metavar="HxW",
                    help="where the size the model sees is larger than this on a side, predict in tiles of this size "
                         "overlapping by at least 25%%, Gaussian-blended, so the network's memory depends on the tile; each "
-                        "side a size the network takes, e.g. a multiple of 16 (default: 1024x1024 tiles for sides "
-                        "above 1024, as with --size native on large images)")
+                        f"side a size the network takes, e.g. a multiple of 16 (default: {AUTO_TILE}x{AUTO_TILE} tiles for "
+                        f"sides"
+                        f" above {AUTO_TILE}, as with --size native on large images)")
     p.add_argument("--tta", action="store_true",
                    help="test-time augmentation: average the logits of each image and of its horizontal mirror "
                         "(two passes per image)")

@@ -31,11 +31,10 @@ from .data import (
 from .device import autocast, pick_device, resolve_precision
 from .files import atomic_write, make_folder
 from .model import UNet
-from .tiling import Forward, sliding_window
+from .tiling import AUTO_TILE, Forward, sliding_window
 from .viz import colorize, display_figure, overlay
 
 ENGINES = ("torch", "onnx")
-AUTO_TILE = 1024  # a side above this is predicted in tiles of at most AUTO_TILE x AUTO_TILE by default
 TILE_OVERLAP = 0.25
 
 
