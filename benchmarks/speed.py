@@ -1,4 +1,4 @@
-"""Speed of pixelwise against the assignment's own Keras code, side by side in one process.
+"""Speed of pixelwise against the assignment's own Keras code, side by side in one run.
 
     python benchmarks/speed.py            # needs `pip install -e ".[bench]"` for the Keras baseline
     python benchmarks/speed.py --no-keras # pixelwise only
@@ -9,17 +9,23 @@ a matrix-multiply peak measured in the same run; ONNX Runtime inference of the e
 int8 models (needs the ``onnx`` extra). Then a full epoch of real training from PNG files
 (../shared/carla when present, synthetic scenes otherwise) against the pure compute time of the
 same number of steps: the data path's overhead. Timings on a shared 2-core machine are noisy:
-read the ratios, which are measured minutes apart in one process.
+read the ratios, which are measured minutes apart in one run.
+
+Each measurement runs in a fresh process of its own: TensorFlow's and ONNX Runtime's thread pools
+stay alive once started and would slow every measurement that came after them in the same process
+(the data-path epoch ran 1.15x its compute after the Keras baseline, 1.02x on its own).
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import platform
 import re
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +40,13 @@ from pixelwise.synth import write_dataset
 from pixelwise.train import train, train_step
 
 CARLA = Path(__file__).resolve().parents[1].parent / "shared" / "carla"
+
+
+def isolated(function, *args):
+    """``function(*args)`` run in a fresh interpreter, so that no framework's threads linger from an
+    earlier measurement."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:  # may fork decoders
+        return pool.submit(function, *args).result()
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 2048, seconds: float = 2.0) -> float:
@@ -192,7 +205,7 @@ def main() -> None:
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
           + (f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))
-    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    peaks = {"fp32": isolated(matmul_peak, torch.float32), "bf16": isolated(matmul_peak, torch.bfloat16)}
     print(f"matrix-multiply peak: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s\n")
     print("| size, batch | pixelwise train img/s | Keras train img/s | ratio | pixelwise infer img/s | "
           "Keras infer img/s | ratio | pixelwise train GFLOP/s (% of peak) |")
@@ -200,8 +213,9 @@ def main() -> None:
     rates_96 = keras_96 = (float("nan"), float("nan"))
     for size, batch in (((96, 128), 32), ((240, 320), 8)):
         flops = forward_flops(size)
-        p_train, p_infer, precision = pixelwise_speed(size, batch, args.steps)
-        k_train, k_infer = (float("nan"), float("nan")) if args.no_keras else keras_speed(size, batch, args.steps)
+        p_train, p_infer, precision = isolated(pixelwise_speed, size, batch, args.steps)
+        k_train, k_infer = (float("nan"), float("nan")) if args.no_keras else isolated(keras_speed, size, batch,
+                                                                                        args.steps)
         if size == (96, 128):
             rates_96, keras_96 = (p_train, p_infer), (k_train, k_infer)
         achieved = 3 * flops * p_train / 1e9  # forward + backward ≈ 3 forward passes
@@ -211,7 +225,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         print("\n| inference engine, 96x128 batch 32 | img/s | × Keras fp32 |\n|---|---|---|")
-        onnx_fp32, onnx_int8 = onnx_speed((96, 128), 32, args.steps, Path(tmp))
+        onnx_fp32, onnx_int8 = isolated(onnx_speed, (96, 128), 32, args.steps, Path(tmp))
         for label, rate in (("pixelwise torch (" + precision + ")", rates_96[1]), ("ONNX Runtime fp32", onnx_fp32),
                             ("ONNX Runtime int8 (pixelwise export --int8)", onnx_int8)):
             print(f"| {label} | {rate:.1f} | {rate / keras_96[1]:.2f}× |")
@@ -221,7 +235,7 @@ def main() -> None:
         if data is None:
             data = write_dataset(Path(tmp) / "synth", 256, seed=0, progress=False)
         print(f"\ndata path on {data}:")
-        for row in data_path_overhead(data, Path(tmp), 32, *rates_96):
+        for row in isolated(data_path_overhead, data, Path(tmp), 32, *rates_96):
             print(row)
 
 
