@@ -53,7 +53,7 @@ def _default_like(epochs: int = 3) -> RunConfig:
     BatchNorm (running statistics), AdamW with warm-up and cosine decay, weighted CE + Dice."""
     base, default = small_config(epochs=epochs, precision="fp32"), recipe("default")
     return replace(base, model=replace(base.model, batch_norm=True),
-                   data=replace(base.data, augment=True, crop=0.75),
+                   data=replace(base.data, augment="full", crop=0.75),
                    train=replace(default.train, epochs=epochs, batch_size=4, precision="fp32"))
 
 

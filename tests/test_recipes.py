@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pixelwise.augment import Augment, random_crop
+from pixelwise.augment import Augment, random_crop, random_flip, training_transform
 from pixelwise.cli import _train_config, build_parser
 from pixelwise.config import DataConfig, RunConfig, TrainConfig
 from pixelwise.keras_summary import format_summary, summary
@@ -147,15 +147,15 @@ def test_cli_flags_change_single_settings_of_the_recipe():
 
     assert config("--recipe", "seed") == recipe("seed")
     assert config() == recipe("default")
-    changed = config("--recipe", "seed", "--loss", "ce+dice", "--augment", "--batch-norm", "--size", "64x64",
+    changed = config("--recipe", "seed", "--loss", "ce+dice", "--augment", "full", "--batch-norm", "--size", "64x64",
                      "--ignore-index", "0")
     assert changed.train.loss == "ce+dice" and changed.model.batch_norm and changed.data.size == (64, 64)
-    assert changed.data.augment and changed.train.ignore_index == 0 and changed.train.lr == 1e-3
+    assert changed.data.augment == "full" and changed.train.ignore_index == 0 and changed.train.lr == 1e-3
     assert not config("--no-batch-norm").model.batch_norm and config("--no-batch-norm").train == recipe("default").train
     assert config("--preset", "original").model.padding == "valid"
 
 
-@pytest.mark.parametrize("bad", [{"crop": 0.0}, {"crop": 1.5}])
+@pytest.mark.parametrize("bad", [{"crop": 0.0}, {"crop": 1.5}, {"augment": "rotate"}])
 def test_bad_data_settings_are_refused(bad):
     with pytest.raises(ValueError):
         DataConfig(**bad)
@@ -203,3 +203,34 @@ def test_a_crop_that_rounds_to_the_whole_image_is_refused():
 
     with pytest.raises(ValueError, match="rounds to the whole"):
         check_trainable(RunConfig(data=DataConfig(size=(96, 128), crop=0.95)))
+
+
+def test_flip_mirrors_image_and_mask_together_with_exact_pixels():
+    x, y = _coded(64, 16, 24)
+    torch.manual_seed(0)
+    xf, yf = random_flip(x, y)
+    mirrored = [torch.equal(xf[i], x[i].flip(-1)) and torch.equal(yf[i], y[i].flip(-1)) for i in range(64)]
+    kept = [torch.equal(xf[i], x[i]) and torch.equal(yf[i], y[i]) for i in range(64)]
+    assert all(m or k for m, k in zip(mirrored, kept))
+    assert 16 < sum(mirrored) < 48  # about half
+    assert xf.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_training_transform_of_each_augmentation():
+    x, y = _coded(4, 32, 48)
+    assert training_transform("none", (32, 48), (32, 48))(x, y) == (x, y)  # the seed recipe: untouched, no draws
+    torch.manual_seed(1)
+    xc, yc = training_transform("flip", (32, 48), (16, 32))(x, y)
+    assert xc.shape == (4, 3, 16, 32) and yc.shape == (4, 16, 32)
+    torch.manual_seed(1)
+    xa, ya = training_transform("full", (32, 48), (16, 32))(x, y)
+    assert xa.shape == (4, 3, 16, 32) and not torch.equal(xa, xc)
+
+
+def test_configs_written_before_flip_only_augmentation_still_load(tmp_path):
+    for old, new in ((True, "full"), (False, "none")):
+        config = RunConfig()
+        config.save(tmp_path)
+        text = (tmp_path / "config.json").read_text().replace('"augment": "none"', f'"augment": {str(old).lower()}')
+        (tmp_path / "config.json").write_text(text)
+        assert RunConfig.load(tmp_path).data.augment == new

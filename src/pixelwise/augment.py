@@ -1,5 +1,6 @@
 """Paired augmentation on whole batches, on the training device: random scale, crop and horizontal
-flip applied identically to image and mask, and colour jitter applied to the image alone.
+flip applied identically to image and mask, and colour jitter applied to the image alone; or the
+horizontal flip alone, which keeps every pixel exact.
 
 One affine resampling per batch does scale, crop and flip together, so augmentation costs a few
 percent of a training step. Draws come from torch's global generator, which the training loop seeds
@@ -9,12 +10,16 @@ per step: a resumed run repeats them exactly.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from .losses import IGNORE_INDEX
+
+AUGMENTATIONS = ("none", "flip", "full")
+Transform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass(frozen=True)
@@ -79,3 +84,27 @@ def random_crop(x: torch.Tensor, y: torch.Tensor, out_size: tuple[int, int]) -> 
     x = torch.stack([image[:, t:t + out_h, s:s + out_w] for image, t, s in zip(x, tops, lefts)])
     y = torch.stack([mask[t:t + out_h, s:s + out_w] for mask, t, s in zip(y, tops, lefts)])
     return x.contiguous(memory_format=torch.channels_last), y
+
+
+def random_flip(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mirror each image and its mask left-right, each with probability 1/2: no resampling."""
+    mirror = (torch.rand(len(x)) < 0.5).to(x.device)
+    x = torch.where(mirror.view(-1, 1, 1, 1), x.flip(-1), x).contiguous(memory_format=torch.channels_last)
+    return x, torch.where(mirror.view(-1, 1, 1), y.flip(-1), y)
+
+
+def training_transform(augment: str, size: tuple[int, int], crop: tuple[int, int]) -> Transform:
+    """What every training batch goes through: ``augment`` (one of AUGMENTATIONS) and the random
+    ``crop`` out of the full training ``size``."""
+    if augment == "full":
+        full = Augment()
+        return lambda x, y: full(x, y, crop)
+
+    def transform(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if augment == "flip":
+            x, y = random_flip(x, y)
+        if crop != size:  # without resampling, a crop is still taken at a random place
+            x, y = random_crop(x, y, crop)
+        return x, y
+
+    return transform

@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from . import __version__
+from .augment import AUGMENTATIONS
 from .checkpoint import LAST
 from .classes import CARLA, ClassSet
 from .config import CONFIG_FILE, OPTIMIZERS, PRECISIONS, SCHEDULES, DataConfig, RunConfig
@@ -139,8 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ignore-index", type=int, default=None, metavar="ID",
                    help="a class id whose pixels count as unlabelled: no loss, not scored")
     p.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                   help="random scale, crop and flip (image and mask alike) and colour jitter")
+    p.add_argument("--augment", choices=AUGMENTATIONS, default=None,
+                   help="flip = random horizontal mirror (image and mask alike); full = also random zoom "
+                        "0.75-1.5x, shift and colour jitter")
     p.add_argument("--crop", type=float, default=None,
                    help="train on random crops covering this fraction of each side of --size")
     p.add_argument("--precision", choices=PRECISIONS, default=None,

@@ -11,6 +11,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from .augment import AUGMENTATIONS
 from .classes import CARLA, ClassSet
 from .data import check_resize_mode
 from .files import atomic_write_text
@@ -31,11 +32,15 @@ class DataConfig:
     size: tuple[int, int] = (96, 128)  # (H, W) the model trains at
     image_resize: str = "nearest"  # the assignment resizes images with nearest-neighbour too
     val_fraction: float = 0.2
-    augment: bool = False  # random scale, crop and flip (image and mask alike), colour jitter
+    augment: str = "none"  # one of AUGMENTATIONS: "flip" mirrors; "full" also zooms, shifts and jitters colour
     crop: float = 1.0  # training crops cover this fraction of each side of ``size``; inference sees it all
 
     def __post_init__(self) -> None:
         check_resize_mode(self.image_resize)
+        if isinstance(self.augment, bool):  # config.json of runs made before flip-only augmentation existed
+            object.__setattr__(self, "augment", "full" if self.augment else "none")
+        if self.augment not in AUGMENTATIONS:
+            raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}, not {self.augment!r}")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"validation fraction must be in [0, 1), not {self.val_fraction}")
         if not 0 < self.crop <= 1:

@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from . import checkpoint
-from .augment import Augment, random_crop
+from .augment import training_transform
 from .config import RunConfig, TrainConfig
 from .data import DataError, Decoded, Split, decode_dataset, default_cache_dir, split_by_runs
 from .device import autocast, precision_name, resolve_precision
@@ -336,8 +336,7 @@ def _train(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, confi
     optimizer = make_optimizer(model, config.train)
     criterion = make_criterion(config, masks, train_idx)
     ignore = config.train.ignore_index
-    crop = config.data.crop_size(config.model.step)
-    augment = Augment() if config.data.augment else None
+    augment = training_transform(config.data.augment, config.data.size, config.data.crop_size(config.model.step))
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     state = Progress(data=_fingerprint(decoded.names, split))
     history: list[dict] = []
@@ -378,10 +377,7 @@ def _train(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, confi
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate(config.train, (epoch - 1) * len(batches) + step, epochs * len(batches))
                 x, y = to_batch(images, masks, world.shard(batch), device, ignore)
-                if augment is not None:
-                    x, y = augment(x, y, crop)
-                elif crop != config.data.size:  # without augmentation, a crop is still taken at a random place
-                    x, y = random_crop(x, y, crop)
+                x, y = augment(x, y)
                 try:
                     loss_sum, logits, y = train_step(net, optimizer, scaler, x, y, len(batch), device, dtype, world,
                                                      criterion)
