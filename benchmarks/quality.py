@@ -1,7 +1,7 @@
 """Quality on held-out CARLA drives: the assignment's recipe (``seed``) against pixelwise's ``default``.
 
     .venv/bin/python benchmarks/quality.py [--data ../shared/carla] [--out benchmarks/quality-runs]
-        [--runs seed@96x128 default@96x128 default@240x320 default@96x128,augment=false ...] [--epochs N]
+        [--runs seed@96x128 default@96x128 default@240x320 default@96x128,augment=flip ...] [--epochs N]
 
 Each run trains with the public API on the training drives of the split that ``train`` itself makes
 (whole runs of consecutive frames held out, ``--val-fraction 0.2``, seed 0), then ``evaluate`` predicts
@@ -56,7 +56,7 @@ def held_out_folder(data: Path, out: Path, cache: Path, part: str = "val") -> Pa
 
 
 def configure(name: str) -> RunConfig:
-    """``RECIPE@HxW`` with optional ``,setting=value`` changes, e.g. ``default@96x128,augment=false``."""
+    """``RECIPE@HxW`` with optional ``,setting=value`` changes, e.g. ``default@96x128,augment=flip``."""
     spec, *changes = name.split(",")
     recipe_name, size = spec.split("@")
     config = recipe(recipe_name)
