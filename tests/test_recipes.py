@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pixelwise.augment import Augment, random_crop, random_flip, training_transform
+from pixelwise.augment import Augment, class_pixels, random_crop, random_flip, training_transform
 from pixelwise.cli import _train_config, build_parser
 from pixelwise.config import DataConfig, RunConfig, TrainConfig
 from pixelwise.keras_summary import format_summary, summary
@@ -148,7 +148,8 @@ def test_cli_flags_change_single_settings_of_the_recipe():
     assert config("--recipe", "seed") == recipe("seed")
     assert config() == recipe("default")
     changed = config("--recipe", "seed", "--loss", "ce+dice", "--augment", "full", "--batch-norm", "--size", "64x64",
-                     "--ignore-index", "0")
+                     "--ignore-index", "0", "--class-crops", "0.5")
+    assert changed.data.class_crops == 0.5
     assert changed.train.loss == "ce+dice" and changed.model.batch_norm and changed.data.size == (64, 64)
     assert changed.data.augment == "full" and changed.train.ignore_index == 0 and changed.train.lr == 1e-3
     assert not config("--no-batch-norm").model.batch_norm and config("--no-batch-norm").train == recipe("default").train
@@ -234,3 +235,60 @@ def test_configs_written_before_flip_only_augmentation_still_load(tmp_path):
         text = (tmp_path / "config.json").read_text().replace('"augment": "none"', f'"augment": {str(old).lower()}')
         (tmp_path / "config.json").write_text(text)
         assert RunConfig.load(tmp_path).data.augment == new
+
+
+def _rare_object(n: int, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Masks of class 0 with one 2x2 object of class 1 somewhere in each; red encodes the class."""
+    y = torch.zeros(n, h, w, dtype=torch.long)
+    for i, (top, left) in enumerate(torch.randint(0, min(h, w) - 2, (n, 2)).tolist()):
+        y[i, top:top + 2, left:left + 2] = 1
+    x = torch.stack([y.float(), torch.rand(n, h, w), torch.rand(n, h, w)], dim=1)
+    return x, y
+
+
+def test_class_pixels_pick_classes_evenly_not_by_area():
+    torch.manual_seed(0)
+    _, y = _rare_object(400, 32, 32)  # class 1 is 4 pixels of 1024
+    chosen, rows, cols = class_pixels(y, 1.0)
+    assert chosen.all()
+    picked = y[torch.arange(400), rows, cols]
+    assert 150 < int((picked == 1).sum()) < 250  # about half the picks, for 0.4% of the pixels
+    y[:, 0, 0] = IGNORE_INDEX
+    y[0] = IGNORE_INDEX  # nothing labelled: nothing to pick
+    chosen, rows, cols = class_pixels(y, 1.0)
+    assert not chosen[0] and chosen[1:].all() and (y[torch.arange(1, 400), rows[1:], cols[1:]] != IGNORE_INDEX).all()
+    assert not class_pixels(y, 0.0)[0].any()
+
+
+def test_class_crops_put_rare_classes_into_crops_with_exact_pixels():
+    torch.manual_seed(0)
+    x, y = _rare_object(200, 64, 64)
+    torch.manual_seed(1)
+    _, plain = random_crop(x, y, (16, 16))
+    torch.manual_seed(1)
+    xc, steered = random_crop(x, y, (16, 16), class_crops=1.0)
+    seen_plain, seen_steered = (plain == 1).flatten(1).any(1), (steered == 1).flatten(1).any(1)
+    assert seen_plain.float().mean() < 0.2  # a 16x16 crop of 64x64 rarely meets a 2x2 object
+    assert seen_steered.float().mean() > 0.4  # picked in about half the crops, and then always inside
+    assert torch.equal(xc[:, 0].long(), steered)  # still whole-pixel crops: image and mask alike
+
+
+def test_class_crops_steer_the_zooming_augmentation_too():
+    torch.manual_seed(0)
+    x, y = _rare_object(200, 64, 64)
+    for share, low, high in ((0.0, 0.0, 0.25), (1.0, 0.4, 1.0)):
+        torch.manual_seed(2)
+        _, ya = Augment(scale=(2.0, 2.0), color=0.0, class_crops=share)(x, y, (32, 32))  # an eighth of each side
+        seen = (ya == 1).flatten(1).any(1).float().mean().item()
+        assert low <= seen <= high, (share, seen)
+
+
+def test_class_crops_need_crops_smaller_than_the_image():
+    from pixelwise.train import check_trainable
+
+    with pytest.raises(ValueError, match="--class-crops"):
+        check_trainable(RunConfig(data=DataConfig(size=(96, 128), class_crops=0.5)))
+    check_trainable(RunConfig(data=DataConfig(size=(96, 128), class_crops=0.5, crop=0.5)))
+    check_trainable(RunConfig(data=DataConfig(size=(96, 128), class_crops=0.5, augment="full")))
+    with pytest.raises(ValueError, match="class crops"):
+        DataConfig(class_crops=1.5)

@@ -200,3 +200,23 @@ def test_cli_evaluate_threads_tile_and_tta(run, scenes, tmp_path, capsys, monkey
     assert seen["tile"] == (32, 32) and seen["tta"] is True
     code, _, err = run_cli(capsys, "evaluate", run, scenes, "--tile", "40x40", "--cache-dir", tmp_path / "cache")
     assert code == 1 and "tile 40x40 does not fit" in err
+
+
+def test_evaluate_lets_the_model_see_another_size_and_scores_at_the_masks_own(run, scenes, tmp_path, capsys):
+    from pixelwise.data import MASK_DIR, read_mask
+    from pixelwise.evaluate import evaluate
+    from pixelwise.metrics import confusion_matrix
+
+    kw = dict(weights="last", cache_dir=tmp_path / "cache", progress=False)
+    native = evaluate(run, scenes / IMAGE_DIR, scenes / MASK_DIR, size="native", **kw)
+    predictor = Predictor(run, weights="last")
+    expected = sum(confusion_matrix(torch.from_numpy(predictor.predict(read_image(image), "native")),
+                                    torch.from_numpy(read_mask(scenes / MASK_DIR / image.name)).long(), 23)
+                   for image in sorted((scenes / IMAGE_DIR).iterdir()))
+    assert np.array_equal(native.confusion, expected.numpy())
+    trained = evaluate(run, scenes / IMAGE_DIR, scenes / MASK_DIR, **kw)  # 48x64, the training size
+    assert trained.confusion.sum() == native.confusion.sum() == 32 * 96 * 128  # scored at the masks' size
+    assert not np.array_equal(trained.confusion, native.confusion)
+    code, out, _ = run_cli(capsys, "evaluate", run, scenes, "--weights", "last", "--size", "native", "--out",
+                           tmp_path / "report", "--cache-dir", tmp_path / "cache", "--no-progress")
+    assert code == 0 and f"{native.scores.miou:.4f}" in out

@@ -1,6 +1,9 @@
 """Paired augmentation on whole batches, on the training device: random scale, crop and horizontal
 flip applied identically to image and mask, and colour jitter applied to the image alone; or the
-horizontal flip alone, which keeps every pixel exact.
+horizontal flip alone, which keeps every pixel exact. Crops can be steered to rare classes
+(``class_crops``), as nnU-Net oversamples foreground: a class picked uniformly among those in a mask is
+usually a small one, so Pedestrian or TrafficSign fill training crops far more often than their pixel
+share.
 
 One affine resampling per batch does scale, crop and flip together, so augmentation costs a few
 percent of a training step. Draws come from torch's global generator, which the training loop seeds
@@ -30,6 +33,7 @@ class Augment:
     scale: tuple[float, float] = (0.75, 1.5)
     flip: bool = True
     color: float = 0.25  # brightness, contrast and saturation each vary by up to ±this
+    class_crops: float = 0.0  # the share of crops placed to hold a pixel of a class picked by class_pixels
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, out_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         """``x`` (N, 3, H, W) floats in [0, 1], ``y`` (N, H, W) class ids → a crop of ``out_size`` of each."""
@@ -44,6 +48,10 @@ class Augment:
         # Centre anywhere the window stays inside the image (or holds the whole image, when larger).
         centre_y = (1 - frac_h) * (2 * torch.rand(n) - 1)
         centre_x = (1 - frac_w) * (2 * torch.rand(n) - 1)
+        if self.class_crops > 0:
+            chosen, rows, cols = class_pixels(y, self.class_crops)
+            centre_y = _centre_holding(centre_y, frac_h, (2 * rows + 1) / h - 1, chosen)
+            centre_x = _centre_holding(centre_x, frac_w, (2 * cols + 1) / w - 1, chosen)
         mirror = torch.where(torch.rand(n) < 0.5, -1.0, 1.0) if self.flip else torch.ones(n)
         theta = torch.zeros(n, 2, 3)
         theta[:, 0, 0], theta[:, 0, 2] = frac_w * mirror, centre_x
@@ -72,18 +80,59 @@ class Augment:
         return x.clamp_(0, 1)
 
 
-def random_crop(x: torch.Tensor, y: torch.Tensor, out_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+def class_pixels(y: torch.Tensor, share: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For each mask of ``y`` (N, H, W), with probability ``share``: one pixel of a class picked
+    uniformly among the labelled classes in that mask. Returns (chosen (N,) bool, rows, cols); masks
+    not chosen, or with nothing labelled, have chosen False."""
+    n = len(y)
+    chosen = torch.rand(n) < share
+    rows, cols = torch.zeros(n, dtype=torch.long), torch.zeros(n, dtype=torch.long)
+    for i in chosen.nonzero().flatten().tolist():
+        classes = y[i].unique()
+        classes = classes[classes != IGNORE_INDEX]
+        if len(classes) == 0:
+            chosen[i] = False
+            continue
+        where = (y[i] == classes[torch.randint(len(classes), ())]).nonzero()
+        rows[i], cols[i] = where[torch.randint(len(where), ())].cpu()
+    return chosen, rows, cols
+
+
+def _centre_holding(centre: torch.Tensor, half: torch.Tensor, pixel: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+    """Where ``chosen``: a centre (image coordinates, -1 to 1) drawn evenly among those whose window of
+    half-size ``half`` stays inside the image and holds ``pixel``; elsewhere ``centre`` as it was. A
+    window as large as the image holds every pixel anyway."""
+    lo = torch.maximum(half - 1, pixel - half)
+    hi = torch.minimum(1 - half, pixel + half)
+    return torch.where(chosen & (half < 1), lo + (hi - lo) * torch.rand(len(centre)), centre)
+
+
+def random_crop(x: torch.Tensor, y: torch.Tensor, out_size: tuple[int, int],
+                class_crops: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """A crop of ``out_size`` at a random whole-pixel place in each image: no resampling, so images and
-    masks keep their exact pixels (training on crops without the rest of augmentation)."""
+    masks keep their exact pixels (training on crops without the rest of augmentation). A
+    ``class_crops`` share of them is placed to hold a pixel picked by :func:`class_pixels`."""
     out_h, out_w = out_size
     if len(x) == 0:  # a rank's empty share of a short last batch
         return x.new_zeros(0, x.shape[1], out_h, out_w), y.new_zeros(0, out_h, out_w)
     h, w = x.shape[-2:]
-    tops = torch.randint(0, h - out_h + 1, (len(x),)).tolist()
-    lefts = torch.randint(0, w - out_w + 1, (len(x),)).tolist()
+    tops = torch.randint(0, h - out_h + 1, (len(x),))
+    lefts = torch.randint(0, w - out_w + 1, (len(x),))
+    if class_crops > 0:
+        chosen, rows, cols = class_pixels(y, class_crops)
+        tops = torch.where(chosen, _place_holding(rows, out_h, h), tops)
+        lefts = torch.where(chosen, _place_holding(cols, out_w, w), lefts)
+    tops, lefts = tops.tolist(), lefts.tolist()
     x = torch.stack([image[:, t:t + out_h, s:s + out_w] for image, t, s in zip(x, tops, lefts)])
     y = torch.stack([mask[t:t + out_h, s:s + out_w] for mask, t, s in zip(y, tops, lefts)])
     return x.contiguous(memory_format=torch.channels_last), y
+
+
+def _place_holding(pixel: torch.Tensor, window: int, side: int) -> torch.Tensor:
+    """A start drawn evenly among those whose window of ``window`` pixels fits in ``side`` and holds ``pixel``."""
+    lo = (pixel - window + 1).clamp(min=0)
+    hi = pixel.clamp(max=side - window)
+    return lo + (torch.rand(len(pixel)) * (hi - lo + 1)).long().clamp(max=hi - lo)
 
 
 def random_flip(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,18 +142,19 @@ def random_flip(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.T
     return x, torch.where(mirror.view(-1, 1, 1), y.flip(-1), y)
 
 
-def training_transform(augment: str, size: tuple[int, int], crop: tuple[int, int]) -> Transform:
+def training_transform(augment: str, size: tuple[int, int], crop: tuple[int, int],
+                       class_crops: float = 0.0) -> Transform:
     """What every training batch goes through: ``augment`` (one of AUGMENTATIONS) and the random
-    ``crop`` out of the full training ``size``."""
+    ``crop`` out of the full training ``size``, a ``class_crops`` share of them steered to a class."""
     if augment == "full":
-        full = Augment()
+        full = Augment(class_crops=class_crops)
         return lambda x, y: full(x, y, crop)
 
     def transform(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if augment == "flip":
             x, y = random_flip(x, y)
         if crop != size:  # without resampling, a crop is still taken at a random place
-            x, y = random_crop(x, y, crop)
+            x, y = random_crop(x, y, crop, class_crops)
         return x, y
 
     return transform

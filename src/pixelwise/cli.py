@@ -145,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "0.75-1.5x, shift and colour jitter")
     p.add_argument("--crop", type=float, default=None,
                    help="train on random crops covering this fraction of each side of --size")
+    p.add_argument("--class-crops", type=float, default=None, metavar="F",
+                   help="place this share of the training crops (--crop below 1, or --augment full's zoom) to "
+                        "hold a class picked evenly among those in the mask, so rare classes are seen often")
     p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="auto (the default) = bf16 where the CPU/GPU computes it natively, else fp32 (fp16 on older "
                         "GPUs)")
@@ -170,9 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="report folder (default: RUN/evaluation)")
     p.add_argument("--weights", choices=("best", "last"), default="best")
     p.add_argument("--skip-invalid", action="store_true", help="score the valid pairs, listing what was skipped")
+    p.add_argument("--size", type=_predict_size, default=None,
+                   help="HEIGHTxWIDTH the model sees, or 'native' for each image's own size (default: the training "
+                        "size); scores are always taken at each mask's own size")
     p.add_argument("--tile", type=_size, default=None, metavar="HxW",
-                   help="predict in overlapping tiles of this size, blended (the model sees the training size, "
-                        "so this matters only for a smaller tile); each side a size the network takes")
+                   help="predict in overlapping tiles of this size, blended (this matters only where it is smaller "
+                        "than --size); each side a size the network takes")
     p.add_argument("--tta", action="store_true",
                    help="average each prediction with that of the mirrored image (two passes per image)")
     _engine_arg(p)
@@ -264,7 +270,8 @@ _SETTINGS = {
     "--class-weights": ("train", "class_weights"), "--ignore-index": ("train", "ignore_index"),
     "--precision": ("train", "precision"), "--seed": ("train", "seed"), "--size": ("data", "size"),
     "--image-resize": ("data", "image_resize"), "--val-fraction": ("data", "val_fraction"),
-    "--augment": ("data", "augment"), "--crop": ("data", "crop"), "--batch-norm": ("model", "batch_norm"),
+    "--augment": ("data", "augment"), "--crop": ("data", "crop"),
+    "--class-crops": ("data", "class_crops"), "--batch-norm": ("model", "batch_norm"),
     "--filters": ("model", "n_filters"),
 }
 
@@ -366,8 +373,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     images, masks = locate(args.data, args.images, args.masks)
     evaluation = evaluate(args.run, images, masks, weights=args.weights, skip_invalid=args.skip_invalid,
-                          cache_dir=args.cache_dir, progress=not args.no_progress, tile=args.tile, tta=args.tta,
-                          engine=args.engine)
+                          cache_dir=args.cache_dir, progress=not args.no_progress, size=args.size, tile=args.tile,
+                          tta=args.tta, engine=args.engine)
     out = args.out or Path(args.run) / "evaluation"
     write_report(evaluation, out)
     print(format_report(evaluation))

@@ -65,10 +65,11 @@ class Evaluation:
 
 def evaluate(run_dir: str | Path, images_dir: str | Path, masks_dir: str | Path, *, weights: str = "best",
              skip_invalid: bool = False, cache_dir: Path | None = None, progress: bool = True,
-             tile: tuple[int, int] | None = None, tta: bool = False, engine: str = "torch") -> Evaluation:
-    """Predict every valid pair at its original size and sum one confusion matrix over them all;
-    ``tile``, ``tta`` and ``engine`` are the Predictor's (the model sees the training size, so a tile matters only
-    when it is smaller than that)."""
+             size: tuple[int, int] | str | None = None, tile: tuple[int, int] | None = None, tta: bool = False,
+             engine: str = "torch") -> Evaluation:
+    """Predict every valid pair and sum one confusion matrix over them all, scored at each mask's own
+    size. ``size`` is what the model sees (``Predictor.predict``'s: the training size by default,
+    ``"native"`` for each image's own); ``tile``, ``tta`` and ``engine`` are the Predictor's."""
     predictor = Predictor(run_dir, weights=weights, tile=tile, tta=tta, engine=engine)
     n_classes = len(predictor.classes)
     # Validate everything first (cheap, and cached): never report on half a dataset by accident.
@@ -87,7 +88,7 @@ def evaluate(run_dir: str | Path, images_dir: str | Path, masks_dir: str | Path,
         truth = torch.from_numpy(read_mask(pair.mask)).long()
         if ignore is not None:
             truth[truth == ignore] = -1  # unlabelled: not scored
-        pred = torch.from_numpy(predictor.predict(read_image(pair.image)))
+        pred = torch.from_numpy(predictor.predict(read_image(pair.image), size))
         cm += confusion_matrix(pred, truth, n_classes)
     return Evaluation(cm.numpy(), predictor.classes, len(checked.names), checked.problems)
 

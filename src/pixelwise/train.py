@@ -237,6 +237,9 @@ def check_trainable(config: RunConfig) -> None:
     if config.data.crop < 1 and (ch, cw) == (h, w):
         raise ValueError(f"--crop {config.data.crop} rounds to the whole {h}x{w} image (crops are multiples of "
                          f"{model.step}); choose a smaller --crop")
+    if config.data.class_crops > 0 and config.data.crop == 1 and config.data.augment != "full":
+        raise ValueError("--class-crops places crops smaller than the image, so it needs --crop below 1 "
+                         "or --augment full (whose zoom crops)")
     hints = model.size_hints(ch, cw)
     if hints:
         raise ValueError(f"--crop {config.data.crop} gives {ch}x{cw} crops, which do not fit this U-Net: "
@@ -336,7 +339,8 @@ def _train(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, confi
     optimizer = make_optimizer(model, config.train)
     criterion = make_criterion(config, masks, train_idx)
     ignore = config.train.ignore_index
-    augment = training_transform(config.data.augment, config.data.size, config.data.crop_size(config.model.step))
+    augment = training_transform(config.data.augment, config.data.size, config.data.crop_size(config.model.step),
+                                 config.data.class_crops)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     state = Progress(data=_fingerprint(decoded.names, split))
     history: list[dict] = []
