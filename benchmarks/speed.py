@@ -5,8 +5,8 @@
 
 Prints one table: training and inference images/s of pixelwise and of the same U-Net written as the
 assignment writes it in Keras (fp32 defaults), their ratio, and pixelwise's achieved GFLOP/s against
-a matrix-multiply peak measured in the same run; ONNX Runtime inference of the exported fp32 and
-int8 models (needs the ``onnx`` extra). Then a full epoch of real training from PNG files
+a matrix-multiply peak measured in the same run; inference through pixelwise's ``onnx`` engine with
+the exported fp32 and int8 models at batch 32, 8 and 1 (needs the ``onnx`` extra). Then a full epoch of real training from PNG files
 (../shared/carla when present, synthetic scenes otherwise) against the pure compute time of the
 same number of steps: the data path's overhead. Timings on a shared 2-core machine are noisy:
 read the ratios, which are measured minutes apart in one run.
@@ -152,14 +152,14 @@ def keras_speed(size: tuple[int, int], batch: int, steps: int) -> tuple[float, f
     return train_rate, infer_rate
 
 
-def onnx_speed(size: tuple[int, int], batch: int, steps: int, work: Path) -> tuple[float, float]:
-    """ONNX Runtime inference images/s (argmax included) of the exported fp32 model and of its int8
-    quantisation, made by ``pixelwise export`` (calibrated on synthetic scenes; speed does not depend on
-    the weights, so an untrained model stands in for a trained one)."""
-    import onnxruntime
-
+def onnx_speed(size: tuple[int, int], batches: tuple[int, ...], steps: int, work: Path) -> dict[str, list[float]]:
+    """Inference images/s (argmax included) of pixelwise's ``onnx`` engine (what ``predict --engine onnx``
+    runs) with the exported fp32 model and with its int8 quantisation, made by ``pixelwise export``
+    (calibrated on synthetic scenes; speed does not depend on the weights, so an untrained model
+    stands in for a trained one), at each batch size of ``batches``."""
     from pixelwise import checkpoint
-    from pixelwise.export import INT8_FILE, ONNX_FILE, export_onnx, quantize_int8
+    from pixelwise.export import export_onnx, quantize_int8
+    from pixelwise.onnx_engine import onnx_forward
 
     run = work / f"onnx-{size[0]}x{size[1]}"
     run.mkdir()
@@ -167,14 +167,18 @@ def onnx_speed(size: tuple[int, int], batch: int, steps: int, work: Path) -> tup
     torch.manual_seed(0)
     checkpoint.save(run / checkpoint.BEST, unet_model((*size, 3)))
     export_onnx(run)
-    scenes = write_dataset(work / f"calibration-{size[0]}", 32, seed=1, height=size[0], width=size[1], progress=False)
-    quantize_int8(run, sorted((scenes / IMAGE_DIR).iterdir()))
-    x = np.random.default_rng(0).random((batch, 3, *size), dtype=np.float32)
-    rates = []
-    for name in (ONNX_FILE, INT8_FILE):
-        session = onnxruntime.InferenceSession(str(run / name), providers=["CPUExecutionProvider"])
-        rates.append(timed(lambda: session.run(None, {"image": x})[0].argmax(1), batch, 2, steps))
-    return rates[0], rates[1]
+    rates = {}
+    for name in ("fp32", "int8"):
+        if name == "int8":
+            scenes = write_dataset(work / f"calibration-{size[0]}", 32, seed=1, height=size[0], width=size[1],
+                                   progress=False)
+            quantize_int8(run, sorted((scenes / IMAGE_DIR).iterdir()))
+        forward = onnx_forward(run)  # the int8 model once it exists
+        rates[name] = []
+        for batch in batches:
+            x = torch.rand(batch, 3, *size)
+            rates[name].append(timed(lambda: forward(x).argmax(1), batch, 2, max(steps, 96 // batch)))
+    return rates
 
 
 def data_path_overhead(data: Path, work: Path, batch: int, train_rate: float, infer_rate: float) -> list[str]:
@@ -224,11 +228,15 @@ def main() -> None:
               f"{p_infer:.1f} | {k_infer:.1f} | {p_infer / k_infer:.2f}× | {achieved:.0f} ({100 * achieved / peak:.0f}%) |")
 
     with tempfile.TemporaryDirectory() as tmp:
-        print("\n| inference engine, 96x128 batch 32 | img/s | × Keras fp32 |\n|---|---|---|")
-        onnx_fp32, onnx_int8 = isolated(onnx_speed, (96, 128), 32, args.steps, Path(tmp))
-        for label, rate in (("pixelwise torch (" + precision + ")", rates_96[1]), ("ONNX Runtime fp32", onnx_fp32),
-                            ("ONNX Runtime int8 (pixelwise export --int8)", onnx_int8)):
-            print(f"| {label} | {rate:.1f} | {rate / keras_96[1]:.2f}× |")
+        batches = (32, 8, 1)
+        print("\n| inference engine, 96x128 | " + " | ".join(f"batch {b} img/s" for b in batches)
+              + " | × Keras fp32 at batch 32 |\n|---|---|---|---|---|")
+        print(f"| pixelwise torch ({precision}) | {rates_96[1]:.1f} | | | {rates_96[1] / keras_96[1]:.2f}× |")
+        onnx = isolated(onnx_speed, (96, 128), batches, args.steps, Path(tmp))
+        for name, label in (("fp32", "ONNX Runtime fp32 (pixelwise export)"),
+                            ("int8", "ONNX Runtime int8 (pixelwise export --int8)")):
+            print(f"| {label} | " + " | ".join(f"{r:.1f}" for r in onnx[name])
+                  + f" | {onnx[name][0] / keras_96[1]:.2f}× |")
 
     data = args.data or (CARLA if CARLA.is_dir() else None)
     with tempfile.TemporaryDirectory() as tmp:

@@ -95,3 +95,26 @@ def test_evaluate_with_the_onnx_engine_scores_like_pytorch(exported, scenes, tmp
     torch_scores = evaluate(exported, scenes / IMAGE_DIR, scenes / MASK_DIR, **kw).scores
     onnx_scores = evaluate(exported, scenes / IMAGE_DIR, scenes / MASK_DIR, engine="onnx", **kw).scores
     assert abs(torch_scores.pixel_accuracy - onnx_scores.pixel_accuracy) < 0.05
+
+
+def test_onnx_engine_runs_a_batch_in_chunks_side_by_side_with_the_same_outputs(exported, monkeypatch):
+    from pixelwise.onnx_engine import onnx_forward
+
+    calls = []
+    real_run = ort.InferenceSession.run
+
+    def recording_run(session, outputs, feed, *args):
+        calls.append(len(feed["image"]))
+        return real_run(session, outputs, feed, *args)
+
+    monkeypatch.setattr(ort.InferenceSession, "run", recording_run)
+    x = torch.rand(11, 3, 48, 64)
+    expected = onnx_forward(exported, cores=1)(x)  # one session, the whole batch in one call
+    assert expected.shape == (11, 23, 48, 64) and calls == [11]
+    chunked = onnx_forward(exported, cores=3)
+    calls.clear()
+    np.testing.assert_allclose(chunked(x).numpy(), expected.numpy(), rtol=1e-4, atol=1e-4)  # in order
+    assert sorted(calls) == [3, 4, 4]  # chunks of at most 4, three at a time
+    calls.clear()
+    np.testing.assert_allclose(chunked(x[:2]).numpy(), expected[:2].numpy(), rtol=1e-4, atol=1e-4)
+    assert calls == [2]  # fewer images than cores: one call on all of them

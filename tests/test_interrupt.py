@@ -49,11 +49,12 @@ def _train(scenes, run, tmp_path, epochs=3, config=None, **kw):
 
 
 def _default_like(epochs: int = 3) -> RunConfig:
-    """small_config with every ingredient of the default recipe: augmentation and crops (random draws),
-    BatchNorm (running statistics), AdamW with warm-up and cosine decay, weighted CE + Dice."""
+    """small_config with every ingredient of the default recipe: augmentation and crops steered to
+    classes (random draws), BatchNorm (running statistics), AdamW with warm-up and cosine decay,
+    weighted CE + Dice."""
     base, default = small_config(epochs=epochs, precision="fp32"), recipe("default")
     return replace(base, model=replace(base.model, batch_norm=True),
-                   data=replace(base.data, augment="full", crop=0.75),
+                   data=replace(base.data, augment="full", crop=0.75, class_crops=0.5),
                    train=replace(default.train, epochs=epochs, batch_size=4, precision="fp32"))
 
 

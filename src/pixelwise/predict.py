@@ -31,6 +31,7 @@ from .data import (
 from .device import autocast, pick_device, resolve_precision
 from .files import atomic_write, make_folder
 from .model import UNet
+from .onnx_engine import onnx_forward
 from .tiling import AUTO_TILE, Forward, sliding_window
 from .viz import colorize, display_figure, overlay
 
@@ -63,7 +64,7 @@ class Predictor:
         self.tta = tta
         if engine == "onnx":
             self.device, self.dtype = torch.device("cpu"), None
-            self._forward = _onnx_forward(self.run_dir)
+            self._forward = onnx_forward(self.run_dir)
             return
         self.device = device or pick_device()
         self.dtype = resolve_precision(precision, self.device)
@@ -140,28 +141,6 @@ def _check_tile(tile: tuple[int, int] | None, config: RunConfig) -> tuple[int, i
         raise ValueError(f"tile {h}x{w} does not fit this U-Net (each side must be a multiple of "
                          f"{config.model.step}): {'; '.join(hints)}")
     return h, w
-
-
-def _onnx_forward(run_dir: Path) -> Callable[[torch.Tensor], torch.Tensor]:
-    """ONNX Runtime session over the run's exported model (int8 when present) as a tensor → tensor call."""
-    from .export import INT8_FILE, ONNX_FILE
-
-    path = next((run_dir / name for name in (INT8_FILE, ONNX_FILE) if (run_dir / name).exists()), None)
-    if path is None:
-        raise FileNotFoundError(f"{run_dir}: no {ONNX_FILE}; run `pixelwise export {run_dir}` first")
-    try:
-        import onnxruntime
-    except ImportError:
-        raise ValueError("--engine onnx needs onnxruntime: pip install 'pixelwise[onnx]'") from None
-    try:
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
-        raise ValueError(f"{path}: unreadable ONNX model ({str(exc).splitlines()[0]})") from None
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(session.run(None, {"image": x.numpy()})[0])
-
-    return forward
 
 
 def load_model(run_dir: Path, config: RunConfig, weights: str = "best") -> UNet:

@@ -19,8 +19,8 @@ RECIPES: dict[str, RunConfig] = {
     "seed": RunConfig(),
     "default": RunConfig(
         model=replace(PRESETS["assignment"], batch_norm=True),
-        data=DataConfig(size=(240, 320), image_resize="area"),
-        train=TrainConfig(epochs=30, batch_size=8, lr=2e-3, optimizer="adamw", weight_decay=1e-4, schedule="cosine",
+        data=DataConfig(size=(240, 320), image_resize="area", augment="flip", crop=0.5, class_crops=0.5),
+        train=TrainConfig(epochs=120, batch_size=8, lr=2e-3, optimizer="adamw", weight_decay=1e-4, schedule="cosine",
                           warmup=0.05, loss="ce+dice", class_weights="inverse-sqrt"),
     ),
 }
