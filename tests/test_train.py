@@ -143,3 +143,25 @@ def test_without_validation_split_best_is_lowest_training_loss(scenes, tmp_path)
     result = _train(scenes, tmp_path / "run", cfg, tmp_path)
     assert result.best_miou is None and result.best_epoch in (1, 2)
     assert all(row["val_miou"] is None for row in result.history)
+
+
+def test_a_network_too_large_for_memory_is_refused_before_anything_is_allocated(scenes, tmp_path, capsys,
+                                                                                 monkeypatch):
+    from dataclasses import replace
+
+    import pixelwise.train as train_module
+    from pixelwise.cli import main
+
+    code = main(["train", str(scenes), "--out", str(tmp_path / "huge"), "--filters", "200000", "--no-progress",
+                 "--cache-dir", str(tmp_path / "cache")])  # ~3.4e14 parameters: petabytes of weights
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "choose fewer --filters" in err and "Traceback" not in err
+    assert not (tmp_path / "huge").exists() and not (tmp_path / "cache").exists()  # refused before decoding
+
+    config = small_config()
+    need = 16 * sum(p.numel() for p in UNet(config.model).parameters())
+    monkeypatch.setattr(train_module, "available_memory", lambda device: need - 1)
+    with pytest.raises(ValueError, match=r"base filters has [\d,]+ parameters"):
+        _train(scenes, tmp_path / "run", config, tmp_path)
+    monkeypatch.setattr(train_module, "available_memory", lambda device: None)  # a system that does not say
+    train_module.check_memory(replace(config, model=replace(config.model, n_filters=8)), torch.device("cpu"))

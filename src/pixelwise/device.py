@@ -35,6 +35,18 @@ def resolve_precision(requested: str, device: torch.device) -> torch.dtype | Non
     return torch.float16 if device.type == "cuda" else None
 
 
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free for a new allocation on ``device`` (None where the system does not say)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
 def precision_name(dtype: torch.dtype | None) -> str:
     """"fp32" for no autocast, else the dtype's short name ("bfloat16", "float16")."""
     return "fp32" if dtype is None else str(dtype).removeprefix("torch.")

@@ -28,7 +28,7 @@ from . import checkpoint
 from .augment import training_transform
 from .config import RunConfig, TrainConfig
 from .data import DataError, Decoded, Split, decode_dataset, default_cache_dir, split_by_runs
-from .device import autocast, precision_name, resolve_precision
+from .device import autocast, available_memory, precision_name, resolve_precision
 from .distributed import World, close_world, init_world
 from .files import atomic_write_text
 from .losses import IGNORE_INDEX, Criterion, class_weights
@@ -246,6 +246,22 @@ def check_trainable(config: RunConfig) -> None:
                          f"{'; '.join(hints)}; choose another --crop")
 
 
+def check_memory(config: RunConfig, device: torch.device) -> None:
+    """Refuse, before any allocation, a network whose weights, gradients and Adam state alone exceed
+    the memory free on ``device``: a typo in --filters would otherwise get the process killed without
+    a word."""
+    try:
+        with torch.device("meta"):  # shapes only, no storage
+            parameters = sum(p.numel() for p in UNet(config.model).parameters())
+    except (RuntimeError, ValueError, OverflowError) as exc:
+        raise ValueError(f"this U-Net cannot be built ({str(exc).splitlines()[0]})") from None
+    need, free = 16 * parameters, available_memory(device)  # four fp32 copies: weights, gradients, 2 moments
+    if free is not None and need > free:
+        raise ValueError(f"a U-Net of {config.model.n_filters} base filters has {parameters:,} parameters, whose "
+                         f"weights, gradients and optimiser state need {need / 2**30:,.1f} GiB, more than the "
+                         f"{free / 2**30:,.1f} GiB free on {device.type}; choose fewer --filters")
+
+
 def check_finite(model: torch.nn.Module, epoch: int, run_dir: Path) -> None:
     """Refuse to save weights that are no longer finite (a loss can stay finite for the step that broke them)."""
     if not all(torch.isfinite(p).all() for p in model.parameters()):
@@ -316,6 +332,7 @@ def _train(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, confi
             raise RunDirError(f"{run_dir}: already holds a run; use --resume to continue it or choose another --out")
         config = config or recipe(DEFAULT_RECIPE)
     check_trainable(config)
+    check_memory(config, world.device())
     batch_size, epochs = config.train.batch_size, config.train.epochs
     if batch_size < world.size:
         raise ValueError(f"batch size {batch_size} is smaller than the {world.size} processes sharing each batch")
