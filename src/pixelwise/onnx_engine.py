@@ -1,15 +1,17 @@
 """The ``onnx`` engine: a run's exported model (int8 when present) in ONNX Runtime on the CPU.
 
-A batch is cut into small chunks that run side by side, one per core, in single-threaded sessions:
-measured on a 2-core AVX-512 machine (int8, 96x128), that gave 143 images/s at batch 8 and 126 at batch
-32, against 125 and 111 for one session spreading each convolution over both cores (its threads meet
-at every layer, and chunks of a few images keep a layer's activations in cache). A batch smaller than
-the number of cores (``predict`` sends one image at a time) runs in one session on all cores.
+A batch of at least as many images as cores is cut into chunks of up to ``CHUNK`` images that run side
+by side, one per core, each in a single-threaded session of its own. Measured on a 2-core Xeon (int8,
+96x128, `benchmarks/speed.py`'s model): 141 images/s at batch 32 and 142 at batch 8 that way, against
+111 and 126 for one session spreading each layer over both cores, whose threads meet at every layer.
+A batch smaller than the number of cores (``predict`` sends one image at a time) runs in one session
+on all cores.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -50,18 +52,26 @@ def onnx_forward(run_dir: Path, cores: int | None = None) -> Forward:
         raise ValueError("--engine onnx needs onnxruntime: pip install 'pixelwise[onnx]'") from None
     cores = cores or _usable_cores()
     wide = _session(path, cores)
-    # ONNX Runtime sessions may run from several threads at once; each call here uses one core.
-    narrow = _session(path, 1) if cores > 1 else None
-    pool = ThreadPoolExecutor(cores, thread_name_prefix="pixelwise-onnx") if narrow is not None else None
+    if cores == 1:
+        return lambda x: torch.from_numpy(wide.run(None, {"image": x.numpy()})[0])
+    # One single-threaded session per core: calls sharing one session from several threads measured slower.
+    idle: queue.SimpleQueue = queue.SimpleQueue()
+    for _ in range(cores):
+        idle.put(_session(path, 1))
+    pool = ThreadPoolExecutor(cores, thread_name_prefix="pixelwise-onnx")
 
-    def run(session, chunk: np.ndarray) -> np.ndarray:
-        return session.run(None, {"image": chunk})[0]
+    def run_chunk(chunk: np.ndarray) -> np.ndarray:
+        session = idle.get()
+        try:
+            return session.run(None, {"image": chunk})[0]
+        finally:
+            idle.put(session)
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         array = x.numpy()
-        if pool is None or len(array) < cores:
-            return torch.from_numpy(run(wide, array))
+        if len(array) < cores:
+            return torch.from_numpy(wide.run(None, {"image": array})[0])
         chunks = np.array_split(array, max(cores, -(-len(array) // CHUNK)))
-        return torch.from_numpy(np.concatenate(list(pool.map(lambda c: run(narrow, c), chunks))))
+        return torch.from_numpy(np.concatenate(list(pool.map(run_chunk, chunks))))
 
     return forward
