@@ -126,8 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--recipe", choices=sorted(RECIPES), default=DEFAULT_RECIPE,
                    help="default: BatchNorm, class-weighted CE + Dice, AdamW + cosine, batch 8, 120 epochs of "
-                        "128x160 crops of 240x320 frames, flipped, half of them on a rare class (about 30 min on a "
-                        "2-core CPU for 200 frames); seed: the assignment exactly (Adam 1e-3, CE, batch 32, 40 "
+                        "128x160 crops of 240x320 frames, flipped, half of them on a rare class (29 min on a "
+                        "2-core Xeon with AMX for 205 frames); seed: the assignment exactly (Adam 1e-3, CE, batch 32, 40 "
                         "epochs, 96x128). The flags below change single settings of the recipe")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
