@@ -1,9 +1,10 @@
 """The ``onnx`` engine: a run's exported model (int8 when present) in ONNX Runtime on the CPU.
 
 A batch of at least as many images as cores is cut into chunks of up to ``CHUNK`` images that run side
-by side, one per core, each in a single-threaded session of its own. Measured on a 2-core Xeon (int8,
-96x128, `benchmarks/speed.py`'s model): 141 images/s at batch 32 and 142 at batch 8 that way, against
-111 and 126 for one session spreading each layer over both cores, whose threads meet at every layer.
+by side, one per core, each in a single-threaded session of its own. Measured on a 2-core Xeon with
+the int8 model `benchmarks/speed.py` exports (96x128, nothing else running between calls): 141 images/s
+at batch 32 and 144 at batch 8 that way, against 111 and 126 for one session spreading each layer over
+both cores, whose threads meet at every layer.
 A batch smaller than the number of cores (``predict`` sends one image at a time) runs in one session
 on all cores.
 """
