@@ -311,6 +311,16 @@ class UNet(nn.Module):
         return self.classifier(x)
 
 
+def meta_unet(config: ModelConfig) -> UNet:
+    """The network with shapes but no storage, so that a config can be checked before any memory is
+    spent on it. A config no network can be built from raises ValueError with the reason."""
+    try:
+        with torch.device("meta"):
+            return UNet(config)
+    except (RuntimeError, ValueError, OverflowError) as exc:
+        raise ValueError(str(exc).splitlines()[0]) from None
+
+
 def unet_model(input_size: tuple[int, int, int] = (96, 128, 3), n_filters: int = 32, n_classes: int = 23) -> UNet:
     """The assignment's factory, same arguments (``input_size`` is H, W, C as in Keras)."""
     height, width, channels = input_size

@@ -30,7 +30,7 @@ from .data import (
 )
 from .device import autocast, pick_device, resolve_precision
 from .files import atomic_write, make_folder
-from .model import UNet
+from .model import UNet, meta_unet
 from .onnx_engine import onnx_forward
 from .tiling import AUTO_TILE, Forward, sliding_window
 from .viz import colorize, display_figure, overlay
@@ -162,11 +162,9 @@ def _check_weights_fit(weights: Path, config_file: Path, config: RunConfig) -> N
     memory is allocated: a damaged config.json (say n_filters 100000000) must be an error message, not
     a model too large for memory that gets the process killed."""
     try:
-        with torch.device("meta"):  # shapes only, no storage
-            wanted = {k: tuple(v.shape) for k, v in UNet(config.model).state_dict().items()}
-    except (RuntimeError, ValueError, OverflowError) as exc:
-        reason = str(exc).splitlines()[0]
-        raise ValueError(f"{config_file}: describes a model that cannot be built ({reason})") from None
+        wanted = {k: tuple(v.shape) for k, v in meta_unet(config.model).state_dict().items()}
+    except ValueError as exc:
+        raise ValueError(f"{config_file}: describes a model that cannot be built ({exc})") from None
     try:
         with safe_open(str(weights), framework="pt") as f:
             keys = [k for k in f.keys() if not k.startswith("_")]  # noqa: SIM118 (a file, not a dict)

@@ -33,7 +33,7 @@ from .distributed import World, close_world, init_world
 from .files import atomic_write_text
 from .losses import IGNORE_INDEX, Criterion, class_weights
 from .metrics import confusion_matrix, scores
-from .model import UNet, center_crop
+from .model import UNet, center_crop, meta_unet
 from .recipes import DEFAULT_RECIPE, recipe
 from .viz import plot_history
 
@@ -251,10 +251,9 @@ def check_memory(config: RunConfig, device: torch.device) -> None:
     the memory free on ``device``: a typo in --filters would otherwise get the process killed without
     a word."""
     try:
-        with torch.device("meta"):  # shapes only, no storage
-            parameters = sum(p.numel() for p in UNet(config.model).parameters())
-    except (RuntimeError, ValueError, OverflowError) as exc:
-        raise ValueError(f"this U-Net cannot be built ({str(exc).splitlines()[0]})") from None
+        parameters = sum(p.numel() for p in meta_unet(config.model).parameters())
+    except ValueError as exc:
+        raise ValueError(f"this U-Net cannot be built ({exc})") from None
     need, free = 16 * parameters, available_memory(device)  # four fp32 copies: weights, gradients, 2 moments
     if free is not None and need > free:
         raise ValueError(f"a U-Net of {config.model.n_filters} base filters has {parameters:,} parameters, whose "
