@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pixelwise.metrics import confusion_matrix, scores
+from pixelwise.metrics import class_ids, confusion_matrix, scores
 
 
 def test_confusion_matrix_rows_are_truth_columns_prediction():
@@ -52,3 +52,15 @@ def test_matrices_add_up_across_batches():
     whole = confusion_matrix(pred, truth, 4)
     parts = confusion_matrix(pred[:2], truth[:2], 4) + confusion_matrix(pred[2:], truth[2:], 4)
     assert torch.equal(whole, parts) and whole.sum() == 6 * 64
+
+
+def test_class_ids_match_argmax_with_ties_and_in_any_layout():
+    torch.manual_seed(0)
+    logits = torch.randint(0, 3, (2, 23, 12, 16)).float()  # many ties: the first index must win
+    expected = logits.argmax(1)
+    assert torch.equal(class_ids(logits), expected)
+    assert torch.equal(class_ids(logits.contiguous(memory_format=torch.channels_last)), expected)
+    assert torch.equal(class_ids(logits[0], 0), expected[0])
+    tied = torch.zeros(1, 5, 2, 2)
+    tied[:, 2] = tied[:, 4] = 1
+    assert (class_ids(tied) == 2).all()

@@ -55,6 +55,19 @@ def test_run_directory_holds_everything(scenes, tmp_path):
     assert not any(p.name.endswith(".tmp") or p.name.startswith(".") for p in run.iterdir())
 
 
+def test_curves_are_drawn_first_last_and_when_due(scenes, tmp_path, monkeypatch):
+    import pixelwise.train as train_module
+
+    drawn = []
+    monkeypatch.setattr(train_module, "plot_history", lambda history, path: drawn.append(len(history)))
+    _train(scenes, tmp_path / "run", small_config(epochs=4), tmp_path)
+    assert drawn == [1, 4]  # tiny epochs: 30 s never pass in between
+    drawn.clear()
+    monkeypatch.setattr(train_module, "CURVES_EVERY_S", 0.0)
+    _train(scenes, tmp_path / "due", small_config(epochs=3), tmp_path)
+    assert drawn == [1, 2, 3]
+
+
 def test_resume_continues_exactly(scenes, tmp_path):
     config4 = small_config(epochs=4, precision="fp32")
     straight = _train(scenes, tmp_path / "straight", config4, tmp_path)

@@ -30,6 +30,7 @@ from .data import (
 )
 from .device import autocast, pick_device, resolve_precision
 from .files import atomic_write, make_folder
+from .metrics import class_ids
 from .model import UNet, meta_unet
 from .onnx_engine import onnx_forward
 from .tiling import AUTO_TILE, Forward, sliding_window
@@ -103,7 +104,7 @@ class Predictor:
         logits = self.logits(image, size)
         if logits.shape[1:] != image.shape[:2]:
             logits = F.interpolate(logits[None], size=image.shape[:2], mode="bilinear", align_corners=False)[0]
-        return logits.argmax(0).to(torch.uint8).cpu().numpy()
+        return class_ids(logits, 0).to(torch.uint8).cpu().numpy()
 
 
 def flip_tta(forward: Forward) -> Forward:
