@@ -4,7 +4,7 @@
 
 Each (mode, size, batch) runs in a fresh subprocess, so its peak resident memory (``ru_maxrss``) is
 its own: the assignment model at ``auto`` precision, channels-last, through pixelwise's own training
-step (Adam, cross-entropy) or its inference path (eval, autocast, argmax). Time per image is the
+step (Adam, cross-entropy) or its inference path (eval, autocast, class ids). Time per image is the
 steady-state mean over ``--steps`` steps after one warm-up step. A configuration that does not fit in
 ``--memory-limit`` GiB (checked against an estimate before it runs, then enforced with RLIMIT_AS)
 is reported as such. Needs exclusive use of the CPU; not part of the test run.
