@@ -804,3 +804,16 @@ def test_single_run_splits_into_contiguous_blocks():
     words = ["delta", "alpha", "charlie", "bravo", "echo"]
     split = split_by_runs(words, 0.4)
     assert sorted(words[i] for i in split.val) == ["delta", "echo"]
+
+
+def test_decoders_default_to_the_cores_this_process_may_use(tmp_path, monkeypatch):
+    from pixelwise import device
+
+    monkeypatch.setattr(device.os, "sched_getaffinity", lambda pid: {0, 5, 7}, raising=False)
+    assert device.usable_cores() == 3  # not os.cpu_count(): a CPU set or taskset limits the process
+    seen = []
+    real = data._parallel_map
+    monkeypatch.setattr(data, "_parallel_map", lambda fn, items, workers: seen.append(workers) or real(fn, items, 1))
+    images, masks = make_dataset(tmp_path, ["000001", "000002"])
+    decode_dataset(images, masks, size=SIZE, n_classes=5, progress=False)
+    assert seen == [3]

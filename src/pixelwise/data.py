@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
+from .device import usable_cores
 from .files import atomic_path, atomic_write
 
 __all__ = [
@@ -883,7 +884,7 @@ def decode_dataset(images_dir: Path, masks_dir: Path, size: tuple[int, int], n_c
     check_resize_mode(image_resize)
     if n_classes < 1:
         raise ValueError(f"n_classes must be at least 1, not {n_classes}")
-    workers = (os.cpu_count() or 1) if workers is None else workers
+    workers = usable_cores() if workers is None else workers
     if workers < 1:
         raise ValueError(f"workers must be at least 1, not {workers}")
     images_dir, masks_dir = Path(images_dir), Path(masks_dir)

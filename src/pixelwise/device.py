@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on: under ``taskset`` or a container's CPU set that is fewer
+    than ``os.cpu_count()``, which counts the whole machine, and more workers than cores only contend."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def pick_device() -> torch.device:

@@ -11,7 +11,6 @@ on all cores.
 
 from __future__ import annotations
 
-import os
 import queue
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .device import usable_cores
 from .tiling import Forward
 
 CHUNK = 4  # images per call of a single-threaded session
@@ -38,10 +38,6 @@ def _session(path: Path, threads: int):
         raise ValueError(f"{path}: unreadable ONNX model ({str(exc).splitlines()[0]})") from None
 
 
-def _usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def onnx_forward(run_dir: Path, cores: int | None = None) -> Forward:
     """The run's ONNX model (int8 when ``pixelwise export --int8`` wrote one) as a tensor → tensor
     call on ``cores`` CPU cores (default: all that this process may use)."""
@@ -54,7 +50,7 @@ def onnx_forward(run_dir: Path, cores: int | None = None) -> Forward:
         import onnxruntime  # noqa: F401
     except ImportError:
         raise ValueError("--engine onnx needs onnxruntime: pip install 'pixelwise[onnx]'") from None
-    cores = cores or _usable_cores()
+    cores = cores or usable_cores()
     wide = _session(path, cores)
     if cores == 1:
         return lambda x: torch.from_numpy(wide.run(None, {"image": x.numpy()})[0])
