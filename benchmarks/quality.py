@@ -4,8 +4,9 @@
         [--runs seed@96x128 default@96x128 default@240x320 default@96x128,augment=flip ...] [--epochs N]
 
 Each run trains with the public API on the training drives of the split that ``train`` itself makes
-(whole runs of consecutive frames held out, ``--val-fraction 0.2``, seed 0), then ``evaluate`` predicts
-every held-out frame at its full 640x480 size and scores it against the full-size mask. The LAST
+(whole runs of consecutive frames held out, ``--val-fraction 0.2``, split seed 0; a run asking for
+another split is refused, as it would train on held-out drives; ``seed=N`` changes only the training
+seed), then ``evaluate`` predicts every held-out frame at its full 640x480 size and scores it against the full-size mask. The LAST
 weights are scored (not the epoch with the best validation mIoU), so nothing is chosen on the held-out
 drives. Prints mIoU (over the classes present in the held-out truth), pixel accuracy, per-class IoU,
 the training wall time and when (in training seconds) each run first reached the seed run's final
@@ -35,13 +36,14 @@ from pixelwise.recipes import recipe
 from pixelwise.train import train
 
 WATCH = ("Vehicles", "Pole", "Pedestrian", "TrafficSign", "TrafficLight")
+SPLIT_SEED, VAL_FRACTION = 0, 0.2  # the held-out drives: train's own split with these settings
 
 
 def held_out_folder(data: Path, out: Path, cache: Path, part: str = "val") -> Path:
     """Links to the validation drives' pairs, exactly the frames ``train`` holds out (or, with
     ``part="train"``, to the training frames)."""
     decoded = decode_dataset(data / IMAGE_DIR, data / MASK_DIR, (96, 128), len(CARLA), cache_dir=cache, progress=False)
-    split = split_by_runs(decoded.names, 0.2, 0)
+    split = split_by_runs(decoded.names, VAL_FRACTION, SPLIT_SEED)
     pairs = {p.name: p for p in find_pairs(data / IMAGE_DIR, data / MASK_DIR)[0]}
     folder = out / ("held-out" if part == "val" else "training")
     for sub in (IMAGE_DIR, MASK_DIR):
@@ -75,6 +77,9 @@ def configure(name: str) -> RunConfig:
 
 def run(name: str, data: Path, out: Path, cache: Path, held_out: Path, epochs: int | None) -> dict:
     config = configure(name)
+    if (config.data.split_seed, config.data.val_fraction) != (SPLIT_SEED, VAL_FRACTION):
+        raise SystemExit(f"{name}: every run is scored on the same held-out drives (split seed {SPLIT_SEED}, "
+                         f"validation fraction {VAL_FRACTION}); another split would train on some of them")
     if epochs is not None:
         config = config.with_train(epochs=epochs)
     run_dir = out / name.replace("@", "-").replace(",", "-").replace("=", "-")

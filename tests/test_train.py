@@ -1,6 +1,7 @@
 """Training really learns, checkpoints and history are complete, resume continues exactly."""
 
 import csv
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from pixelwise.config import RunConfig
 from pixelwise.data import IMAGE_DIR, MASK_DIR, DataError
 from pixelwise.device import resolve_precision
 from pixelwise.model import UNet
-from pixelwise.train import RunDirError, epoch_order, train
+from pixelwise.train import RunDirError, epoch_order, prepare_data, train
 
 
 def _train(scenes, run_dir, config, tmp_path, **kw):
@@ -114,6 +115,26 @@ def test_epoch_order_depends_on_seed_and_epoch_only():
     assert np.array_equal(epoch_order(10, 3, 2), epoch_order(10, 3, 2))
     assert not np.array_equal(epoch_order(10, 3, 2), epoch_order(10, 3, 3))
     assert sorted(epoch_order(10, 3, 2)) == list(range(10))
+
+
+def test_training_seed_leaves_the_split_alone(scenes, tmp_path):
+    """Runs that differ only in --seed must be scored on the same held-out drives."""
+    def split(config):
+        return prepare_data(scenes / IMAGE_DIR, scenes / MASK_DIR, config, skip_invalid=False,
+                            cache_dir=tmp_path / "cache", progress=False, log=lambda _: None)[1]
+
+    base = small_config()
+    assert split(base.with_train(seed=5)) == split(base)
+    other = next(split(replace(base, data=replace(base.data, split_seed=s))) for s in range(1, 20)
+                 if split(replace(base, data=replace(base.data, split_seed=s))) != split(base))
+    assert set(other.val) != set(split(base).val)
+
+
+def test_runs_from_before_the_split_seed_keep_their_split():
+    legacy = small_config(seed=3).to_dict()
+    del legacy["data"]["split_seed"]
+    assert RunConfig.from_dict(legacy).data.split_seed == 3
+    assert RunConfig.from_dict(small_config(seed=3).to_dict()).data.split_seed == 0
 
 
 def test_precision_choice():

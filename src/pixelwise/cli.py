@@ -152,12 +152,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="auto (the default) = bf16 where the CPU/GPU computes it natively, else fp32 (fp16 on older "
                         "GPUs)")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None, help="initial weights, batch order and augmentation draws")
     p.add_argument("--size", type=_size, default=None, help="training HEIGHTxWIDTH (the images are resized to it)")
     p.add_argument("--image-resize", choices=RESIZE_MODES, default=None,
                    help="how images are resized (masks always nearest)")
     p.add_argument("--val-fraction", type=float, default=None,
                    help="share of frames held out, whole runs of consecutive frames at a time (default: 0.2)")
+    p.add_argument("--split-seed", type=int, default=None,
+                   help="which runs of frames are held out (default: 0); --seed leaves the split alone")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None, help="network (default: assignment)")
     p.add_argument("--filters", type=int, default=None,
                    help="base filters (default: the preset's: 32 for assignment, 64 for original)")
@@ -271,6 +273,7 @@ _SETTINGS = {
     "--class-weights": ("train", "class_weights"), "--ignore-index": ("train", "ignore_index"),
     "--precision": ("train", "precision"), "--seed": ("train", "seed"), "--size": ("data", "size"),
     "--image-resize": ("data", "image_resize"), "--val-fraction": ("data", "val_fraction"),
+    "--split-seed": ("data", "split_seed"),
     "--augment": ("data", "augment"), "--crop": ("data", "crop"),
     "--class-crops": ("data", "class_crops"), "--batch-norm": ("model", "batch_norm"),
     "--filters": ("model", "n_filters"),

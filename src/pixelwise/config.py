@@ -32,6 +32,7 @@ class DataConfig:
     size: tuple[int, int] = (96, 128)  # (H, W) the model trains at
     image_resize: str = "nearest"  # the assignment resizes images with nearest-neighbour too
     val_fraction: float = 0.2
+    split_seed: int = 0  # picks the held-out drives; apart from the training seed, so seeds compare on one split
     augment: str = "none"  # one of AUGMENTATIONS: "flip" mirrors; "full" also zooms, shifts and jitters colour
     crop: float = 1.0  # training crops cover this fraction of each side of ``size``; inference sees it all
     class_crops: float = 0.0  # share of training crops placed to hold a class picked evenly among those in the mask
@@ -110,7 +111,9 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: dict) -> RunConfig:
         classes = ClassSet(tuple(d["classes"]["names"]), tuple(tuple(c) for c in d["classes"]["colors"]))
-        return cls(ModelConfig.from_dict(d["model"]), DataConfig(**d["data"]), TrainConfig(**d["train"]), classes)
+        # Runs made before the split had its own seed split with the training seed: resume them on that split.
+        data = {"split_seed": d["train"].get("seed", 0), **d["data"]}
+        return cls(ModelConfig.from_dict(d["model"]), DataConfig(**data), TrainConfig(**d["train"]), classes)
 
     def save(self, run_dir: Path) -> None:
         atomic_write_text(Path(run_dir) / CONFIG_FILE, json.dumps(self.to_dict(), indent=2) + "\n")

@@ -223,7 +223,7 @@ def prepare_data(images_dir: Path, masks_dir: Path, config: RunConfig, *, skip_i
             log(f"  {problem}")
     if len(decoded.names) == 0:
         raise DataError(decoded.problems) if decoded.problems else ValueError(f"{images_dir}: no image/mask pairs found")
-    split = split_by_runs(decoded.names, config.data.val_fraction, config.train.seed)
+    split = split_by_runs(decoded.names, config.data.val_fraction, config.data.split_seed)
     return decoded, split
 
 
