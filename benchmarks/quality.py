@@ -6,12 +6,14 @@
 Each run trains with the public API on the training drives of the split that ``train`` itself makes
 (whole runs of consecutive frames held out, ``--val-fraction 0.2``, split seed 0; a run asking for
 another split is refused, as it would train on held-out drives; ``seed=N`` changes only the training
-seed), then ``evaluate`` predicts every held-out frame at its full 640x480 size and scores it against the full-size mask. The LAST
-weights are scored (not the epoch with the best validation mIoU), so nothing is chosen on the held-out
-drives. Prints mIoU (over the classes present in the held-out truth), pixel accuracy, per-class IoU,
-the training wall time and when (in training seconds) each run first reached the seed run's final
-validation mIoU. Writes ``quality.json``, ``quality.md``, a per-class IoU figure and Input | True |
-Predicted figures for a few held-out frames into ``--out``. A finished run is reused, not retrained.
+seed), then ``evaluate`` predicts every held-out frame at its full 640x480 size and scores it against
+the full-size mask. The LAST weights are scored (not the epoch with the best validation mIoU), so
+nothing is chosen on the held-out drives. Prints mIoU (over the classes present in the held-out
+truth), pixel accuracy, per-class IoU, the training wall time, when (in training seconds) each run
+first reached the seed run's final validation mIoU, and for a configuration run with several
+``seed=N`` the mean and range over those seeds. Writes ``quality.json``, ``quality.md``, a per-class
+IoU figure and Input | True | Predicted figures for a few held-out frames into ``--out``. A finished
+run is reused, not retrained.
 Not part of the test run; needs exclusive use of the CPU for meaningful wall times.
 """
 
@@ -133,6 +135,34 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def without_seed(name: str) -> str:
+    """The run's name less its ``seed=N`` change: runs that share it differ only by chance."""
+    return ",".join(part for part in name.split(",") if not part.startswith("seed="))
+
+
+def spread(results: list[dict]) -> str:
+    """Mean and range over training seeds, for every configuration run with two or more of them."""
+    groups: dict[str, list[dict]] = {}
+    for r in results:
+        groups.setdefault(without_seed(r["run"]), []).append(r)
+    lines = []
+    for name, runs in groups.items():
+        if len(runs) < 2:
+            continue
+        cells = []
+        for values in ([r["miou"] for r in runs], *([r["iou"][c] or 0.0 for r in runs] for c in WATCH)):
+            cells.append(f"{np.mean(values):.3f} ({min(values):.3f}-{max(values):.3f})")
+        lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
+    if not lines:
+        return ""
+    return "\n".join(["| configuration | seeds | mIoU mean (range) | " + " | ".join(WATCH) + " |",
+                      "|" + "---|" * (3 + len(WATCH)), *lines])
+
+
+def report(results: list[dict]) -> str:
+    return "\n\n".join(part for part in (table(results), spread(results)) if part)
+
+
 def plot(results: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -171,9 +201,9 @@ def main() -> int:
     results = []
     for name in args.runs:
         results.append(run(name, args.data, args.out, cache, held_out, args.epochs))
-        print(table(results), flush=True)
+        print(report(results), flush=True)
     (args.out / "quality.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.out / "quality.md").write_text(table(results) + "\n")
+    (args.out / "quality.md").write_text(report(results) + "\n")
     plot(results, args.out / "per_class_iou.png")
     print(f"\nwritten: {args.out / 'quality.md'}, {args.out / 'per_class_iou.png'}, {args.out / 'figures'}")
     return 0
