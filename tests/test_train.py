@@ -125,9 +125,7 @@ def test_training_seed_leaves_the_split_alone(scenes, tmp_path):
 
     base = small_config()
     assert split(base.with_train(seed=5)) == split(base)
-    other = next(split(replace(base, data=replace(base.data, split_seed=s))) for s in range(1, 20)
-                 if split(replace(base, data=replace(base.data, split_seed=s))) != split(base))
-    assert set(other.val) != set(split(base).val)
+    assert any(split(replace(base, data=replace(base.data, split_seed=s))).val != split(base).val for s in range(1, 6))
 
 
 def test_runs_from_before_the_split_seed_keep_their_split():
