@@ -124,8 +124,9 @@ def test_training_seed_leaves_the_split_alone(scenes, tmp_path):
                             cache_dir=tmp_path / "cache", progress=False, log=lambda _: None)[1]
 
     base = small_config()
-    assert split(base.with_train(seed=5)) == split(base)
-    assert any(split(replace(base, data=replace(base.data, split_seed=s))).val != split(base).val for s in range(1, 6))
+    held_out = split(base)
+    assert split(base.with_train(seed=5)) == held_out
+    assert any(split(replace(base, data=replace(base.data, split_seed=s))).val != held_out.val for s in range(1, 6))
 
 
 def test_runs_from_before_the_split_seed_keep_their_split():
