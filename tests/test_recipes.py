@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pixelwise.augment import Augment, class_mix, class_pixels, random_crop, random_flip, training_transform
+from pixelwise.augment import Augment, class_pixels, random_crop, random_flip, training_transform
 from pixelwise.cli import _train_config, build_parser
 from pixelwise.config import DataConfig, RunConfig, TrainConfig
 from pixelwise.keras_summary import format_summary, summary
@@ -148,8 +148,8 @@ def test_cli_flags_change_single_settings_of_the_recipe():
     assert config("--recipe", "seed") == recipe("seed")
     assert config() == recipe("default")
     changed = config("--recipe", "seed", "--loss", "ce+dice", "--augment", "full", "--batch-norm", "--size", "64x64",
-                     "--ignore-index", "0", "--class-crops", "0.5", "--mix", "0.25")
-    assert changed.data.class_crops == 0.5 and changed.data.mix == 0.25
+                     "--ignore-index", "0", "--class-crops", "0.5")
+    assert changed.data.class_crops == 0.5
     assert changed.train.loss == "ce+dice" and changed.model.batch_norm and changed.data.size == (64, 64)
     assert changed.data.augment == "full" and changed.train.ignore_index == 0 and changed.train.lr == 1e-3
     assert not config("--no-batch-norm").model.batch_norm and config("--no-batch-norm").train == recipe("default").train
@@ -292,38 +292,3 @@ def test_class_crops_need_crops_smaller_than_the_image():
     check_trainable(RunConfig(data=DataConfig(size=(96, 128), class_crops=0.5, augment="full")))
     with pytest.raises(ValueError, match="class crops"):
         DataConfig(class_crops=1.5)
-
-
-def test_class_mix_pastes_half_the_classes_of_the_previous_frame_image_and_mask_alike():
-    torch.manual_seed(0)
-    n, h, w = 6, 16, 20
-    y = torch.randint(0, 4, (n, h, w)) + 4 * torch.arange(n).view(n, 1, 1)  # frame i holds classes 4i..4i+3
-    y[:, 0, :] = IGNORE_INDEX
-    x = (y.clamp(min=0).float() / 32).unsqueeze(1).expand(n, 3, h, w).contiguous()  # the colour tells the class
-    before_x, before_y = x.clone(), y.clone()
-    mx, my = class_mix(x, y, 1.0)
-    assert torch.equal(x, before_x) and torch.equal(y, before_y)  # the batch given is left as it was
-    assert torch.equal(mx[:, 0], (my.clamp(min=0).float() / 32))  # each pixel's image and label come from one frame
-    assert torch.equal(my[:, 0, :], y[:, 0, :])  # unlabelled pixels are never pasted
-    for i in range(n):
-        donor = (i - 1) % n
-        pasted = (my[i] // 4 == donor) & (my[i] != IGNORE_INDEX)
-        assert len(my[i][pasted].unique()) == 2  # half the donor's 4 classes, every pixel of them
-        for c in my[i][pasted].unique():
-            assert torch.equal(pasted & (my[i] == c), y[donor] == c)
-        assert torch.equal(my[i][~pasted], y[i][~pasted])  # the rest of the frame is its own
-
-
-def test_class_mix_touches_only_its_share_of_frames():
-    torch.manual_seed(0)
-    y = torch.randint(0, 3, (400, 4, 4)) + 3 * (torch.arange(400) % 2).view(400, 1, 1)
-    x = y.float().unsqueeze(1).expand(400, 3, 4, 4)
-    changed = (class_mix(x, y, 0.25)[1] != y).flatten(1).any(1).float().mean().item()
-    assert 0.18 < changed < 0.32
-    assert torch.equal(class_mix(x, y, 0.0)[1], y)
-    assert torch.equal(class_mix(x[:1], y[:1], 1.0)[1], y[:1])  # a lone frame has nothing to take from
-    for augment in ("none", "flip", "full"):  # training mixes before any other augmentation
-        out = training_transform(augment, (4, 4), (4, 4), mix=1.0)(x, y)[1]
-        assert (out[::2] >= 3).flatten(1).any(1).all()  # the even frames hold classes 0-2 of their own
-    with pytest.raises(ValueError, match="mix"):
-        DataConfig(mix=1.5)

@@ -3,8 +3,7 @@ flip applied identically to image and mask, and colour jitter applied to the ima
 horizontal flip alone, which keeps every pixel exact. Crops can be steered to rare classes
 (``class_crops``), as nnU-Net oversamples foreground: a class picked uniformly among those in a mask is
 usually a small one, so Pedestrian or TrafficSign fill training crops far more often than their pixel
-share. ClassMix (Olsson et al., 2021) pastes the pixels of half the classes of another frame of the
-batch, image and mask alike, so a pedestrian or a car is also seen on other roads than its own.
+share.
 
 One affine resampling per batch does scale, crop and flip together, so augmentation costs a few
 percent of a training step. Draws come from torch's global generator, which the training loop seeds
@@ -143,35 +142,15 @@ def random_flip(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.T
     return x, torch.where(mirror.view(-1, 1, 1), y.flip(-1), y)
 
 
-def class_mix(x: torch.Tensor, y: torch.Tensor, share: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """A ``share`` of the frames of the batch get the pixels (image and mask alike) of a random half of
-    the labelled classes of the frame before them in the batch (the first takes from the last)."""
-    chosen = (torch.rand(len(x)) < share).nonzero().flatten().tolist() if len(x) > 1 else []
-    if not chosen:
-        return x, y
-    donor_x, donor_y = x.roll(1, 0), y.roll(1, 0)  # copies: every donor is a frame as it was
-    x, y = x.clone(), y.clone()
-    for i in chosen:
-        classes = donor_y[i].unique()
-        classes = classes[classes != IGNORE_INDEX]
-        picked = classes[torch.randperm(len(classes))[: (len(classes) + 1) // 2]]
-        pasted = torch.isin(donor_y[i], picked.to(y.device))
-        x[i] = torch.where(pasted, donor_x[i], x[i])
-        y[i] = torch.where(pasted, donor_y[i], y[i])
-    return x, y
-
-
 def training_transform(augment: str, size: tuple[int, int], crop: tuple[int, int],
-                       class_crops: float = 0.0, mix: float = 0.0) -> Transform:
-    """What every training batch goes through: ClassMix on a ``mix`` share of the frames, then
-    ``augment`` (one of AUGMENTATIONS) and the random ``crop`` out of the full training ``size``, a
-    ``class_crops`` share of them steered to a class."""
+                       class_crops: float = 0.0) -> Transform:
+    """What every training batch goes through: ``augment`` (one of AUGMENTATIONS) and the random
+    ``crop`` out of the full training ``size``, a ``class_crops`` share of them steered to a class."""
     if augment == "full":
         full = Augment(class_crops=class_crops)
-        return lambda x, y: full(*class_mix(x, y, mix), crop)
+        return lambda x, y: full(x, y, crop)
 
     def transform(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = class_mix(x, y, mix)
         if augment == "flip":
             x, y = random_flip(x, y)
         if crop != size:  # without resampling, a crop is still taken at a random place

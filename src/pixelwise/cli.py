@@ -149,9 +149,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class-crops", type=float, default=None, metavar="F",
                    help="place this share of the training crops (--crop below 1, or --augment full's zoom) to "
                         "hold a class picked evenly among those in the mask, so rare classes are seen often")
-    p.add_argument("--mix", type=float, default=None, metavar="F",
-                   help="paste the pixels of half the classes of another frame of the batch (image and mask "
-                        "alike) into this share of the training frames (ClassMix)")
     p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="auto (the default) = bf16 where the CPU/GPU computes it natively, else fp32 (fp16 on older "
                         "GPUs)")
@@ -278,7 +275,7 @@ _SETTINGS = {
     "--image-resize": ("data", "image_resize"), "--val-fraction": ("data", "val_fraction"),
     "--split-seed": ("data", "split_seed"),
     "--augment": ("data", "augment"), "--crop": ("data", "crop"),
-    "--class-crops": ("data", "class_crops"), "--mix": ("data", "mix"), "--batch-norm": ("model", "batch_norm"),
+    "--class-crops": ("data", "class_crops"), "--batch-norm": ("model", "batch_norm"),
     "--filters": ("model", "n_filters"),
 }
 

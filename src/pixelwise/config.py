@@ -36,7 +36,6 @@ class DataConfig:
     augment: str = "none"  # one of AUGMENTATIONS: "flip" mirrors; "full" also zooms, shifts and jitters colour
     crop: float = 1.0  # training crops cover this fraction of each side of ``size``; inference sees it all
     class_crops: float = 0.0  # share of training crops placed to hold a class picked evenly among those in the mask
-    mix: float = 0.0  # share of training frames given half the classes of another frame of the batch (ClassMix)
 
     def __post_init__(self) -> None:
         check_resize_mode(self.image_resize)
@@ -50,8 +49,6 @@ class DataConfig:
             raise ValueError(f"crop must be a fraction in (0, 1], not {self.crop}")
         if not 0 <= self.class_crops <= 1:
             raise ValueError(f"class crops must be a fraction in [0, 1], not {self.class_crops}")
-        if not 0 <= self.mix <= 1:
-            raise ValueError(f"mix must be a fraction in [0, 1], not {self.mix}")
         object.__setattr__(self, "size", tuple(int(s) for s in self.size))
         if len(self.size) != 2 or min(self.size) < 1 or max(self.size) > MAX_SIDE:
             raise ValueError(f"size must be (height, width) with both in 1-{MAX_SIDE}, not {self.size}")

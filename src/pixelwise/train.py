@@ -358,7 +358,7 @@ def _train(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, confi
     criterion = make_criterion(config, masks, train_idx)
     ignore = config.train.ignore_index
     augment = training_transform(config.data.augment, config.data.size, config.data.crop_size(config.model.step),
-                                 config.data.class_crops, config.data.mix)
+                                 config.data.class_crops)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     state = Progress(data=_fingerprint(decoded.names, split))
     history: list[dict] = []
