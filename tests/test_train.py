@@ -69,6 +69,22 @@ def test_curves_are_drawn_first_last_and_when_due(scenes, tmp_path, monkeypatch)
     assert drawn == [1, 2, 3]
 
 
+def test_training_batches_go_through_the_runs_augmentation(scenes, tmp_path, monkeypatch):
+    import pixelwise.train as train_module
+
+    asked, real = [], train_module.training_transform
+
+    def transform(*args):
+        asked.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(train_module, "training_transform", transform)
+    config = small_config(epochs=1)
+    config = replace(config, data=replace(config.data, augment="flip", crop=0.5, class_crops=0.25))
+    _train(scenes, tmp_path / "run", config, tmp_path)
+    assert asked == [("flip", (48, 64), (32, 32), 0.25)]
+
+
 def test_resume_continues_exactly(scenes, tmp_path):
     config4 = small_config(epochs=4, precision="fp32")
     straight = _train(scenes, tmp_path / "straight", config4, tmp_path)
