@@ -16,9 +16,10 @@ from pathlib import Path
 
 from quality import held_out_folder
 
-from pixelwise.data import IMAGE_DIR, MASK_DIR
-from pixelwise.evaluate import evaluate
-from pixelwise.export import INT8_FILE, export_onnx, quantize_int8
+from pixelwise.data.pairs import IMAGE_DIR, MASK_DIR
+from pixelwise.evaluation.evaluate import evaluate
+from pixelwise.inference.export import export_onnx, quantize_int8
+from pixelwise.rundir import INT8_FILE
 
 
 def main() -> int:

@@ -5,7 +5,7 @@
 Generates ``--frames`` synthetic CARLA-layout frames (at 96x128 directly, the size the model trains at,
 to keep generation to a few minutes; reused if ``--out`` already holds them), then trains a narrow
 U-Net (``preset("assignment", n_filters=8)``: the data path is what is measured, not the model) with
-the public API, ``pixelwise.train.train(...)``, while a background thread samples this process's
+the public API, ``pixelwise.train(...)``, while a background thread samples this process's
 memory from /proc/self/status every 0.2 s. Prints per phase (decode, then each epoch) the peak of:
 
 - VmRSS: everything resident, what the issue's "under ~2 GiB" refers to;
@@ -118,8 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from pixelwise.config import DataConfig, RunConfig, TrainConfig
-    from pixelwise.model import preset
-    from pixelwise.train import HISTORY_FILE, train
+    from pixelwise.model.unet import preset
+    from pixelwise.rundir import HISTORY_FILE
+    from pixelwise.training.loop import train
 
     out = args.out or Path(tempfile.mkdtemp(prefix="pixelwise-memory-"))
     out.mkdir(parents=True, exist_ok=True)

@@ -16,9 +16,10 @@ import time
 from pathlib import Path
 
 from pixelwise.config import RunConfig, TrainConfig
-from pixelwise.data import IMAGE_DIR, MASK_DIR, decode_dataset
+from pixelwise.data.dataset import decode_dataset
+from pixelwise.data.pairs import IMAGE_DIR, MASK_DIR
 from pixelwise.synth import write_dataset
-from pixelwise.train import train
+from pixelwise.training.loop import train
 
 
 def main() -> int:

@@ -31,11 +31,16 @@ import numpy as np
 
 from pixelwise.classes import CARLA
 from pixelwise.config import RunConfig
-from pixelwise.data import IMAGE_DIR, MASK_DIR, decode_dataset, find_pairs, split_by_runs
-from pixelwise.evaluate import evaluate, write_report
-from pixelwise.predict import Predictor, predict_files
+from pixelwise.data.dataset import decode_dataset
+from pixelwise.data.pairs import IMAGE_DIR, MASK_DIR, find_pairs
+from pixelwise.data.split import split_by_runs
+from pixelwise.evaluation.evaluate import evaluate
+from pixelwise.evaluation.report import write_report
+from pixelwise.inference.predict import predict
+from pixelwise.inference.predictor import Predictor
 from pixelwise.recipes import recipe
-from pixelwise.train import train
+from pixelwise.rundir import load_config
+from pixelwise.training.loop import train
 
 WATCH = ("Vehicles", "Pole", "Pedestrian", "TrafficSign", "TrafficLight")
 SPLIT_SEED, VAL_FRACTION = 0, 0.2  # the held-out drives: train's own split with these settings
@@ -86,7 +91,7 @@ def run(name: str, data: Path, out: Path, cache: Path, held_out: Path, epochs: i
         config = config.with_train(epochs=epochs)
     run_dir = out / name.replace("@", "-").replace(",", "-").replace("=", "-")
     summary_file = run_dir / "quality.json"
-    if (run_dir / "config.json").exists() and RunConfig.load(run_dir) != config:
+    if (run_dir / "config.json").exists() and load_config(run_dir) != config:
         raise SystemExit(f"{run_dir} was trained with other settings than {name} now means (a recipe changed?): "
                          "remove it to train it again")
     if summary_file.exists():
@@ -109,7 +114,7 @@ def run(name: str, data: Path, out: Path, cache: Path, held_out: Path, epochs: i
     summary_file.write_text(json.dumps(summary, indent=2) + "\n")
     figures = out / "figures" / run_dir.name
     frames = sorted((held_out / IMAGE_DIR).iterdir())[::12][:4]
-    predict_files(Predictor(run_dir, weights="last"), frames, figures, masks_dir=held_out / MASK_DIR)
+    predict(Predictor(run_dir, weights="last"), frames, figures, masks_dir=held_out / MASK_DIR)
     return summary
 
 

@@ -22,9 +22,9 @@ CHILD = r"""
 import json, resource, sys, time
 import torch
 from pixelwise.device import autocast, pick_device, resolve_precision
-from pixelwise.metrics import class_ids
-from pixelwise.model import unet_model
-from pixelwise.train import train_step
+from pixelwise.evaluation.metrics import class_ids
+from pixelwise.model.keras import unet_model
+from pixelwise.training.step import train_step
 
 mode, h, w, batch, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 device = pick_device()

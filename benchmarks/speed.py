@@ -33,12 +33,14 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from pixelwise.config import DataConfig, RunConfig, TrainConfig
-from pixelwise.data import IMAGE_DIR, MASK_DIR
+from pixelwise.data.pairs import IMAGE_DIR, MASK_DIR
 from pixelwise.device import autocast, pick_device, precision_name, resolve_precision
-from pixelwise.metrics import class_ids
-from pixelwise.model import unet_model
+from pixelwise.evaluation.metrics import class_ids
+from pixelwise.model.keras import unet_model
+from pixelwise.rundir import save_config
 from pixelwise.synth import write_dataset
-from pixelwise.train import train, train_step
+from pixelwise.training.loop import train
+from pixelwise.training.step import train_step
 
 CARLA = Path(__file__).resolve().parents[1].parent / "shared" / "carla"
 
@@ -115,7 +117,14 @@ def keras_speed(size: tuple[int, int], batch: int, steps: int) -> tuple[float, f
     """The assignment's Keras U-Net and recipe, fp32 defaults: the baseline users have today."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
-    from tensorflow.keras.layers import Conv2D, Conv2DTranspose, Dropout, Input, MaxPooling2D, concatenate
+    from tensorflow.keras.layers import (
+        Conv2D,
+        Conv2DTranspose,
+        Dropout,
+        Input,
+        MaxPooling2D,
+        concatenate,
+    )
 
     def conv_block(inputs, n_filters, dropout_prob=0.0, max_pooling=True):
         conv = Conv2D(n_filters, 3, activation="relu", padding="same", kernel_initializer="he_normal")(inputs)
@@ -158,15 +167,16 @@ def onnx_speed(size: tuple[int, int], batches: tuple[int, ...], steps: int, work
     runs) with the exported fp32 model and with its int8 quantisation, made by ``pixelwise export``
     (calibrated on synthetic scenes; speed does not depend on the weights, so an untrained model
     stands in for a trained one), at each batch size of ``batches``."""
-    from pixelwise import checkpoint
-    from pixelwise.export import export_onnx, quantize_int8
-    from pixelwise.onnx_engine import onnx_forward
+    from pixelwise.inference.export import export_onnx, quantize_int8
+    from pixelwise.inference.onnx_engine import onnx_forward
+    from pixelwise.rundir import BEST
+    from pixelwise.training import checkpoint
 
     run = work / f"onnx-{size[0]}x{size[1]}"
     run.mkdir()
-    RunConfig(data=DataConfig(size=size)).save(run)
+    save_config(run, RunConfig(data=DataConfig(size=size)))
     torch.manual_seed(0)
-    checkpoint.save(run / checkpoint.BEST, unet_model((*size, 3)))
+    checkpoint.save(run / BEST, unet_model((*size, 3)))
     export_onnx(run)
     rates = {}
     for name in ("fp32", "int8"):

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from pixelwise.config import DataConfig, RunConfig, TrainConfig
-from pixelwise.model import preset
+from pixelwise.model.unet import preset
 from pixelwise.synth import write_dataset
 
 
@@ -23,8 +23,8 @@ def small_config(epochs: int = 2, **train) -> RunConfig:
 
 def small_run(scenes: Path, run_dir: Path, epochs: int) -> Path:
     """A run of ``small_config`` trained on ``scenes`` into ``run_dir``, quietly (cache beside it)."""
-    from pixelwise.data import IMAGE_DIR, MASK_DIR
-    from pixelwise.train import train
+    from pixelwise.data.pairs import IMAGE_DIR, MASK_DIR
+    from pixelwise.training.loop import train
 
     train(scenes / IMAGE_DIR, scenes / MASK_DIR, run_dir, small_config(epochs=epochs),
           cache_dir=run_dir.parent / "cache", progress=False, log=lambda _: None)

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from pixelwise.cli import main
+from pixelwise.cli.main import main
 
 
 def run_cli(capsys, *argv):

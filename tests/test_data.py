@@ -1,4 +1,4 @@
-"""data.py: pairing, decoding, validation, resizing, cache and the run-aware split — on tiny synthetic files."""
+"""data/: pairing, decoding, validation, resizing, cache and the run-aware split — on tiny synthetic files."""
 
 from __future__ import annotations
 
@@ -13,20 +13,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pixelwise import data
-from pixelwise.data import (
-    DataError,
-    Problem,
-    decode_dataset,
-    find_pairs,
-    frame_runs,
-    locate,
-    read_image,
-    read_mask,
-    resize_image,
-    resize_mask,
-    split_by_runs,
-)
+from pixelwise.data import cache as cache_module
+from pixelwise.data import dataset, table
+from pixelwise.data import pairs as pairs_module
+from pixelwise.data.dataset import decode_dataset
+from pixelwise.data.decode import read_image, read_mask
+from pixelwise.data.pairs import find_pairs, locate
+from pixelwise.data.problems import DataError, Problem
+from pixelwise.data.resize import resize_image, resize_mask
+from pixelwise.data.split import Split, frame_runs, split_by_runs
 
 H, W = 12, 16  # original size of the synthetic frames
 SIZE = (6, 8)  # decoded size
@@ -69,7 +64,7 @@ def frame(seed: int, h: int = H, w: int = W) -> tuple[np.ndarray, np.ndarray]:
 
 
 def make_dataset(root: Path, names: list[str], h: int = H, w: int = W) -> tuple[Path, Path]:
-    images, masks = root / data.IMAGE_DIR, root / data.MASK_DIR
+    images, masks = root / pairs_module.IMAGE_DIR, root / pairs_module.MASK_DIR
     images.mkdir(parents=True, exist_ok=True)
     masks.mkdir(parents=True, exist_ok=True)
     for seed, name in enumerate(names):
@@ -95,7 +90,7 @@ def problem_for(problems: list[Problem], path: Path) -> Problem:
     return found[0]
 
 
-def decode(images: Path, masks: Path, **kwargs) -> data.Decoded:
+def decode(images: Path, masks: Path, **kwargs) -> dataset.Decoded:
     kwargs = {"size": SIZE, "n_classes": 5, "progress": False, "workers": 2, **kwargs}
     return decode_dataset(images, masks, **kwargs)
 
@@ -155,7 +150,7 @@ def test_pairs_match_by_stem_whatever_the_listing_order(tmp_path, monkeypatch):
         entries.sort(key=lambda e: e.name, reverse=Path(path) == masks)
         return iter(entries)
 
-    monkeypatch.setattr(data.os, "scandir", scandir_reversing_masks)
+    monkeypatch.setattr(pairs_module.os, "scandir", scandir_reversing_masks)
     pairs, problems = find_pairs(images, masks)
     assert problems == []
     assert [p.name for p in pairs] == ["2", "10", "a", "b", "c"]  # natural order
@@ -406,8 +401,8 @@ def forbid_decoding(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("an image file was opened although the cache should have answered")
     monkeypatch.setattr(Image, "open", refuse)
-    monkeypatch.setattr(data, "read_image", refuse)
-    monkeypatch.setattr(data, "read_mask", refuse)
+    monkeypatch.setattr(table, "read_image", refuse)
+    monkeypatch.setattr(table, "read_mask", refuse)
 
 
 def count_decoding(monkeypatch) -> list[str]:
@@ -420,8 +415,8 @@ def count_decoding(monkeypatch) -> list[str]:
             return real(path)
         return read
 
-    monkeypatch.setattr(data, "read_image", spy(data.read_image))
-    monkeypatch.setattr(data, "read_mask", spy(data.read_mask))
+    monkeypatch.setattr(table, "read_image", spy(table.read_image))
+    monkeypatch.setattr(table, "read_mask", spy(table.read_mask))
     return opened
 
 
@@ -431,7 +426,7 @@ def cache_files(cache: Path) -> dict[str, list[str]]:
             "other": [n for n in names if not n.endswith((".meta.npz", ".npy", ".lock"))]}
 
 
-def assert_same(a: data.Decoded, b: data.Decoded) -> None:
+def assert_same(a: dataset.Decoded, b: dataset.Decoded) -> None:
     assert a.names == b.names and a.skipped == b.skipped and a.original_sizes == b.original_sizes
     assert [str(p) for p in a.problems] == [str(p) for p in b.problems]
     assert np.array_equal(a.histogram, b.histogram) and a.histogram.dtype == b.histogram.dtype
@@ -485,12 +480,12 @@ def test_a_datasets_second_decode_reads_no_png(tmp_path, monkeypatch):
     root = write_dataset(tmp_path / "scenes", 6, seed=3, height=48, width=64, progress=False)
     cache = tmp_path / "cache"
     kwargs = {"size": (12, 16), "n_classes": 23, "cache_dir": cache}
-    first = decode(root / data.IMAGE_DIR, root / data.MASK_DIR, **kwargs)
+    first = decode(root / pairs_module.IMAGE_DIR, root / pairs_module.MASK_DIR, **kwargs)
     assert len(first.names) == 6 and first.problems == []
     opened = []
     real_open = Image.open
     monkeypatch.setattr(Image, "open", lambda *a, **k: opened.append(a[0]) or real_open(*a, **k))
-    second = decode(root / data.IMAGE_DIR, root / data.MASK_DIR, **kwargs)
+    second = decode(root / pairs_module.IMAGE_DIR, root / pairs_module.MASK_DIR, **kwargs)
     assert opened == [] and isinstance(second.images, np.memmap)
     assert_same(second, first)
 
@@ -584,7 +579,7 @@ CORRUPTIONS = {
     "images empty": lambda meta, npy: npy["images"].write_bytes(b""),
     "masks missing": lambda meta, npy: npy["masks"].unlink(),
     "images of another shape": lambda meta, npy: np.save(npy["images"], np.zeros((2, 3, 4, 3), np.uint8)),
-    "meta of another version": lambda meta, npy: np.savez(meta, **{**dict(np.load(meta)), "version": np.asarray(data._CACHE_VERSION + 1)}),
+    "meta of another version": lambda meta, npy: np.savez(meta, **{**dict(np.load(meta)), "version": np.asarray(cache_module.CACHE_VERSION + 1)}),
 }
 
 
@@ -609,22 +604,22 @@ def test_corrupt_or_truncated_cache_is_rebuilt(tmp_path, monkeypatch, corruption
 def test_an_interrupted_build_leaves_nothing_that_looks_valid(tmp_path, monkeypatch):
     images, masks = make_dataset(tmp_path / "set", ["1", "2", "3", "4"])
     cache = tmp_path / "cache"
-    real = data._decode_pair
+    real = table.decode_pair
 
     def crash_on_third(pair, *args):
         if pair.name == "3":
             raise KeyboardInterrupt
         return real(pair, *args)
 
-    monkeypatch.setattr(data, "_decode_pair", crash_on_third)
+    monkeypatch.setattr(table, "decode_pair", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
         decode(images, masks, cache_dir=cache)
     assert cache_files(cache) == {"meta": [], "npy": [], "other": []}
     # what a SIGKILL leaves: a temporary file, removed by the next build once it is an hour old
     stale = cache / f".{'0' * 24}.x.images.npy.abc.tmp.npy"
     stale.write_bytes(b"half")
-    monkeypatch.setattr(data, "_decode_pair", real)
-    slot = data._Cache(cache, images, masks, SIZE, "nearest").slot
+    monkeypatch.setattr(table, "decode_pair", real)
+    slot = cache_module.Cache(cache, images, masks, SIZE, "nearest").slot
     stale = stale.rename(cache / f".{slot}.0123456789abcdef.images.npy.abc.tmp.npy")
     fresh = cache / f".{slot}.0123456789abcdef.masks.npy.abc.tmp.npy"
     fresh.write_bytes(b"another process is writing this")
@@ -658,7 +653,7 @@ def test_an_unwritable_cache_warns_and_decodes_into_memory(tmp_path, monkeypatch
     def disk_full(*args):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(data, "_new_array_file", disk_full)
+    monkeypatch.setattr(cache_module, "new_array_file", disk_full)
     with pytest.warns(UserWarning, match="cannot use the decode cache .No space left on device.; decoding without it"):
         decoded = decode(images, masks, cache_dir=tmp_path / "cache")
     assert not isinstance(decoded.images, np.memmap)
@@ -701,7 +696,7 @@ def test_parallel_map_streams_in_order_with_bounded_lookahead():
         return x * x
 
     out = []
-    for y in data._parallel_map(work, list(range(40)), 2):
+    for y in table.parallel_map(work, list(range(40)), 2):
         time.sleep(0.002)  # a slow consumer
         consumed[0] += 1
         out.append(y)
@@ -710,9 +705,9 @@ def test_parallel_map_streams_in_order_with_bounded_lookahead():
 
 def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("PIXELWISE_CACHE", str(tmp_path / "c"))
-    assert data.default_cache_dir() == tmp_path / "c"
+    assert cache_module.default_cache_dir() == tmp_path / "c"
     monkeypatch.delenv("PIXELWISE_CACHE")
-    assert data.default_cache_dir() == Path.home() / ".cache" / "pixelwise"
+    assert cache_module.default_cache_dir() == Path.home() / ".cache" / "pixelwise"
 
 
 def test_no_decompression_warning_escapes_decode(tmp_path, monkeypatch):
@@ -782,10 +777,10 @@ def test_split_fractions_and_edges():
     for fraction in (0.1, 0.2, 0.5):
         share = len(split_by_runs(names, fraction).val) / n
         assert abs(share - fraction) < 0.05
-    assert split_by_runs(names, 0.0) == data.Split(list(range(n)), [])
-    assert split_by_runs(["5"], 0.5) == data.Split([0], [])
-    assert split_by_runs(["1", "2"], 0.01) == data.Split([0], [1])
-    assert split_by_runs(["1", "2"], 0.99) == data.Split([0], [1])
+    assert split_by_runs(names, 0.0) == Split(list(range(n)), [])
+    assert split_by_runs(["5"], 0.5) == Split([0], [])
+    assert split_by_runs(["1", "2"], 0.01) == Split([0], [1])
+    assert split_by_runs(["1", "2"], 0.99) == Split([0], [1])
     tiny = split_by_runs(names, 0.001)
     assert len(tiny.val) >= 1 and len(tiny.train) >= 1
     for bad in (-0.1, 1.0, 1.5, float("nan")):
@@ -812,8 +807,8 @@ def test_decoders_default_to_the_cores_this_process_may_use(tmp_path, monkeypatc
     monkeypatch.setattr(device.os, "sched_getaffinity", lambda pid: {0, 5, 7}, raising=False)
     assert device.usable_cores() == 3  # not os.cpu_count(): a CPU set or taskset limits the process
     seen = []
-    real = data._parallel_map
-    monkeypatch.setattr(data, "_parallel_map", lambda fn, items, workers: seen.append(workers) or real(fn, items, 1))
+    real = table.parallel_map
+    monkeypatch.setattr(table, "parallel_map", lambda fn, items, workers: seen.append(workers) or real(fn, items, 1))
     images, masks = make_dataset(tmp_path, ["000001", "000002"])
     decode_dataset(images, masks, size=SIZE, n_classes=5, progress=False)
     assert seen == [3]

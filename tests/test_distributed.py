@@ -12,8 +12,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 from pixelwise.config import DataConfig, RunConfig, TrainConfig
-from pixelwise.model import preset
-from pixelwise.train import train
+from pixelwise.model.unet import preset
+from pixelwise.training.loop import train
 
 data, run, cache = map(Path, sys.argv[1:4])
 # No dropout: each rank draws its own dropout masks, so only a dropout-free model can match exactly.
@@ -70,7 +70,7 @@ def test_nproc_shortcut_launches_torchrun(scenes, tmp_path):
 def test_each_rank_gets_a_disjoint_share_of_every_batch():
     import numpy as np
 
-    from pixelwise.distributed import World
+    from pixelwise.training.distributed import World
 
     for size in (2, 3):
         for batch in (np.arange(7), np.arange(10, 12), np.arange(1)):

@@ -5,9 +5,9 @@ import pytest
 import torch
 from conftest import small_run
 
-from pixelwise.cli import main
-from pixelwise.data import IMAGE_DIR, MASK_DIR
-from pixelwise.predict import Predictor
+from pixelwise.cli.main import main
+from pixelwise.data.pairs import IMAGE_DIR, MASK_DIR
+from pixelwise.inference.predictor import Predictor
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -32,7 +32,8 @@ def test_onnx_matches_pytorch_at_any_size(exported, shape):
 
 
 def test_int8_model_is_close_to_fp32(exported, scenes):
-    from pixelwise.data import read_image, resize_image
+    from pixelwise.data.decode import read_image
+    from pixelwise.data.resize import resize_image
 
     image = resize_image(read_image(sorted((scenes / IMAGE_DIR).iterdir())[3]), (48, 64))
     x = image.transpose(2, 0, 1)[None].astype(np.float32) / 255
@@ -63,7 +64,7 @@ def test_predict_with_the_onnx_engine(exported, scenes, tmp_path, capsys):
     fp32_only = tmp_path / "fp32run"
     shutil.copytree(exported, fp32_only)
     (fp32_only / "model.int8.onnx").unlink()
-    from pixelwise.data import read_image
+    from pixelwise.data.decode import read_image
 
     picture = read_image(image)
     onnx_mask = Predictor(fp32_only, engine="onnx").predict(picture)
@@ -89,7 +90,7 @@ def test_int8_graph_has_no_float_transposed_convs(exported):
 
 
 def test_evaluate_with_the_onnx_engine_scores_like_pytorch(exported, scenes, tmp_path):
-    from pixelwise.evaluate import evaluate
+    from pixelwise.evaluation.evaluate import evaluate
 
     kw = dict(cache_dir=tmp_path / "cache", progress=False)
     torch_scores = evaluate(exported, scenes / IMAGE_DIR, scenes / MASK_DIR, **kw).scores
@@ -98,7 +99,7 @@ def test_evaluate_with_the_onnx_engine_scores_like_pytorch(exported, scenes, tmp
 
 
 def test_onnx_engine_runs_a_batch_in_chunks_side_by_side_with_the_same_outputs(exported, monkeypatch):
-    from pixelwise.onnx_engine import onnx_forward
+    from pixelwise.inference.onnx_engine import onnx_forward
 
     calls = []
     real_run = ort.InferenceSession.run

@@ -32,7 +32,7 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from pixelwise.cli import main
+from pixelwise.cli.main import main
 from pixelwise.synth import write_dataset
 
 SIZE = 64  # height and width of every base frame and of the crafted valid files
@@ -571,14 +571,14 @@ def test_classes_file_too_long_or_not_text(root, base, capfd):
 
 def _cli(*argv: object, script: bool = False) -> subprocess.CompletedProcess:
     exe = shutil.which("pixelwise") or str(Path(sys.executable).parent / "pixelwise")
-    command = [exe] if script else [sys.executable, "-m", "pixelwise.cli"]
+    command = [exe] if script else [sys.executable, "-m", "pixelwise"]
     done = subprocess.run([*command, *map(str, argv)], capture_output=True, timeout=120, check=False)
     done.stdout, done.stderr = (s.decode("utf-8", "replace") for s in (done.stdout, done.stderr))
     return done
 
 
 def test_process_check_truncated_unicode_name(root, base):
-    """``python -m pixelwise.cli check``: the one problem is one line on stderr, exit 2."""
+    """``python -m pixelwise check``: the one problem is one line on stderr, exit 2."""
     folder = fresh(root)
     name = "ñandú_图像_😀 with space"
     data = dataset_with(base, folder, name, TRUNCATED)

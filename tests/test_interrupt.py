@@ -15,11 +15,12 @@ import torch
 from conftest import small_config
 from safetensors.torch import load_file
 
-from pixelwise import train as train_module
+import pixelwise.training.loop as train_module
 from pixelwise.config import RunConfig
-from pixelwise.data import IMAGE_DIR, MASK_DIR
+from pixelwise.data.pairs import IMAGE_DIR, MASK_DIR
 from pixelwise.recipes import recipe
-from pixelwise.train import TrainingStopped, train
+from pixelwise.training.loop import train
+from pixelwise.training.stop import TrainingStopped
 
 
 def _weights(run: Path, name: str = "last.safetensors") -> dict:
@@ -89,12 +90,12 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(scenes, tmp_
     _train(scenes, tmp_path / "run", tmp_path, epochs=1)
     good = _weights(tmp_path / "run")
 
-    real_cross_entropy = train_module.F.cross_entropy
+    real_cross_entropy = torch.nn.functional.cross_entropy
 
     def poisoned(*args, **kwargs):
         return real_cross_entropy(*args, **kwargs) * float("nan")
 
-    monkeypatch.setattr(train_module.F, "cross_entropy", poisoned)
+    monkeypatch.setattr(torch.nn.functional, "cross_entropy", poisoned)
     with pytest.raises(FloatingPointError, match="diverged in epoch 2, step 1.*last good checkpoint"):
         _train(scenes, tmp_path / "run", tmp_path, epochs=2, resume=True)
     after = _weights(tmp_path / "run")
@@ -133,7 +134,7 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(scenes, tmp_
 
 @pytest.mark.parametrize("lr", ["1e308", "inf"])
 def test_a_learning_rate_that_destroys_the_weights_stops_without_saving_them(scenes, tmp_path, capsys, lr):
-    from pixelwise.cli import main
+    from pixelwise.cli.main import main
 
     code = main(["train", str(scenes), "--out", str(tmp_path / "run"), "--epochs", "1", "--lr", lr, "--size", "48x64",
                  "--filters", "8", "--cache-dir", str(tmp_path / "cache"), "--no-progress"])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pixelwise.metrics import class_ids, confusion_matrix, scores
+from pixelwise.evaluation.metrics import class_ids, confusion_matrix, scores
 
 
 def test_confusion_matrix_rows_are_truth_columns_prediction():

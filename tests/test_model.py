@@ -6,18 +6,16 @@ import pytest
 import torch
 
 from pixelwise import count_parameters, summary
-from pixelwise.model import (
+from pixelwise.model.keras import conv_block, unet_model, upsampling_block
+from pixelwise.model.unet import (
     PRESETS,
     ConvBlock,
     ModelConfig,
     SubPixelUpConv,
     UNet,
     UpConv,
-    conv_block,
     preset,
     subpixel_copy,
-    unet_model,
-    upsampling_block,
 )
 
 

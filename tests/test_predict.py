@@ -5,8 +5,9 @@ import pytest
 from conftest import small_run
 from PIL import Image
 
-from pixelwise.data import IMAGE_DIR, MASK_DIR
-from pixelwise.predict import Predictor, predict_files
+from pixelwise.data.pairs import IMAGE_DIR, MASK_DIR
+from pixelwise.inference.predict import predict
+from pixelwise.inference.predictor import Predictor
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def test_predict_files_writes_all_outputs_and_reports_bad_files(run, scenes, tmp
     images = sorted((scenes / IMAGE_DIR).iterdir())[:2]
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not a png")
-    result = predict_files(Predictor(run), [*images, bad, tmp_path / "missing.png"], tmp_path / "out",
+    result = predict(Predictor(run), [*images, bad, tmp_path / "missing.png"], tmp_path / "out",
                            masks_dir=scenes / MASK_DIR)
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     stem = images[0].stem
@@ -43,7 +44,7 @@ def test_predict_files_writes_all_outputs_and_reports_bad_files(run, scenes, tmp
     assert [p.path.name for p in result.problems] == ["missing.png", "broken.png"]
     mask = np.asarray(Image.open(tmp_path / "out" / f"{stem}_mask.png"))
     assert mask.shape == (96, 128) and mask.max() < 23
-    from pixelwise.data import read_image
+    from pixelwise.data.decode import read_image
 
     assert np.array_equal(mask, Predictor(run).predict(read_image(images[0])))  # the file holds the prediction
 
@@ -56,13 +57,13 @@ def test_same_name_in_two_folders_is_reported_not_overwritten(run, scenes, tmp_p
     (tmp_path / "b").mkdir()
     shutil.copy(image, tmp_path / "a" / "x.png")
     shutil.copy(image, tmp_path / "b" / "x.png")
-    result = predict_files(Predictor(run), [tmp_path / "a" / "x.png", tmp_path / "b" / "x.png"], tmp_path / "out")
+    result = predict(Predictor(run), [tmp_path / "a" / "x.png", tmp_path / "b" / "x.png"], tmp_path / "out")
     assert len(result.written) == 3
     assert len(result.problems) == 1 and "same name" in result.problems[0].message
 
 
 def test_missing_masks_folder_is_named(run, scenes, tmp_path):
-    from pixelwise.data import DataError
+    from pixelwise.data.problems import DataError
 
     with pytest.raises(DataError, match="--masks folder not found"):
-        predict_files(Predictor(run), [scenes / IMAGE_DIR], tmp_path / "out", masks_dir=tmp_path / "nomasks")
+        predict(Predictor(run), [scenes / IMAGE_DIR], tmp_path / "out", masks_dir=tmp_path / "nomasks")

@@ -9,14 +9,28 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pixelwise.augment import Augment, class_pixels, random_crop, random_flip, training_transform
-from pixelwise.cli import _train_config, build_parser
+from pixelwise.cli.commands import _train_config
+from pixelwise.cli.parser import build_parser
 from pixelwise.config import DataConfig, RunConfig, TrainConfig
-from pixelwise.keras_summary import format_summary, summary
-from pixelwise.losses import IGNORE_INDEX, Criterion, class_weights, soft_dice_loss
-from pixelwise.model import ModelConfig, UNet
+from pixelwise.data.transforms import IGNORE_INDEX
+from pixelwise.model.keras import format_summary, summary
+from pixelwise.model.unet import ModelConfig, UNet
 from pixelwise.recipes import RECIPES, recipe
-from pixelwise.train import learning_rate, pixel_counts
+from pixelwise.rundir import load_config, save_config
+from pixelwise.training.augment import (
+    Augment,
+    class_pixels,
+    random_crop,
+    random_flip,
+    training_transform,
+)
+from pixelwise.training.losses import (
+    Criterion,
+    class_weights,
+    pixel_counts,
+    soft_dice_loss,
+)
+from pixelwise.training.step import learning_rate
 
 
 def test_class_weights_favour_rare_classes_and_keep_the_average_pixel_at_one():
@@ -175,8 +189,8 @@ def test_ignore_index_must_be_a_class():
 
 
 def test_a_crop_the_network_cannot_take_is_refused_before_training():
-    from pixelwise.model import preset
-    from pixelwise.train import check_trainable
+    from pixelwise.model.unet import preset
+    from pixelwise.training.checks import check_trainable
 
     config = RunConfig(model=preset("original", in_channels=3, n_classes=23),
                        data=DataConfig(size=(572, 572), crop=0.5))
@@ -200,7 +214,7 @@ def test_random_crop_keeps_exact_pixels_of_image_and_mask_alike():
 
 
 def test_a_crop_that_rounds_to_the_whole_image_is_refused():
-    from pixelwise.train import check_trainable
+    from pixelwise.training.checks import check_trainable
 
     with pytest.raises(ValueError, match="rounds to the whole"):
         check_trainable(RunConfig(data=DataConfig(size=(96, 128), crop=0.95)))
@@ -231,10 +245,10 @@ def test_training_transform_of_each_augmentation():
 def test_configs_written_before_flip_only_augmentation_still_load(tmp_path):
     for old, new in ((True, "full"), (False, "none")):
         config = RunConfig()
-        config.save(tmp_path)
+        save_config(tmp_path, config)
         text = (tmp_path / "config.json").read_text().replace('"augment": "none"', f'"augment": {str(old).lower()}')
         (tmp_path / "config.json").write_text(text)
-        assert RunConfig.load(tmp_path).data.augment == new
+        assert load_config(tmp_path).data.augment == new
 
 
 def _rare_object(n: int, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -284,7 +298,7 @@ def test_class_crops_steer_the_zooming_augmentation_too():
 
 
 def test_class_crops_need_crops_smaller_than_the_image():
-    from pixelwise.train import check_trainable
+    from pixelwise.training.checks import check_trainable
 
     with pytest.raises(ValueError, match="--class-crops"):
         check_trainable(RunConfig(data=DataConfig(size=(96, 128), class_crops=0.5)))

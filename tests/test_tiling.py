@@ -8,13 +8,15 @@ import torch
 from conftest import small_run
 from PIL import Image
 
-from pixelwise.cli import main
+from pixelwise.cli.main import main
 from pixelwise.config import RunConfig
-from pixelwise.data import IMAGE_DIR, read_image
-from pixelwise.model import preset
-from pixelwise.predict import Predictor, flip_tta
+from pixelwise.data.decode import read_image
+from pixelwise.data.pairs import IMAGE_DIR
+from pixelwise.inference.predictor import Predictor, flip_tta
+from pixelwise.inference.tiling import gaussian_window, sliding_window, tile_starts
+from pixelwise.model.unet import preset
+from pixelwise.rundir import save_config
 from pixelwise.synth import write_dataset
-from pixelwise.tiling import gaussian_window, sliding_window, tile_starts
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +133,7 @@ def test_predictor_tta_averages_the_image_and_its_mirror(run):
 def test_tta_with_the_onnx_engine(run, scenes):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
-    from pixelwise.export import export_onnx
+    from pixelwise.inference.export import export_onnx
 
     export_onnx(run)
     image = read_image(sorted((scenes / IMAGE_DIR).iterdir())[0])
@@ -143,7 +145,7 @@ def test_tta_with_the_onnx_engine(run, scenes):
 def test_tile_the_network_cannot_take_is_refused(run, tmp_path):
     with pytest.raises(ValueError, match=r"tile 50x64 does not fit this U-Net.*height 50 → try 48 or 64"):
         Predictor(run, tile=(50, 64))
-    RunConfig(model=preset("original", n_filters=4, n_classes=23)).save(tmp_path)  # unpadded: output < input
+    save_config(tmp_path, RunConfig(model=preset("original", n_filters=4, n_classes=23)))  # unpadded: output < input
     with pytest.raises(ValueError, match="needs a padded"):
         Predictor(tmp_path, tile=(188, 188))
 
@@ -184,7 +186,7 @@ def test_cli_tile_the_network_cannot_take_is_one_line(run, scenes, tmp_path, cap
 
 
 def test_cli_evaluate_threads_tile_and_tta(run, scenes, tmp_path, capsys, monkeypatch):
-    import pixelwise.evaluate
+    import pixelwise.evaluation.evaluate
 
     seen = {}
 
@@ -193,7 +195,7 @@ def test_cli_evaluate_threads_tile_and_tta(run, scenes, tmp_path, capsys, monkey
             seen.update(kwargs)
             super().__init__(*args, **kwargs)
 
-    monkeypatch.setattr(pixelwise.evaluate, "Predictor", Recording)
+    monkeypatch.setattr(pixelwise.evaluation.evaluate, "Predictor", Recording)
     code, out, _ = run_cli(capsys, "evaluate", run, scenes, "--out", tmp_path, "--tile", "32x32", "--tta",
                            "--cache-dir", tmp_path / "cache", "--no-progress")
     assert code == 0 and "mIoU" in out
@@ -203,9 +205,10 @@ def test_cli_evaluate_threads_tile_and_tta(run, scenes, tmp_path, capsys, monkey
 
 
 def test_evaluate_lets_the_model_see_another_size_and_scores_at_the_masks_own(run, scenes, tmp_path, capsys):
-    from pixelwise.data import MASK_DIR, read_mask
-    from pixelwise.evaluate import evaluate
-    from pixelwise.metrics import confusion_matrix
+    from pixelwise.data.decode import read_mask
+    from pixelwise.data.pairs import MASK_DIR
+    from pixelwise.evaluation.evaluate import evaluate
+    from pixelwise.evaluation.metrics import confusion_matrix
 
     kw = dict(weights="last", cache_dir=tmp_path / "cache", progress=False)
     native = evaluate(run, scenes / IMAGE_DIR, scenes / MASK_DIR, size="native", **kw)

@@ -8,12 +8,15 @@ import pytest
 import torch
 from conftest import small_config
 
-from pixelwise import checkpoint
 from pixelwise.config import RunConfig
-from pixelwise.data import IMAGE_DIR, MASK_DIR, DataError
+from pixelwise.data.pairs import IMAGE_DIR, MASK_DIR
+from pixelwise.data.problems import DataError
 from pixelwise.device import resolve_precision
-from pixelwise.model import UNet
-from pixelwise.train import RunDirError, epoch_order, prepare_data, train
+from pixelwise.model.unet import UNet
+from pixelwise.rundir import RunDirError, load_config
+from pixelwise.training import checkpoint
+from pixelwise.training.loop import prepare_data, train
+from pixelwise.training.step import epoch_order
 
 
 def _train(scenes, run_dir, config, tmp_path, **kw):
@@ -35,7 +38,7 @@ def test_short_training_really_learns(scenes, tmp_path):
 
 
 def _masks(scenes):
-    from pixelwise.data import read_mask
+    from pixelwise.data.decode import read_mask
 
     return [read_mask(p) for p in sorted((scenes / MASK_DIR).iterdir())]
 
@@ -48,7 +51,7 @@ def test_run_directory_holds_everything(scenes, tmp_path):
     rows = list(csv.DictReader(open(run / "history.csv")))
     assert [r["epoch"] for r in rows] == ["1", "2"]
     assert all(float(r["val_miou"]) >= 0 and float(r["train_loss"]) > 0 for r in rows)
-    config = RunConfig.load(run)
+    config = load_config(run)
     assert config == small_config(epochs=2)
     model = UNet(config.model)
     meta = checkpoint.load(run / "best.safetensors", model)
@@ -57,7 +60,7 @@ def test_run_directory_holds_everything(scenes, tmp_path):
 
 
 def test_curves_are_drawn_first_last_and_when_due(scenes, tmp_path, monkeypatch):
-    import pixelwise.train as train_module
+    import pixelwise.training.loop as train_module
 
     drawn = []
     monkeypatch.setattr(train_module, "plot_history", lambda history, path: drawn.append(len(history)))
@@ -70,7 +73,7 @@ def test_curves_are_drawn_first_last_and_when_due(scenes, tmp_path, monkeypatch)
 
 
 def test_training_batches_go_through_the_runs_augmentation(scenes, tmp_path, monkeypatch):
-    import pixelwise.train as train_module
+    import pixelwise.training.loop as train_module
 
     asked, real = [], train_module.training_transform
 
@@ -164,7 +167,7 @@ def test_precision_choice():
 def test_original_preset_trains_on_rgb_with_cropped_masks(scenes, tmp_path):
     from dataclasses import replace
 
-    from pixelwise.model import preset
+    from pixelwise.model.unet import preset
 
     cfg = small_config(epochs=1)
     size = preset("original").input_size_for(40)  # an unpadded U-Net predicts only the centre
@@ -198,8 +201,8 @@ def test_a_network_too_large_for_memory_is_refused_before_anything_is_allocated(
                                                                                  monkeypatch):
     from dataclasses import replace
 
-    import pixelwise.train as train_module
-    from pixelwise.cli import main
+    import pixelwise.training.checks as checks_module
+    from pixelwise.cli.main import main
 
     code = main(["train", str(scenes), "--out", str(tmp_path / "huge"), "--filters", "200000", "--no-progress",
                  "--cache-dir", str(tmp_path / "cache")])  # ~3.4e14 parameters: petabytes of weights
@@ -209,8 +212,8 @@ def test_a_network_too_large_for_memory_is_refused_before_anything_is_allocated(
 
     config = small_config()
     need = 16 * sum(p.numel() for p in UNet(config.model).parameters())
-    monkeypatch.setattr(train_module, "available_memory", lambda device: need - 1)
+    monkeypatch.setattr(checks_module, "available_memory", lambda device: need - 1)
     with pytest.raises(ValueError, match=r"base filters has [\d,]+ parameters"):
         _train(scenes, tmp_path / "run", config, tmp_path)
-    monkeypatch.setattr(train_module, "available_memory", lambda device: None)  # a system that does not say
-    train_module.check_memory(replace(config, model=replace(config.model, n_filters=8)), torch.device("cpu"))
+    monkeypatch.setattr(checks_module, "available_memory", lambda device: None)  # a system that does not say
+    checks_module.check_memory(replace(config, model=replace(config.model, n_filters=8)), torch.device("cpu"))

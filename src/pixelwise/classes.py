@@ -122,4 +122,5 @@ class ClassSet:
         generated = cls.from_names(names).colors if names else ()
         return cls(tuple(names), tuple(c if c is not None else g for c, g in zip(colors, generated)))
 
+
 CARLA = ClassSet(tuple(n for n, _ in _CARLA), tuple(c for _, c in _CARLA))

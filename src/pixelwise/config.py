@@ -6,23 +6,20 @@ Like nnU-Net's plans file, it alone is enough to rebuild the model and the prepr
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 
-from .augment import AUGMENTATIONS
 from .classes import CARLA, ClassSet
-from .data import check_resize_mode
-from .files import atomic_write_text
-from .losses import CLASS_WEIGHTS, LOSSES
-from .model import ModelConfig
+from .data.resize import check_resize_mode
+from .model.unet import ModelConfig
 
+AUGMENTATIONS = ("none", "flip", "full")
+LOSSES = ("ce", "ce+dice")
+CLASS_WEIGHTS = ("none", "inverse-sqrt")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "cosine")
 MAX_SIDE = 8192  # a training size beyond this is a typo or a damaged config.json, not a plan
-CONFIG_FILE = "config.json"
 
 
 @dataclass(frozen=True)
@@ -114,16 +111,3 @@ class RunConfig:
         # Runs made before the split had its own seed split with the training seed: resume them on that split.
         data = {"split_seed": d["train"].get("seed", 0), **d["data"]}
         return cls(ModelConfig.from_dict(d["model"]), DataConfig(**data), TrainConfig(**d["train"]), classes)
-
-    def save(self, run_dir: Path) -> None:
-        atomic_write_text(Path(run_dir) / CONFIG_FILE, json.dumps(self.to_dict(), indent=2) + "\n")
-
-    @classmethod
-    def load(cls, run_dir: str | Path) -> RunConfig:
-        path = Path(run_dir) / CONFIG_FILE
-        if not path.is_file():
-            raise FileNotFoundError(f"{run_dir}: not a pixelwise run directory (no {CONFIG_FILE})")
-        try:
-            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{path}: unreadable run configuration ({exc})") from exc

@@ -10,13 +10,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import DataConfig, RunConfig, TrainConfig
-from .data import IMAGE_DIR, MASK_DIR
-from .evaluate import Evaluation, evaluate, format_report, write_report
-from .predict import Predictor, predict_files
+from .data.pairs import IMAGE_DIR, MASK_DIR
+from .evaluation.evaluate import Evaluation, evaluate
+from .evaluation.report import format_report, write_report
+from .inference.predict import predict
+from .inference.predictor import Predictor
 from .synth import write_dataset
-from .train import TrainResult, train
+from .training.loop import TrainResult, train
 
 DEMO_MARKER = ".pixelwise-demo"
+
+
 # The assignment's model and optimiser, but batch 8 instead of 32: an epoch costs the same on a CPU and
 # 4x the steps learn far more in a few minutes (validation mIoU after 12 epochs on the demo data, about
 # 0.31 at batch 8, 0.23 at 16, 0.18 at 32).
@@ -64,7 +68,7 @@ def run_demo(out: str | Path = "pixelwise-demo", *, count: int = 300, epochs: in
 
     log("[4/4] predicting masks for 4 test scenes")
     images = sorted((test / IMAGE_DIR).iterdir())[:: max(1, test_count // 4)][:4]
-    result = predict_files(Predictor(run_dir), images, out / "predictions", masks_dir=test / MASK_DIR)
+    result = predict(Predictor(run_dir), images, out / "predictions", masks_dir=test / MASK_DIR)
     figures = [p for p in result.written if p.name.endswith("_figure.png")]
 
     seconds = time.perf_counter() - started

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from .config import DataConfig, RunConfig, TrainConfig
-from .model import PRESETS
+from .model.unet import PRESETS
 
 RECIPES: dict[str, RunConfig] = {
     "seed": RunConfig(),
@@ -27,6 +27,8 @@ RECIPES: dict[str, RunConfig] = {
                           warmup=0.05, loss="ce+dice", class_weights="inverse-sqrt"),
     ),
 }
+
+
 DEFAULT_RECIPE = "default"
 
 

@@ -12,10 +12,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .files import atomic_write
+from ..files import atomic_write
 
-LAST = "last.safetensors"
-BEST = "best.safetensors"
 _OPT = "_optimizer."
 _RNG = "_rng.torch"
 _CUDA_RNG = "_rng.cuda"

@@ -11,14 +11,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import RunConfig
-from .data import read_image, resize_image
-from .files import atomic_path
-from .model import subpixel_copy
-from .predict import load_model
-
-ONNX_FILE = "model.onnx"
-INT8_FILE = "model.int8.onnx"
+from ..config import RunConfig
+from ..data.decode import read_image
+from ..data.resize import resize_image
+from ..files import atomic_path
+from ..model.unet import subpixel_copy
+from ..rundir import INT8_FILE, ONNX_FILE, load_config, load_model
 
 
 def _require(module: str) -> None:
@@ -34,7 +32,7 @@ def export_onnx(run_dir: str | Path, out: str | Path | None = None, weights: str
     convs are written as conv + pixel shuffle (SubPixelUpConv): the same outputs, and quantisable."""
     _require("onnxscript")
     run_dir = Path(run_dir)
-    config = RunConfig.load(run_dir)
+    config = load_config(run_dir)
     # Same outputs; transposed convs become conv + pixel shuffle, which int8 quantisation can cover.
     model = subpixel_copy(load_model(run_dir, config, weights))
     if config.model.padding != "same":
@@ -71,13 +69,18 @@ def quantize_int8(run_dir: str | Path, calibration: list[Path], source: str | Pa
                   out: str | Path | None = None) -> Path:
     """Static int8 quantisation (QDQ, per-channel weights) calibrated on ``calibration`` images."""
     _require("onnxruntime")
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     run_dir = Path(run_dir)
     if not calibration:
         raise ValueError("int8 quantisation needs calibration images (a few dozen typical ones)")
-    config = RunConfig.load(run_dir)
+    config = load_config(run_dir)
     source = Path(source) if source is not None else run_dir / ONNX_FILE
     if not source.exists():
         raise FileNotFoundError(f"{source}: export the fp32 ONNX model first")

@@ -13,9 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100  # pixels without a label: augmentation's padding and the run's ignored class
-LOSSES = ("ce", "ce+dice")
-CLASS_WEIGHTS = ("none", "inverse-sqrt")
+from ..config import LOSSES, RunConfig
+from ..data.transforms import IGNORE_INDEX
 
 
 def class_weights(counts: np.ndarray, max_ratio: float = 50.0) -> torch.Tensor:
@@ -79,3 +78,21 @@ class Criterion:
         if self.loss == "ce+dice":
             objective = objective + soft_dice_loss(logits, target)
         return objective, ce_sum.detach()
+
+
+def pixel_counts(masks: np.ndarray, index: np.ndarray, n_classes: int, chunk: int = 64) -> np.ndarray:
+    """Pixels per class over the masks at ``index``, read a chunk at a time (masks may be memory-mapped)."""
+    counts = np.zeros(n_classes, dtype=np.int64)
+    for start in range(0, len(index), chunk):
+        counts += np.bincount(masks[np.sort(index[start:start + chunk])].ravel(), minlength=n_classes)[:n_classes]
+    return counts
+
+
+def make_criterion(config: RunConfig, masks: np.ndarray, train_idx: np.ndarray) -> Criterion:
+    """The run's objective; class weights come from the training masks (never the validation ones)."""
+    if config.train.class_weights == "none":
+        return Criterion(config.train.loss)
+    counts = pixel_counts(masks, train_idx, config.model.n_classes)
+    if config.train.ignore_index is not None:
+        counts[config.train.ignore_index] = 0
+    return Criterion(config.train.loss, class_weights(counts))

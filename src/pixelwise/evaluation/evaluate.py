@@ -3,9 +3,6 @@ pixel accuracy second, plus the confusion matrix as CSV, heat-map and JSON."""
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 from dataclasses import dataclass
 from functools import cached_property
@@ -15,14 +12,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .classes import ClassSet
-from .data import DataError, Problem, decode_dataset, default_cache_dir, find_pairs, read_image, read_mask
-from .files import atomic_write_text, make_folder
+from ..classes import ClassSet
+from ..data.cache import default_cache_dir
+from ..data.dataset import decode_dataset
+from ..data.decode import read_image, read_mask
+from ..data.pairs import find_pairs
+from ..data.problems import DataError, Problem
+from ..inference.predictor import Predictor
 from .metrics import Scores, confusion_matrix, scores
-from .predict import Predictor
-from .viz import plot_confusion, plot_per_class
-
-REPORT_FILE = "report.json"
 
 
 @dataclass
@@ -91,46 +88,3 @@ def evaluate(run_dir: str | Path, images_dir: str | Path, masks_dir: str | Path,
         pred = torch.from_numpy(predictor.predict(read_image(pair.image), size))
         cm += confusion_matrix(pred, truth, n_classes)
     return Evaluation(cm.numpy(), predictor.classes, len(checked.names), checked.problems)
-
-
-def write_report(evaluation: Evaluation, out_dir: str | Path) -> list[Path]:
-    """report.json, per_class.csv, confusion.csv, confusion.png and per_class_iou.png in ``out_dir``."""
-    out_dir = make_folder(out_dir, "report folder")
-    report = evaluation.to_dict()
-    atomic_write_text(out_dir / REPORT_FILE, json.dumps(report, indent=2) + "\n")
-    columns = ("id", "name", "status", "iou", "dice", "true_pixels", "predicted_pixels")
-    rows = [columns] + [["" if c[k] is None else c[k] for k in columns] for c in report["per_class"]]
-    atomic_write_text(out_dir / "per_class.csv", _csv(rows))
-    names = evaluation.classes.names
-    rows = [["true\\predicted", *names]] + [[names[i], *row] for i, row in enumerate(evaluation.confusion.tolist())]
-    atomic_write_text(out_dir / "confusion.csv", _csv(rows))
-    plot_confusion(evaluation.confusion, evaluation.classes, out_dir / "confusion.png")
-    present = [c for c in report["per_class"] if c["status"] == "present"]
-    miou = "n/a" if report["miou"] is None else f"{report['miou']:.3f}"
-    plot_per_class([c["name"] for c in present], [c["iou"] for c in present], out_dir / "per_class_iou.png",
-                   f"IoU per class (mIoU {miou})")
-    return [out_dir / n for n in (REPORT_FILE, "per_class.csv", "confusion.csv", "confusion.png", "per_class_iou.png")]
-
-
-def _csv(rows: list) -> str:
-    """CSV text, quoting where needed: class names come from users and may hold commas or quotes."""
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows(rows)
-    return buffer.getvalue()
-
-
-def format_report(evaluation: Evaluation) -> str:
-    """A terminal table: headline numbers, then each class with IoU, Dice and its share of true pixels."""
-    s = evaluation.scores
-    total = max(int(s.support.sum()), 1)
-    lines = [f"images {evaluation.n_images}   mIoU {s.miou:.4f}   mean Dice {s.mean_dice:.4f}   "
-             f"pixel accuracy {s.pixel_accuracy:.4f}", "",
-             f"{'id':>3}  {'class':<14} {'IoU':>7} {'Dice':>7} {'share':>8}"]
-    for i, name in enumerate(evaluation.classes.names):
-        status = evaluation.status(i)
-        if status == "absent":
-            lines.append(f"{i:>3}  {name:<14} {'absent':>7}")
-            continue
-        note = "" if status == "present" else "  (predicted, not in truth)"
-        lines.append(f"{i:>3}  {name:<14} {s.iou[i]:>7.4f} {s.dice[i]:>7.4f} {100 * s.support[i] / total:>7.3f}%{note}")
-    return "\n".join(lines)

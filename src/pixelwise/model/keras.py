@@ -1,7 +1,7 @@
-"""Keras-style layer table of any UNet or block, in the notation of the assignment's ``summary()``.
+"""The U-Net: its conv and up blocks, the two presets, and the assignment's ``unet_model`` factory.
 
-Users compare these rows with the assignment's expected outputs, so shapes are NHWC with ``None``
-for the batch and each row carries exactly the descriptors the assignment's checker prints.
+Layers are ordinary ``nn.Module`` attributes named so that a forward pass visits them in the same
+order as the assignment's Keras model lists them; ``pixelwise.summary`` relies on that.
 """
 
 from __future__ import annotations
@@ -11,7 +11,26 @@ import copy
 import torch
 from torch import nn
 
-from .model import CenterCrop, Concat, Conv, UpConv
+from .unet import CenterCrop, Concat, Conv, ConvBlock, UNet, UpBlock, UpConv, preset
+
+
+def conv_block(in_channels: int, n_filters: int = 32, dropout_prob: float = 0.0, max_pooling: bool = True) -> ConvBlock:
+    """The assignment's ``conv_block`` as a module: ``next, skip = conv_block(3, 32)(x)``."""
+    return ConvBlock(in_channels, n_filters, dropout_prob, max_pooling)
+
+
+def upsampling_block(in_channels: int, skip_channels: int, n_filters: int = 32) -> UpBlock:
+    """The assignment's ``upsampling_block`` as a module: ``y = upsampling_block(256, 128, 32)(x, skip)``."""
+    return UpBlock(in_channels, skip_channels, n_filters)
+
+
+def unet_model(input_size: tuple[int, int, int] = (96, 128, 3), n_filters: int = 32, n_classes: int = 23) -> UNet:
+    """The assignment's factory, same arguments (``input_size`` is H, W, C as in Keras)."""
+    height, width, channels = input_size
+    model = UNet(preset("assignment", in_channels=channels, n_filters=n_filters, n_classes=n_classes))
+    model.check_input(height, width)
+    return model
+
 
 Row = list
 

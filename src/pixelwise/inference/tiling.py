@@ -10,6 +10,8 @@ from collections.abc import Callable
 import torch
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
+
+
 AUTO_TILE = 1024  # by default, a side above this is predicted in tiles of at most AUTO_TILE x AUTO_TILE
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .device import usable_cores
+from ..device import usable_cores
 from .tiling import Forward
 
 CHUNK = 4  # images per call of a single-threaded session
@@ -41,7 +41,7 @@ def _session(path: Path, threads: int):
 def onnx_forward(run_dir: Path, cores: int | None = None) -> Forward:
     """The run's ONNX model (int8 when ``pixelwise export --int8`` wrote one) as a tensor → tensor
     call on ``cores`` CPU cores (default: all that this process may use)."""
-    from .export import INT8_FILE, ONNX_FILE
+    from ..rundir import INT8_FILE, ONNX_FILE
 
     path = next((run_dir / name for name in (INT8_FILE, ONNX_FILE) if (run_dir / name).exists()), None)
     if path is None:

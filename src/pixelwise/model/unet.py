@@ -108,9 +108,6 @@ def preset(name: str, **overrides) -> ModelConfig:
     return ModelConfig.from_dict({**PRESETS[name].to_dict(), **overrides})
 
 
-# --- layers -----------------------------------------------------------------------------------
-
-
 def _he_normal_(weight: torch.Tensor) -> None:
     """Keras' HeNormal: truncated normal at 2 std, std = sqrt(2 / fan_in) corrected for truncation."""
     fan_in = weight.shape[1] * weight[0, 0].numel()
@@ -255,16 +252,6 @@ class UpBlock(nn.Module):
         return self.conv2(self.conv1(self.concat(up, contractive)))
 
 
-def conv_block(in_channels: int, n_filters: int = 32, dropout_prob: float = 0.0, max_pooling: bool = True) -> ConvBlock:
-    """The assignment's ``conv_block`` as a module: ``next, skip = conv_block(3, 32)(x)``."""
-    return ConvBlock(in_channels, n_filters, dropout_prob, max_pooling)
-
-
-def upsampling_block(in_channels: int, skip_channels: int, n_filters: int = 32) -> UpBlock:
-    """The assignment's ``upsampling_block`` as a module: ``y = upsampling_block(256, 128, 32)(x, skip)``."""
-    return UpBlock(in_channels, skip_channels, n_filters)
-
-
 class UNet(nn.Module):
     """U-Net returning per-pixel class logits (no softmax), NCHW float input scaled to [0, 1]."""
 
@@ -293,7 +280,7 @@ class UNet(nn.Module):
             rule = (f"a multiple of {self.config.step}" if self.config.padding == "same"
                     else "a size whose feature maps stay even at every pooling")
             raise ValueError(f"input {height}x{width} does not fit this U-Net (each side must be {rule}): {hints}. "
-                             "pixelwise.predict pads and crops images of any size for you.")
+                             "pixelwise predict pads and crops images of any size for you.")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.config.in_channels:
@@ -319,14 +306,6 @@ def meta_unet(config: ModelConfig) -> UNet:
             return UNet(config)
     except (RuntimeError, ValueError, OverflowError) as exc:
         raise ValueError(str(exc).splitlines()[0]) from None
-
-
-def unet_model(input_size: tuple[int, int, int] = (96, 128, 3), n_filters: int = 32, n_classes: int = 23) -> UNet:
-    """The assignment's factory, same arguments (``input_size`` is H, W, C as in Keras)."""
-    height, width, channels = input_size
-    model = UNet(preset("assignment", in_channels=channels, n_filters=n_filters, n_classes=n_classes))
-    model.check_input(height, width)
-    return model
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -19,9 +19,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .losses import IGNORE_INDEX
+from ..data.transforms import IGNORE_INDEX
 
-AUGMENTATIONS = ("none", "flip", "full")
 Transform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 

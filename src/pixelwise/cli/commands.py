@@ -1,0 +1,236 @@
+"""The command line: parses arguments and calls the Python API, nothing more. Errors the user can
+act on become one line per problem on stderr and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from ..config import DataConfig, RunConfig
+from ..data.cache import default_cache_dir
+from ..data.dataset import decode_dataset
+from ..data.pairs import locate
+from ..data.problems import DataError
+from ..model.unet import PRESETS, preset
+from ..recipes import recipe
+from ..rundir import CONFIG_FILE, load_config
+from ..training.distributed import launched_rank
+
+EXIT_ERROR, EXIT_DATA, EXIT_INTERRUPTED = 1, 2, 130
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from ..model.keras import format_summary, summary
+    from ..model.unet import UNet
+
+    base = PRESETS[args.preset]
+    size = args.input or ((96, 128) if base.padding == "same" else (572, 572)) + (base.in_channels,)
+    overrides = {k: v for k, v in (("n_classes", args.classes), ("n_filters", args.filters)) if v is not None}
+    config = preset(args.preset, **overrides, in_channels=size[2])
+    model = UNet(config)
+    model.check_input(size[0], size[1])
+    print(format_summary(summary(model, size), model))
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from ..synth import write_dataset
+
+    out = write_dataset(args.out, args.count, seed=args.seed, height=args.size[0], width=args.size[1],
+                        progress=not args.no_progress)
+    print(f"wrote {args.count} frames to {out}/CameraRGB and {out}/CameraMask")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    images, masks = locate(args.data, args.images, args.masks)
+    decoded = decode_dataset(images, masks, DataConfig.size, len(args.classes), cache_dir=args.cache_dir or default_cache_dir(),
+                             progress=not args.no_progress)
+    total = int(decoded.histogram.sum())
+    print(f"{images} + {masks}: {len(decoded.names)} valid pairs, {len(decoded.problems)} problem(s)")
+    sizes = sorted(set(decoded.original_sizes))
+    if sizes:
+        print("image sizes (height x width): " + ", ".join(f"{h}x{w}" for h, w in sizes))
+    if total:
+        print("\nclass histogram (pixels over all valid masks):")
+        for i in sorted(range(len(decoded.histogram)), key=lambda i: -decoded.histogram[i]):
+            count = int(decoded.histogram[i])
+            if count:
+                print(f"  {i:>3} {args.classes.names[i]:<14} {100 * count / total:8.3f}%  {count:>12,}")
+        missing = [args.classes.names[i] for i in range(len(args.classes)) if decoded.histogram[i] == 0]
+        if missing:
+            print(f"  never occurs: {', '.join(missing)}")
+    for problem in decoded.problems:
+        print(f"pixelwise check: {problem}", file=sys.stderr)
+    return EXIT_DATA if decoded.problems else 0
+
+
+# Flags that replace one setting of the recipe: flag → (config section, field).
+_SETTINGS = {
+    "--epochs": ("train", "epochs"), "--batch-size": ("train", "batch_size"), "--lr": ("train", "lr"),
+    "--optimizer": ("train", "optimizer"), "--weight-decay": ("train", "weight_decay"),
+    "--schedule": ("train", "schedule"), "--warmup": ("train", "warmup"), "--loss": ("train", "loss"),
+    "--class-weights": ("train", "class_weights"), "--ignore-index": ("train", "ignore_index"),
+    "--precision": ("train", "precision"), "--seed": ("train", "seed"), "--size": ("data", "size"),
+    "--image-resize": ("data", "image_resize"), "--val-fraction": ("data", "val_fraction"),
+    "--split-seed": ("data", "split_seed"),
+    "--augment": ("data", "augment"), "--crop": ("data", "crop"),
+    "--class-crops": ("data", "class_crops"), "--batch-norm": ("model", "batch_norm"),
+    "--filters": ("model", "n_filters"),
+}
+
+
+def _train_config(args: argparse.Namespace) -> RunConfig:
+    base = recipe(args.recipe)
+    model = base.model if args.preset is None else preset(args.preset, batch_norm=base.model.batch_norm)
+    sections = {"model": replace(model, n_classes=len(args.classes), in_channels=3), "data": base.data,
+                "train": base.train}
+    for flag, (section, name) in _SETTINGS.items():
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if value is not None:
+            sections[section] = replace(sections[section], **{name: value})
+    return RunConfig(classes=args.classes, **sections)
+
+
+def _settings_changed(args: argparse.Namespace, config: RunConfig, saved: RunConfig) -> list[str]:
+    """The flags given with --resume that would change the run's config.json (only --epochs may)."""
+    def given(flag: str) -> bool:
+        return any(t == flag or t.startswith(flag + "=") or t == "--no-" + flag[2:] for t in args.argv)
+
+    def value(c: RunConfig, flag: str):
+        section, name = _SETTINGS[flag]
+        return getattr(getattr(c, section), name)
+
+    changed = [flag for flag in _SETTINGS if flag != "--epochs" and given(flag) and value(config, flag) != value(saved, flag)]
+    whole = {"--recipe": lambda c: c.with_train(epochs=1),
+             "--preset": lambda c: {k: v for k, v in c.model.to_dict().items() if k != "n_filters"},
+             "--classes": lambda c: c.classes}
+    return changed + [flag for flag, part in whole.items() if given(flag) and part(config) != part(saved)]
+
+
+def resume_command(args: argparse.Namespace) -> str:
+    """The command line the user typed, with --resume: what continues an interrupted run."""
+    return shlex.join(["pixelwise", *args.argv, *([] if args.resume else ["--resume"])])
+
+
+def _launch_torchrun(args: argparse.Namespace) -> int:
+    """``pixelwise train --nproc N …`` = ``torchrun --standalone --nproc-per-node N -m pixelwise train …``."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    if args.nproc < 1:
+        raise ValueError(f"--nproc must be at least 1, not {args.nproc}")
+    rest, skip = [], False
+    for token in args.argv:  # the same command line, less --nproc
+        if skip:
+            skip = False
+        elif token == "--nproc":
+            skip = True
+        elif not token.startswith("--nproc="):
+            rest.append(token)
+    launch = get_args_parser().parse_args(["--standalone", "--nproc-per-node", str(args.nproc), "-m", "pixelwise",
+                                           *rest])
+    try:
+        run(launch)
+    except SignalException:  # Ctrl-C or SIGTERM: torchrun passed it on and each process saved its progress
+        print(f"pixelwise train: stopped; progress saved in {args.out}\ncontinue with: {resume_command(args)}",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except ChildFailedError as exc:  # each process has already printed its own one-line error
+        codes = [failure.exitcode for failure in exc.failures.values()]
+        print(f"pixelwise train: {len(codes)} of {args.nproc} training processes failed (exit codes "
+              f"{', '.join(map(str, codes))})", file=sys.stderr)
+        return max(codes) if all(c > 0 for c in codes) else EXIT_ERROR
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ..training.loop import train
+
+    if args.nproc is not None:
+        return _launch_torchrun(args)
+    images, masks = locate(args.data, args.images, args.masks)
+    config = _train_config(args)
+    if args.resume and (args.out / CONFIG_FILE).exists():
+        saved = load_config(args.out)
+        changed = _settings_changed(args, config, saved)
+        if changed:
+            raise ValueError(f"{', '.join(changed)} cannot change when resuming: the run keeps the settings in "
+                             f"{args.out / CONFIG_FILE} (only --epochs can be raised)")
+    if args.resume and args.epochs is None:
+        config = None  # keep the run's own epoch count
+    result = train(images, masks, args.out, config, resume=args.resume, skip_invalid=args.skip_invalid,
+                   cache_dir=args.cache_dir, progress=not args.no_progress)
+    if launched_rank() not in (None, 0):  # under torchrun, rank 0 alone reports
+        return 0
+    if result.best_miou is not None:
+        print(f"best epoch {result.best_epoch}: validation mIoU {result.best_miou:.4f}; run saved in {args.out}")
+    elif result.history:
+        print(f"no validation split: best.safetensors is the epoch with the lowest training loss "
+              f"({result.best_epoch}); run saved in {args.out}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ..evaluation.evaluate import evaluate
+    from ..evaluation.report import format_report, write_report
+
+    images, masks = locate(args.data, args.images, args.masks)
+    evaluation = evaluate(args.run, images, masks, weights=args.weights, skip_invalid=args.skip_invalid,
+                          cache_dir=args.cache_dir, progress=not args.no_progress, size=args.size, tile=args.tile,
+                          tta=args.tta, engine=args.engine)
+    out = args.out or Path(args.run) / "evaluation"
+    write_report(evaluation, out)
+    print(format_report(evaluation))
+    for problem in evaluation.skipped:
+        print(f"pixelwise evaluate: skipped {problem}", file=sys.stderr)
+    print(f"\nreport, confusion matrix (CSV and PNG) and per-class IoU plot in {out}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from ..inference.predict import predict
+    from ..inference.predictor import Predictor
+
+    predictor = Predictor(args.run, weights=args.weights, engine=args.engine, tile=args.tile, tta=args.tta)
+    bar = tqdm(desc="predict", unit="image", disable=True if args.no_progress else None)
+    result = predict(predictor, args.images, args.out, masks_dir=args.masks, size=args.size,
+                           on_file=lambda _: bar.update())
+    bar.close()
+    for problem in result.problems:
+        print(f"pixelwise predict: {problem}", file=sys.stderr)
+    print(f"wrote {len(result.written)} files to {args.out}")
+    return EXIT_DATA if result.problems else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ..inference.export import export_onnx, quantize_int8
+    from ..inference.predict import expand_images
+
+    path = export_onnx(args.run, weights=args.weights)
+    print(f"wrote {path} (fp32, any batch, height and width that are multiples of 16)")
+    if args.int8 is not None:
+        images, problems = expand_images([args.int8])
+        if problems:
+            raise DataError(problems)
+        step = max(1, len(images) // max(1, args.calibration_count))
+        path = quantize_int8(args.run, images[::step][: args.calibration_count], source=path)
+        print(f"wrote {path} (int8, calibrated on {min(len(images[::step]), args.calibration_count)} images)")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ..demo import run_demo
+
+    run_demo(args.out, count=args.count, epochs=args.epochs, seed=args.seed, progress=not args.no_progress)
+    return 0
+
+
+COMMANDS = {"demo": cmd_demo, "summary": cmd_summary, "synth": cmd_synth, "check": cmd_check, "train": cmd_train,
+            "evaluate": cmd_evaluate, "predict": cmd_predict, "export": cmd_export}

@@ -1,0 +1,216 @@
+"""The command line: parses arguments and calls the Python API, nothing more. Errors the user can
+act on become one line per problem on stderr and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .. import __version__
+from ..classes import CARLA, ClassSet
+from ..config import (
+    AUGMENTATIONS,
+    CLASS_WEIGHTS,
+    LOSSES,
+    OPTIMIZERS,
+    PRECISIONS,
+    SCHEDULES,
+)
+from ..data.resize import RESIZE_MODES
+from ..inference.tiling import AUTO_TILE
+from ..model.unet import PRESETS
+from ..recipes import DEFAULT_RECIPE, RECIPES
+
+
+def _dims(text: str, n: int, example: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(v) for v in text.lower().split("x"))
+    except ValueError:
+        dims = ()
+    if len(dims) != n or min(dims) < 1:
+        raise argparse.ArgumentTypeError(f"expected {example}, got {text!r}")
+    return dims
+
+
+def _size(text: str) -> tuple[int, int]:
+    """'96x128' → (96, 128): height x width, as the assignment writes its input size."""
+    return _dims(text, 2, "HEIGHTxWIDTH of positive numbers such as 96x128")
+
+
+def _input_size(text: str) -> tuple[int, int, int]:
+    return _dims(text, 3, "HEIGHTxWIDTHxCHANNELS of positive numbers such as 96x128x3")
+
+
+def _predict_size(text: str) -> tuple[int, int] | str:
+    return "native" if text == "native" else _size(text)
+
+
+def _classes(text: str) -> ClassSet:
+    """A number of classes (CARLA's names when it is 23) or a file with one name per line / JSON list."""
+    if text.isdigit():
+        n = int(text)
+        if n == len(CARLA):
+            return CARLA
+        if not 2 <= n <= 256:
+            raise argparse.ArgumentTypeError(f"number of classes must be in 2-256, got {n}")
+        return ClassSet.from_names([f"class_{i}" for i in range(n)])
+    try:
+        return ClassSet.load(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("data", nargs="?" if not required else None, type=Path,
+                   help="dataset folder holding CameraRGB/ and CameraMask/")
+    p.add_argument("--images", type=Path, help="folder of images (instead of DATA/CameraRGB)")
+    p.add_argument("--masks", type=Path, help="folder of masks, matched to images by file name (instead of DATA/CameraMask)")
+
+
+def _progress_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (they are off anyway when stderr is not a terminal)")
+
+
+def _cache_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="where decoded, resized arrays are kept (default: $PIXELWISE_CACHE or ~/.cache/pixelwise)")
+    _progress_arg(p)
+
+
+def _engine_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", choices=("torch", "onnx"), default="torch",
+                   help="torch (CPU or CUDA), or onnx: ONNX Runtime on the CPU with the model written by "
+                        "`pixelwise export` (int8 when exported with --int8)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pixelwise", description="U-Net semantic segmentation: train on a folder of "
+                                     "image/mask pairs, score it per class, predict masks for new images.")
+    parser.add_argument("--version", action="version", version=f"pixelwise {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="synthesise data, train briefly, evaluate and predict: no downloads, a few minutes")
+    p.add_argument("--out", type=Path, default=Path("pixelwise-demo"), help="folder for everything (default: %(default)s)")
+    p.add_argument("--count", type=int, default=300, help="synthetic training frames (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=16, help="training epochs (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+    _progress_arg(p)
+
+    p = sub.add_parser("summary", help="print the Keras-style layer table of a model")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="assignment")
+    p.add_argument("--input", type=_input_size, default=None,
+                   help="input HxWxC (default: 96x128x3 for 'assignment', 572x572x1 for 'original')")
+    p.add_argument("--classes", type=int, default=None, help="number of classes (default: the preset's)")
+    p.add_argument("--filters", type=int, default=None, help="base filters (default: the preset's)")
+
+    p = sub.add_parser("synth", help="write procedural CARLA-like street scenes in the CameraRGB/CameraMask layout")
+    p.add_argument("out", type=Path)
+    p.add_argument("--count", type=int, default=100, help="frames to write (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=_size, default=(480, 640), help="HEIGHTxWIDTH (default: 480x640, CARLA's)")
+    _progress_arg(p)
+
+    p = sub.add_parser("check", help="validate a dataset: every problem, one line each, and the class histogram")
+    _add_data_args(p, required=False)
+    p.add_argument("--classes", type=_classes, default=CARLA, help="number of classes or a file of names (default: CARLA's 23)")
+    _cache_args(p)
+
+    # No abbreviated flags: --resume checks the flags given by their full names.
+    p = sub.add_parser("train", help="train a U-Net into a run directory", allow_abbrev=False)
+    _add_data_args(p, required=False)
+    p.add_argument("--out", type=Path, required=True, help="run directory to create (or continue with --resume)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--recipe", choices=sorted(RECIPES), default=DEFAULT_RECIPE,
+                   help="default: BatchNorm, class-weighted CE + Dice, AdamW + cosine, batch 8, 120 epochs of "
+                        "128x160 crops of 240x320 frames, flipped, half of them on a rare class (29 min on a "
+                        "2-core Xeon with AMX for 205 frames); seed: the assignment exactly (Adam 1e-3, CE, batch 32, 40 "
+                        "epochs, 96x128). The flags below change single settings of the recipe")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None, help="(peak) learning rate")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=None)
+    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--schedule", choices=SCHEDULES, default=None, help="learning rate over the run")
+    p.add_argument("--warmup", type=float, default=None, help="fraction of the steps spent warming up")
+    p.add_argument("--loss", choices=LOSSES, default=None)
+    p.add_argument("--class-weights", choices=CLASS_WEIGHTS, default=None)
+    p.add_argument("--ignore-index", type=int, default=None, metavar="ID",
+                   help="a class id whose pixels count as unlabelled: no loss, not scored")
+    p.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--augment", choices=AUGMENTATIONS, default=None,
+                   help="flip = random horizontal mirror (image and mask alike); full = also random zoom "
+                        "0.75-1.5x, shift and colour jitter")
+    p.add_argument("--crop", type=float, default=None,
+                   help="train on random crops covering this fraction of each side of --size")
+    p.add_argument("--class-crops", type=float, default=None, metavar="F",
+                   help="place this share of the training crops (--crop below 1, or --augment full's zoom) to "
+                        "hold a class picked evenly among those in the mask, so rare classes are seen often")
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="auto (the default) = bf16 where the CPU/GPU computes it natively, else fp32 (fp16 on older "
+                        "GPUs)")
+    p.add_argument("--seed", type=int, default=None, help="initial weights, batch order and augmentation draws")
+    p.add_argument("--size", type=_size, default=None, help="training HEIGHTxWIDTH (the images are resized to it)")
+    p.add_argument("--image-resize", choices=RESIZE_MODES, default=None,
+                   help="how images are resized (masks always nearest)")
+    p.add_argument("--val-fraction", type=float, default=None,
+                   help="share of frames held out, whole runs of consecutive frames at a time (default: 0.2)")
+    p.add_argument("--split-seed", type=int, default=None,
+                   help="which runs of frames are held out (default: 0); --seed leaves the split alone")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None, help="network (default: assignment)")
+    p.add_argument("--filters", type=int, default=None,
+                   help="base filters (default: the preset's: 32 for assignment, 64 for original)")
+    p.add_argument("--classes", type=_classes, default=CARLA, help="number of classes or a file of names (default: CARLA's 23)")
+    p.add_argument("--skip-invalid", action="store_true", help="train on the valid pairs, listing what was skipped")
+    p.add_argument("--nproc", type=int, default=None, metavar="N",
+                   help="train data-parallel in N processes on this machine (one per GPU; gloo on a CPU) through "
+                        "torchrun; for several machines run torchrun yourself (see the README)")
+    _cache_args(p)
+
+    p = sub.add_parser("evaluate", help="score a run per class on a folder of pairs")
+    p.add_argument("run", type=Path, help="run directory written by train")
+    _add_data_args(p, required=False)
+    p.add_argument("--out", type=Path, default=None, help="report folder (default: RUN/evaluation)")
+    p.add_argument("--weights", choices=("best", "last"), default="best")
+    p.add_argument("--skip-invalid", action="store_true", help="score the valid pairs, listing what was skipped")
+    p.add_argument("--size", type=_predict_size, default=None,
+                   help="HEIGHTxWIDTH the model sees, or 'native' for each image's own size (default: the training "
+                        "size); scores are always taken at each mask's own size")
+    p.add_argument("--tile", type=_size, default=None, metavar="HxW",
+                   help="predict in overlapping tiles of this size, blended (this matters only where it is smaller "
+                        "than --size); each side a size the network takes")
+    p.add_argument("--tta", action="store_true",
+                   help="average each prediction with that of the mirrored image (two passes per image)")
+    _engine_arg(p)
+    _cache_args(p)
+
+    p = sub.add_parser("export", help="export a run's model to ONNX (dynamic size), optionally quantised to int8")
+    p.add_argument("run", type=Path, help="run directory written by train")
+    p.add_argument("--format", choices=("onnx",), default="onnx", help="only ONNX for now (default: %(default)s)")
+    p.add_argument("--int8", type=Path, default=None, metavar="IMAGES",
+                   help="also write an int8 model (RUN/model.int8.onnx), calibrated on the images in this folder")
+    p.add_argument("--calibration-count", type=int, default=64,
+                   help="how many of those images calibrate the int8 model (default: %(default)s)")
+    p.add_argument("--weights", choices=("best", "last"), default="best")
+
+    p = sub.add_parser("predict", help="write class-id masks, colour masks and overlays for images")
+    p.add_argument("run", type=Path, help="run directory written by train")
+    p.add_argument("images", nargs="+", type=Path, help="image files or folders of images")
+    p.add_argument("--out", type=Path, required=True, help="folder for the outputs")
+    p.add_argument("--masks", type=Path, default=None,
+                   help="folder of true masks (same file names): also write Input | True | Predicted figures")
+    p.add_argument("--size", type=_predict_size, default=None,
+                   help="HEIGHTxWIDTH the model sees, or 'native' for each image's own size (default: the training size)")
+    p.add_argument("--weights", choices=("best", "last"), default="best")
+    _engine_arg(p)
+    p.add_argument("--tile", type=_size, default=None, metavar="HxW",
+                   help="where the size the model sees is larger than this on a side, predict in tiles of this size "
+                        "overlapping by at least 25%%, Gaussian-blended, so the network's memory depends on the tile; each "
+                        f"side a size the network takes, e.g. a multiple of 16 (default: {AUTO_TILE}x{AUTO_TILE} tiles for "
+                        f"sides"
+                        f" above {AUTO_TILE}, as with --size native on large images)")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: average the logits of each image and of its horizontal mirror "
+                        "(two passes per image)")
+    _progress_arg(p)
+    return parser

@@ -1,0 +1,180 @@
+"""Image/mask pairs on disk → validated, resized uint8 arrays, plus a leak-free train/val split.
+
+The flow: :func:`locate` the two folders, :func:`find_pairs` by file stem, decode every pair
+(:func:`read_image`, :func:`read_mask`), validate it, resize it, and cache the result on disk
+(:func:`decode_dataset`). Nothing here raises at the first bad file: every problem is collected as a
+:class:`Problem` naming the file, so a user can fix a whole dataset in one round; the caller decides
+whether to refuse (``raise DataError(problems)``) or to skip the bad pairs.
+"""
+
+from __future__ import annotations
+
+import re
+import stat
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .problems import DataError, Problem
+
+
+def _fail(path: Path, message: str) -> DataError:
+    return DataError([Problem(path, message)])
+
+
+def _bomb_message(path: Path, size: tuple[int, int] | None, exc: Exception | None = None) -> str:
+    limit = Image.MAX_IMAGE_PIXELS
+    if size is None:  # Pillow refused before handing us the header; PNGs keep it at a fixed offset
+        try:
+            with open(path, "rb") as f:
+                head = f.read(24)
+            if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+                size = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+        except OSError:
+            pass
+    if size is not None:
+        what = f"image is {size[0]} x {size[1]} pixels"
+    else:
+        found = re.search(r"\((\d+) pixels\)", str(exc or ""))
+        what = f"image has {int(found.group(1)):,} pixels" if found else "image is too large"
+    return (f"{what}, larger than the limit of {limit:,} pixels (PIL.Image.MAX_IMAGE_PIXELS, a guard "
+            "against decompression bombs); raise that limit if the file is trusted")
+
+
+def _rawmode(im: Image.Image) -> str:
+    """How the file stores pixels (e.g. "RGB;16B" for a 16-bit RGB PNG that Pillow reduces to 8 bits)."""
+    if not im.tile:
+        return ""
+    args = im.tile[0][3]
+    return args if isinstance(args, str) else str(args[0]) if args else ""
+
+
+def _decode(path: str | Path, convert: Callable[[Image.Image, Path, str], np.ndarray]) -> np.ndarray:
+    """Open, size-check, fully decode and convert one file; every failure becomes a DataError naming it."""
+    path = Path(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise _fail(path, "file not found") from None
+    except OSError as exc:
+        raise _fail(path, f"cannot read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise _fail(path, "is a folder, not an image file")
+    if st.st_size == 0:
+        raise _fail(path, "empty file (0 bytes)")
+    kind = path.suffix.lstrip(".").upper() or "image"
+    try:
+        with Image.open(path) as im:  # lazy: reads the header only
+            kind = im.format or kind
+            limit = Image.MAX_IMAGE_PIXELS
+            if limit and im.width * im.height > limit:
+                raise _fail(path, _bomb_message(path, im.size))
+            rawmode = _rawmode(im)  # gone once loaded
+            im.load()  # decode everything now, inside the try, so truncation is caught here
+            array = convert(im, path, rawmode)
+            return array if array.flags.writeable else array.copy()  # np.asarray(im) is read-only
+    except DataError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # the warning: under `-W error`
+        raise _fail(path, _bomb_message(path, None, exc)) from None
+    except UnidentifiedImageError:
+        try:
+            with open(path, "rb") as f:
+                head = f.read(8)
+        except OSError:
+            head = b""
+        if head.startswith(b"\x89PNG"):
+            raise _fail(path, "truncated or corrupt PNG header") from None
+        if head.startswith(b"\xff\xd8"):
+            raise _fail(path, "truncated or corrupt JPEG header") from None
+        raise _fail(path, f"not an image file (Pillow cannot identify it; {st.st_size} bytes)") from None
+    except MemoryError:
+        raise _fail(path, "not enough memory to decode this image") from None
+    except Exception as exc:  # Pillow's decoders raise OSError, SyntaxError, ValueError, zlib/struct errors …
+        if "truncated" in str(exc).lower():
+            raise _fail(path, f"truncated {kind}: the file ends before its image data does "
+                              "(an interrupted download or copy?)") from None
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise _fail(path, f"cannot read ({exc.strerror or exc})") from None
+        raise _fail(path, f"corrupt {kind} data ({type(exc).__name__}: {exc})") from None
+
+
+def _scale16(values: np.ndarray) -> np.ndarray:
+    """0..65535 → 0..255, rounding (65535 → 255, 257 → 1)."""
+    v = np.clip(values.astype(np.int64), 0, 65535)
+    return ((v * 255 + 32767) // 65535).astype(np.uint8)
+
+
+def _image_to_rgb(im: Image.Image, path: Path, rawmode: str) -> np.ndarray:
+    mode = im.mode
+    if mode == "RGB":
+        return np.asarray(im)
+    if mode in ("RGBA", "RGBX", "RGBa"):
+        return np.ascontiguousarray(np.asarray(im)[..., :3])  # alpha dropped, not composited
+    if mode in ("P", "PA"):
+        return np.ascontiguousarray(np.asarray(im.convert("RGBA"))[..., :3])  # via RGBA: no transparency warning
+    if mode in ("L", "LA", "1"):
+        gray = np.asarray(im.convert("L") if mode == "1" else im)
+        gray = gray[..., 0] if gray.ndim == 3 else gray
+    elif mode == "I" or mode.startswith("I;16"):
+        gray = _scale16(np.asarray(im))
+    elif mode == "F":
+        values = np.nan_to_num(np.asarray(im, dtype=np.float64))
+        values = values * 255.0 if values.size and values.max() <= 1.0 else values
+        gray = np.clip(np.rint(values), 0, 255).astype(np.uint8)
+    else:  # CMYK, YCbCr, LAB, HSV, …
+        return np.asarray(im.convert("RGB"))
+    return np.repeat(gray[..., None], 3, axis=2)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Decode an image as uint8 (H, W, 3) RGB, whatever its mode: alpha dropped, grey repeated,
+    palette applied, 16 bits scaled to 8. Raises DataError naming the file if it cannot be read."""
+    return _decode(path, _image_to_rgb)
+
+
+def _mask_to_ids(im: Image.Image, path: Path, rawmode: str) -> np.ndarray:
+    mode = im.mode
+    if mode in ("RGB", "RGBA", "RGBX"):
+        if "16" in rawmode:
+            raise _fail(path, "16-bit RGB mask: Pillow keeps only the high byte of each value, so class ids would "
+                              "be lost; save masks as 8-bit PNGs")
+        a = np.asarray(im)
+        # The class id is in R (G, B are 0 in CARLA's masks); never include alpha, which is 255 everywhere.
+        return np.maximum(np.maximum(a[..., 0], a[..., 1]), a[..., 2])
+    if mode in ("L", "P"):
+        return np.asarray(im)  # grey value, or the palette INDEX (not its colour)
+    if mode in ("LA", "PA"):
+        return np.ascontiguousarray(np.asarray(im)[..., 0])
+    if mode == "1":
+        return np.asarray(im).astype(np.uint8)
+    if mode == "I" or mode.startswith("I;16") or mode == "F":
+        values = np.asarray(im)
+        fractional = mode == "F" and not np.all(np.isfinite(values) & (values == np.rint(values)))
+        if values.size and (fractional or values.min() < 0 or values.max() >= 256):
+            raise _fail(path, f"{mode} mask has values from {values.min():g} to {values.max():g}; class ids must be "
+                              "whole numbers 0-255 (save masks as 8-bit PNGs)")
+        return values.astype(np.uint8)
+    raise _fail(path, f"unsupported mask mode {mode}; save masks as 8-bit grey, palette or RGB PNGs")
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """Decode a mask as uint8 (H, W) class ids: RGB(A) → max over R, G, B (alpha ignored); grey → its
+    value; palette → its index; 16-bit → its value if below 256. Raises DataError naming the file."""
+    return _decode(path, _mask_to_ids)
+
+
+def ids_out_of_range(histogram: np.ndarray, n_classes: int) -> str | None:
+    """The ids ≥ n_classes a mask's histogram holds, listed for a message ("23, 40"), or None."""
+    bad = np.flatnonzero(histogram[n_classes:]) + n_classes
+    if not bad.size:
+        return None
+    return ", ".join(str(i) for i in bad[:20]) + (f" and {bad.size - 20} more" if bad.size > 20 else "")
+
+
+def quiet_bomb_warnings() -> None:
+    # Oversized images become Problems through our own size check; Pillow's warning would only add noise.
+    warnings.simplefilter("ignore", Image.DecompressionBombWarning)

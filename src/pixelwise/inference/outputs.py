@@ -1,0 +1,68 @@
+"""Pictures: colourised masks, overlays, training curves, the confusion heat-map and the
+assignment's "Input Image | True Mask | Predicted Mask" figure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np  # noqa: E402
+from PIL import Image
+
+from ..classes import ClassSet
+from ..data.problems import DataError, Problem
+from ..figures import plt, save_figure
+from ..files import atomic_write
+
+
+def colorize(mask: np.ndarray, classes: ClassSet) -> np.ndarray:
+    """(H, W) class ids → (H, W, 3) uint8 in the class colours."""
+    return classes.palette()[np.clip(mask, 0, len(classes) - 1)]
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, classes: ClassSet, alpha: float = 0.5) -> np.ndarray:
+    """Blend the colourised mask over the image so errors can be seen against the scene."""
+    blended = (1 - alpha) * image.astype(np.float32) + alpha * colorize(mask, classes).astype(np.float32)
+    return blended.round().clip(0, 255).astype(np.uint8)
+
+
+def display_figure(image: np.ndarray, predicted: np.ndarray, classes: ClassSet, path: str | Path,
+                   true: np.ndarray | None = None) -> None:
+    """The assignment's ``display([image, true_mask, pred_mask])`` figure, saved to a file."""
+    panels = [("Input Image", image)]
+    if true is not None:
+        panels.append(("True Mask", colorize(true, classes)))
+    panels.append(("Predicted Mask", colorize(predicted, classes)))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4))
+    for ax, (title, picture) in zip(np.atleast_1d(axes), panels):
+        ax.imshow(picture)
+        ax.set_title(title)
+        ax.axis("off")
+    save_figure(fig, path)
+
+
+def save_png(path: Path, array: np.ndarray) -> None:
+    atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
+
+
+def write_outputs(path: Path, stem: Path, image: np.ndarray, mask: np.ndarray, classes: ClassSet, *,
+                   true: np.ndarray | None, figure: bool) -> list[Path]:
+    """Write one image's outputs, all or none: if one cannot be written (a name too long for the file
+    system, a full disk) the others are removed again and a DataError names the image."""
+    outputs = {Path(f"{stem}_mask.png"): mask, Path(f"{stem}_color.png"): colorize(mask, classes),
+               Path(f"{stem}_overlay.png"): overlay(image, mask, classes)}
+    written: list[Path] = []
+    target: Path
+    try:
+        for target, array in outputs.items():
+            save_png(target, array)
+            written.append(target)
+        if figure:
+            target = Path(f"{stem}_figure.png")
+            display_figure(image, mask, classes, target, true=true)
+            written.append(target)
+    except OSError as exc:
+        for done in written:
+            done.unlink(missing_ok=True)
+        raise DataError([Problem(path, f"cannot write its output {target.name} ({exc.strerror or exc}); "
+                                       "nothing written for this image")]) from None
+    return written

@@ -1,0 +1,126 @@
+"""Inference at any image size: resize as in training, pad to a size the network takes, crop back,
+upsample the logits to the image's own size, and write class-id, colour and overlay PNGs. Sizes larger
+than a tile are predicted in overlapping, blended tiles (``tiling.py``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..config import RunConfig
+from ..data.resize import resize_image
+from ..device import autocast, pick_device, resolve_precision
+from ..evaluation.metrics import class_ids
+from ..rundir import load_config, load_model
+from .onnx_engine import onnx_forward
+from .tiling import AUTO_TILE, Forward, sliding_window
+
+ENGINES = ("torch", "onnx")
+TILE_OVERLAP = 0.25
+
+
+class Predictor:
+    """A trained run loaded for inference; ``predict(image)`` returns a class-id mask of the same size.
+
+    ``engine="onnx"`` runs the run's exported ONNX model with ONNX Runtime on the CPU, the int8 one
+    (``model.int8.onnx``) when ``pixelwise export --int8`` wrote it, else ``model.onnx``.
+
+    ``tile=(h, w)``: where the size the model sees (after padding) is larger than the tile on either
+    side, predict in tiles of that size overlapping by at least 25%, blended with Gaussian weights; the
+    network's memory then depends on the tile, not the image. Without ``tile`` a padded U-Net is tiled
+    at ``AUTO_TILE`` (1024) per side when a side exceeds it, as ``size="native"`` on large photos does;
+    a larger ``tile`` raises that limit. Unpadded ('valid') U-Nets always run in one pass. ``tta=True`` averages the logits of
+    the image and of its horizontal mirror (flipped back), at the cost of two forward passes."""
+
+    def __init__(self, run_dir: str | Path, weights: str = "best", device: torch.device | None = None,
+                 precision: str = "auto", engine: str = "torch", tile: tuple[int, int] | None = None,
+                 tta: bool = False):
+        self.run_dir = Path(run_dir)
+        self.config = load_config(self.run_dir)
+        self.classes = self.config.classes
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+        self.tile = _check_tile(tile, self.config) or _default_tile(self.config)
+        self.tta = tta
+        if engine == "onnx":
+            self.device, self.dtype = torch.device("cpu"), None
+            self._forward = onnx_forward(self.run_dir)
+            return
+        self.device = device or pick_device()
+        self.dtype = resolve_precision(precision, self.device)
+        self.model = load_model(self.run_dir, self.config, weights).to(self.device, memory_format=torch.channels_last)
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            with autocast(self.device, self.dtype):
+                return self.model(x.contiguous(memory_format=torch.channels_last))
+
+        self._forward = forward
+
+    @torch.no_grad()
+    def logits(self, image: np.ndarray, size: tuple[int, int] | str | None = None) -> torch.Tensor:
+        """(n_classes, H, W) float logits at ``size``: the training size by default, ``"native"`` for the
+        image's own; any size works, in tiles where it is larger than the tile (see the class)."""
+        h, w = image.shape[:2] if size == "native" else (size or self.config.data.size)
+        if image.shape[:2] != (h, w):
+            image = resize_image(image, (h, w), self.config.data.image_resize)
+        # A copy: images read with PIL are read-only arrays, which torch.from_numpy warns about.
+        x = torch.from_numpy(np.array(image, order="C")).to(self.device).permute(2, 0, 1)[None].float().div_(255)
+        cfg = self.config.model
+        in_h, in_w = cfg.input_size_for(h), cfg.input_size_for(w)
+        # The output of an unpadded network is centred in its input: place the image at that offset.
+        top, left = (in_h - cfg.output_size(in_h)) // 2, (in_w - cfg.output_size(in_w)) // 2
+        pads = (left, in_w - w - left, top, in_h - h - top)
+        if any(pads):
+            mode = "reflect" if max(pads[0], pads[1]) < w and max(pads[2], pads[3]) < h else "replicate"
+            x = F.pad(x, pads, mode=mode)
+        forward = flip_tta(self._forward) if self.tta else self._forward
+        if self.tile is not None and (in_h > self.tile[0] or in_w > self.tile[1]):
+            return sliding_window(forward, x, self.tile, TILE_OVERLAP)[0, :, :h, :w]
+        return forward(x)[0, :, :h, :w].float()
+
+    def predict(self, image: np.ndarray, size: tuple[int, int] | str | None = None) -> np.ndarray:
+        """(H, W) uint8 class ids at the image's own size; logits are upsampled bilinearly, then argmax."""
+        logits = self.logits(image, size)
+        if logits.shape[1:] != image.shape[:2]:
+            logits = F.interpolate(logits[None], size=image.shape[:2], mode="bilinear", align_corners=False)[0]
+        return class_ids(logits, 0).to(torch.uint8).cpu().numpy()
+
+
+def flip_tta(forward: Forward) -> Forward:
+    """``forward`` averaged over the input and its horizontal mirror, whose logits are flipped back: a
+    mirrored scene is as plausible as the original, and the two passes err differently."""
+
+    def averaged(x: torch.Tensor) -> torch.Tensor:
+        return (forward(x).float() + forward(x.flip(-1)).float().flip(-1)) / 2
+
+    return averaged
+
+
+def _default_tile(config: RunConfig) -> tuple[int, int] | None:
+    """The largest square tile up to ``AUTO_TILE`` that the network takes; none for an unpadded network,
+    whose output is smaller than its input."""
+    step = config.model.step
+    if config.model.padding != "same":
+        return None
+    side = AUTO_TILE // step * step or step
+    return side, side
+
+
+def _check_tile(tile: tuple[int, int] | None, config: RunConfig) -> tuple[int, int] | None:
+    """A tile must be a size the network takes, and the network one whose output matches its input."""
+    if tile is None:
+        return None
+    h, w = (int(side) for side in tile)
+    if min(h, w) < 1:
+        raise ValueError(f"tile sides must be ≥ 1, not {h}x{w}")
+    if config.model.padding != "same":
+        raise ValueError("tiled prediction needs a padded ('same') U-Net; this run's unpadded network predicts "
+                         "in one pass (leave out --tile)")
+    hints = config.model.size_hints(h, w)
+    if hints:
+        raise ValueError(f"tile {h}x{w} does not fit this U-Net (each side must be a multiple of "
+                         f"{config.model.step}): {'; '.join(hints)}")
+    return h, w

@@ -1,0 +1,60 @@
+"""The training loop: decode once, split by drive, train with the run's recipe, validate, checkpoint.
+
+A run directory holds everything: ``config.json``, ``last``/``best`` checkpoints, ``history.csv``
+and ``curves.png``. ``last`` is written after every epoch and when training is asked to stop
+(Ctrl-C, SIGTERM), and holds everything needed to continue exactly: ``resume=True`` picks up at the
+step where the run stopped. Under ``torchrun`` the same loop runs data-parallel (see distributed.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..config import RunConfig
+from ..device import available_memory
+from ..model.unet import meta_unet
+
+
+def check_trainable(config: RunConfig) -> None:
+    """Refuse, before any decoding, a training size the network cannot take or non-RGB input."""
+    model, (h, w) = config.model, config.data.size
+    if model.in_channels != 3:
+        raise ValueError(f"training reads RGB images, so the model needs in_channels=3, not {model.in_channels}")
+    hints = model.size_hints(h, w)
+    if hints:
+        raise ValueError(f"--size {h}x{w} does not fit this U-Net: {'; '.join(hints)}")
+    ch, cw = config.data.crop_size(model.step)
+    if config.data.crop < 1 and (ch, cw) == (h, w):
+        raise ValueError(f"--crop {config.data.crop} rounds to the whole {h}x{w} image (crops are multiples of "
+                         f"{model.step}); choose a smaller --crop")
+    if config.data.class_crops > 0 and config.data.crop == 1 and config.data.augment != "full":
+        raise ValueError("--class-crops places crops smaller than the image, so it needs --crop below 1 "
+                         "or --augment full (whose zoom crops)")
+    hints = model.size_hints(ch, cw)
+    if hints:
+        raise ValueError(f"--crop {config.data.crop} gives {ch}x{cw} crops, which do not fit this U-Net: "
+                         f"{'; '.join(hints)}; choose another --crop")
+
+
+def check_memory(config: RunConfig, device: torch.device) -> None:
+    """Refuse, before any allocation, a network whose weights, gradients and Adam state alone exceed
+    the memory free on ``device``: a typo in --filters would otherwise get the process killed without
+    a word."""
+    try:
+        parameters = sum(p.numel() for p in meta_unet(config.model).parameters())
+    except ValueError as exc:
+        raise ValueError(f"this U-Net cannot be built ({exc})") from None
+    need, free = 16 * parameters, available_memory(device)  # four fp32 copies: weights, gradients, 2 moments
+    if free is not None and need > free:
+        raise ValueError(f"a U-Net of {config.model.n_filters} base filters has {parameters:,} parameters, whose "
+                         f"weights, gradients and optimiser state need {need / 2**30:,.1f} GiB, more than the "
+                         f"{free / 2**30:,.1f} GiB free on {device.type}; choose fewer --filters")
+
+
+def check_finite(model: torch.nn.Module, epoch: int, run_dir: Path) -> None:
+    """Refuse to save weights that are no longer finite (a loss can stay finite for the step that broke them)."""
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
+        raise FloatingPointError(f"training diverged in epoch {epoch} (the weights are no longer finite); "
+                                 f"the last good checkpoint in {run_dir} is intact. Try a lower --lr.")

@@ -1,0 +1,100 @@
+"""The training loop: decode once, split by drive, train with the run's recipe, validate, checkpoint.
+
+A run directory holds everything: ``config.json``, ``last``/``best`` checkpoints, ``history.csv``
+and ``curves.png``. ``last`` is written after every epoch and when training is asked to stop
+(Ctrl-C, SIGTERM), and holds everything needed to continue exactly: ``resume=True`` picks up at the
+step where the run stopped. Under ``torchrun`` the same loop runs data-parallel (see distributed.py).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..config import TrainConfig
+from ..data.transforms import IGNORE_INDEX, to_batch
+from ..device import autocast
+from ..evaluation.metrics import class_ids, confusion_matrix
+from ..model.unet import UNet, center_crop
+from .distributed import World
+from .losses import Criterion
+
+
+def learning_rate(train: TrainConfig, step: int, total: int) -> float:
+    """The learning rate of global step ``step`` of ``total``: a function of the step alone, so a
+    resumed run needs no scheduler state (raising --epochs on resume re-stretches the decay)."""
+    warmup = round(train.warmup * total)
+    if step < warmup:
+        return train.lr * (step + 1) / warmup
+    if train.schedule == "constant":
+        return train.lr
+    progress = (step - warmup) / max(total - warmup, 1)
+    return train.lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def make_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
+    kind = torch.optim.AdamW if train.optimizer == "adamw" else torch.optim.Adam
+    return kind(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+
+
+def step_seed(seed: int, epoch: int, step: int, rank: int) -> int:
+    """Seed of the random draws (dropout) of one step on one rank: each rank draws its own masks, and a
+    resumed run, on any number of processes, repeats the draws of the steps it repeats."""
+    return int(np.random.SeedSequence([seed, epoch, step, rank]).generate_state(1)[0])
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The shuffled order of one epoch, a function of (seed, epoch) alone so a resumed run repeats it."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def _batches(order: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
+    for start in range(0, len(order), batch_size):
+        yield order[start:start + batch_size]
+
+
+@torch.no_grad()
+def validate(model: UNet, images: np.ndarray, masks: np.ndarray, index: np.ndarray, batch_size: int,
+             device: torch.device, dtype: torch.dtype | None, world: World = World(),
+             ignore_index: int | None = None) -> tuple[float, torch.Tensor]:
+    """Mean per-pixel cross-entropy and the confusion matrix over the pairs at ``index``, each rank
+    scoring its share and the sums reduced over all ranks, so the mIoU is exact."""
+    model.eval()
+    n_classes = model.config.n_classes
+    cm = torch.zeros(n_classes, n_classes, dtype=torch.int64, device=device)
+    loss_sum, pixels = 0.0, 0
+    for batch in _batches(world.shard(index), batch_size):
+        x, y = to_batch(images, masks, batch, device, ignore_index)
+        with autocast(device, dtype):
+            logits = model(x)
+        y = center_crop(y, logits.shape[-2:])
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum", ignore_index=IGNORE_INDEX).item()
+        pixels += int((y != IGNORE_INDEX).sum())
+        cm += confusion_matrix(class_ids(logits), y, n_classes)
+    loss_sum, pixels = world.sum(loss_sum, pixels)
+    return loss_sum / max(pixels, 1), world.sum_tensor(cm).cpu()
+
+
+def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+               x: torch.Tensor, y: torch.Tensor, global_batch: int, device: torch.device, dtype: torch.dtype | None,
+               world: World = World(), criterion: Criterion = Criterion()) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One optimiser step on this rank's share ``x, y`` of a global batch of ``global_batch`` images.
+    Returns (summed cross-entropy, logits, masks cropped to the logits). A non-finite loss raises
+    FloatingPointError on every rank before any weight changes."""
+    with autocast(device, dtype):
+        logits = net(x)
+    y = center_crop(y, logits.shape[-2:])
+    # Normalised so that DDP's mean over ranks is the mean over the whole global batch (a rank whose
+    # share of a short last batch is empty still takes part, with a zero gradient).
+    loss, ce_sum = criterion(logits, y, global_batch * logits.shape[-2] * logits.shape[-1] / world.size)
+    if world.any(not (torch.isfinite(ce_sum).item() and torch.isfinite(loss).item())):
+        raise FloatingPointError("the loss is not finite")
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return ce_sum, logits.detach(), y
