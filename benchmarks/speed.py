@@ -34,6 +34,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from pixelwise.config import DataConfig, RunConfig, TrainConfig
 from pixelwise.data.pairs import IMAGE_DIR, MASK_DIR
+from pixelwise.data.transforms import to_batch
 from pixelwise.device import autocast, pick_device, precision_name, resolve_precision
 from pixelwise.evaluation.metrics import class_ids
 from pixelwise.model.keras import unet_model
@@ -90,12 +91,11 @@ def pixelwise_speed(size: tuple[int, int], batch: int, steps: int) -> tuple[floa
     model = unet_model((*size, 3)).to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    images = torch.randint(0, 256, (batch, *size, 3), dtype=torch.uint8)
-    masks = torch.randint(0, 23, (batch, *size), dtype=torch.uint8)
+    images = torch.randint(0, 256, (batch, *size, 3), dtype=torch.uint8).numpy()
+    masks = torch.randint(0, 23, (batch, *size), dtype=torch.uint8).numpy()
 
-    def batch_tensors() -> tuple[torch.Tensor, torch.Tensor]:  # what train.to_batch does
-        x = images.to(device).permute(0, 3, 1, 2).float().div_(255)
-        return x, masks.to(device).long()
+    def batch_tensors() -> tuple[torch.Tensor, torch.Tensor]:  # what training does with each batch
+        return to_batch(images, masks, np.arange(batch), device)
 
     def train_once() -> None:
         model.train()

@@ -34,9 +34,10 @@ def test_onnx_matches_pytorch_at_any_size(exported, shape):
 def test_int8_model_is_close_to_fp32(exported, scenes):
     from pixelwise.data.decode import read_image
     from pixelwise.data.resize import resize_image
+    from pixelwise.data.transforms import to_input
 
     image = resize_image(read_image(sorted((scenes / IMAGE_DIR).iterdir())[3]), (48, 64))
-    x = image.transpose(2, 0, 1)[None].astype(np.float32) / 255
+    x = to_input(image[None]).contiguous().numpy()
     fp32 = ort.InferenceSession(str(exported / "model.onnx"), providers=["CPUExecutionProvider"])
     int8 = ort.InferenceSession(str(exported / "model.int8.onnx"), providers=["CPUExecutionProvider"])
     a, b = fp32.run(None, {"image": x})[0], int8.run(None, {"image": x})[0]

@@ -1,5 +1,6 @@
-"""The command line: parses arguments and calls the Python API, nothing more. Errors the user can
-act on become one line per problem on stderr and a non-zero exit, never a traceback."""
+"""One function per command: turn parsed arguments into Python API calls and print what they
+return. Each returns the exit code (0 done, 1 unusable setting or run, 2 problems in the data, 130
+interrupted)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,13 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from ..config import DataConfig, RunConfig
-from ..data.cache import default_cache_dir
-from ..data.dataset import decode_dataset
+from ..config import RunConfig
+from ..data.dataset import check
 from ..data.pairs import locate
-from ..data.problems import DataError
 from ..model.unet import PRESETS, preset
 from ..recipes import recipe
 from ..rundir import CONFIG_FILE, load_config
-from ..training.distributed import launched_rank
+from ..training.distributed import LaunchFailed, LaunchStopped, launch, launched_rank
 
 EXIT_ERROR, EXIT_DATA, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -47,8 +46,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     images, masks = locate(args.data, args.images, args.masks)
-    decoded = decode_dataset(images, masks, DataConfig.size, len(args.classes), cache_dir=args.cache_dir or default_cache_dir(),
-                             progress=not args.no_progress)
+    decoded = check(images, masks, args.classes, cache_dir=args.cache_dir, progress=not args.no_progress)
     total = int(decoded.histogram.sum())
     print(f"{images} + {masks}: {len(decoded.names)} valid pairs, {len(decoded.problems)} problem(s)")
     sizes = sorted(set(decoded.original_sizes))
@@ -118,12 +116,6 @@ def resume_command(args: argparse.Namespace) -> str:
 
 def _launch_torchrun(args: argparse.Namespace) -> int:
     """``pixelwise train --nproc N …`` = ``torchrun --standalone --nproc-per-node N -m pixelwise train …``."""
-    from torch.distributed.elastic.multiprocessing.api import SignalException
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.run import get_args_parser, run
-
-    if args.nproc < 1:
-        raise ValueError(f"--nproc must be at least 1, not {args.nproc}")
     rest, skip = [], False
     for token in args.argv:  # the same command line, less --nproc
         if skip:
@@ -132,19 +124,15 @@ def _launch_torchrun(args: argparse.Namespace) -> int:
             skip = True
         elif not token.startswith("--nproc="):
             rest.append(token)
-    launch = get_args_parser().parse_args(["--standalone", "--nproc-per-node", str(args.nproc), "-m", "pixelwise",
-                                           *rest])
     try:
-        run(launch)
-    except SignalException:  # Ctrl-C or SIGTERM: torchrun passed it on and each process saved its progress
+        launch(args.nproc, rest)
+    except LaunchStopped:
         print(f"pixelwise train: stopped; progress saved in {args.out}\ncontinue with: {resume_command(args)}",
               file=sys.stderr)
         return EXIT_INTERRUPTED
-    except ChildFailedError as exc:  # each process has already printed its own one-line error
-        codes = [failure.exitcode for failure in exc.failures.values()]
-        print(f"pixelwise train: {len(codes)} of {args.nproc} training processes failed (exit codes "
-              f"{', '.join(map(str, codes))})", file=sys.stderr)
-        return max(codes) if all(c > 0 for c in codes) else EXIT_ERROR
+    except LaunchFailed as exc:  # each process has already printed its own one-line error
+        print(f"pixelwise train: {exc}", file=sys.stderr)
+        return max(exc.codes) if all(c > 0 for c in exc.codes) else EXIT_ERROR
     return 0
 
 
@@ -158,11 +146,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume and (args.out / CONFIG_FILE).exists():
         saved = load_config(args.out)
         changed = _settings_changed(args, config, saved)
-        if changed:
+        if changed:  # named by their flags here; train() refuses any change too, named by setting
             raise ValueError(f"{', '.join(changed)} cannot change when resuming: the run keeps the settings in "
                              f"{args.out / CONFIG_FILE} (only --epochs can be raised)")
-    if args.resume and args.epochs is None:
-        config = None  # keep the run's own epoch count
+        config = saved.with_train(epochs=saved.train.epochs if args.epochs is None else args.epochs)
     result = train(images, masks, args.out, config, resume=args.resume, skip_invalid=args.skip_invalid,
                    cache_dir=args.cache_dir, progress=not args.no_progress)
     if launched_rank() not in (None, 0):  # under torchrun, rank 0 alone reports
@@ -210,18 +197,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from ..inference.export import export_onnx, quantize_int8
-    from ..inference.predict import expand_images
+    from ..inference.export import export
 
-    path = export_onnx(args.run, weights=args.weights)
-    print(f"wrote {path} (fp32, any batch, height and width that are multiples of 16)")
-    if args.int8 is not None:
-        images, problems = expand_images([args.int8])
-        if problems:
-            raise DataError(problems)
-        step = max(1, len(images) // max(1, args.calibration_count))
-        path = quantize_int8(args.run, images[::step][: args.calibration_count], source=path)
-        print(f"wrote {path} (int8, calibrated on {min(len(images[::step]), args.calibration_count)} images)")
+    written = export(args.run, int8=None if args.int8 is None else [args.int8],
+                     calibration_count=args.calibration_count, weights=args.weights)
+    print(f"wrote {written[0]} (fp32, any batch, height and width that are multiples of 16)")
+    if len(written) > 1:
+        print(f"wrote {written[1]} (int8, calibrated on up to {args.calibration_count} images)")
     return 0
 
 

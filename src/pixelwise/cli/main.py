@@ -1,5 +1,5 @@
-"""The command line: parses arguments and calls the Python API, nothing more. Errors the user can
-act on become one line per problem on stderr and a non-zero exit, never a traceback."""
+"""The entry point: parse, run the command, and turn every error a user can act on into one line
+per problem on stderr and a non-zero exit code, never a traceback."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from ..data.problems import DataError
+from ..files import WriteError
 from ..rundir import LAST, RunDirError
 from ..training.distributed import launched_rank
 from ..training.stop import TrainingStopped
@@ -38,6 +39,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"pixelwise {args.command}: {len(exc.problems)} problem(s) in the data; fix them or pass "
                   "--skip-invalid to use the valid pairs only", file=sys.stderr)
         return EXIT_DATA
+    except WriteError as exc:  # a full disk, say: the files written before are intact
+        hint = ""
+        if args.command == "train" and (Path(args.out) / LAST).exists() and launched_rank() is None:
+            hint = (f"; the run is intact up to its last saved step; once the file can be written, continue with: "
+                    f"{resume_command(args)}")
+        print(f"pixelwise {args.command}: error: {exc}{hint}", file=sys.stderr)
+        return EXIT_ERROR
     except (ValueError, FileNotFoundError, RunDirError, FloatingPointError, OSError) as exc:
         print(f"pixelwise {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR

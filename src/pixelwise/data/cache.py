@@ -1,10 +1,14 @@
-"""Image/mask pairs on disk → validated, resized uint8 arrays, plus a leak-free train/val split.
+"""The on-disk cache of decoded datasets, memory-mapped so a dataset larger than RAM trains in
+bounded memory, checked against every file's path, size and modification time.
 
-The flow: :func:`locate` the two folders, :func:`find_pairs` by file stem, decode every pair
-(:func:`read_image`, :func:`read_mask`), validate it, resize it, and cache the result on disk
-(:func:`decode_dataset`). Nothing here raises at the first bad file: every problem is collected as a
-:class:`Problem` naming the file, so a user can fix a whole dataset in one round; the caller decides
-whether to refuse (``raise DataError(problems)``) or to skip the bad pairs.
+One "slot" per (images folder, masks folder, size, resize mode) holds one build:
+  <slot>.meta.npz               names, per-pair keys, rows, original sizes, per-row histograms, version,
+                                the dataset key and the build id; written last, so it is the commit point
+  <slot>.<build>.images.npy     (pairs, H, W, 3) uint8, memory-mapped when read
+  <slot>.<build>.masks.npy      (pairs, H, W) uint8
+  <slot>.<build>.<rows>.*.npy   the same without the rows a smaller n_classes excludes (made on demand)
+A build id is new for each build, so the meta can never describe another build's arrays; files of
+builds the meta does not name are deleted after each commit, so the disk holds one copy per slot.
 """
 
 from __future__ import annotations
@@ -90,12 +94,14 @@ class PreviousBuild:
 
 
 class Cache:
-    """The cache slot of one dataset at one size and resize mode (see the file layout above)."""
+    """The cache slot of one dataset at one size and resize mode (its files: see the module docstring)."""
 
     def __init__(self, folder: Path, images_dir: Path, masks_dir: Path, size: tuple[int, int],
-                 image_resize: str) -> None:
+                 image_resize: str, settings: list | None = None) -> None:
         self.folder, self.size = folder, size
         where = [CACHE_VERSION, str(images_dir.resolve()), str(masks_dir.resolve()), list(size), image_resize]
+        if settings:  # what else changes the decoded ids or the pairs: mask format, colour table, name suffixes
+            where.append(settings)
         self.slot = hashlib.sha256(json.dumps(where).encode()).hexdigest()[:24]
         self.meta_path = folder / f"{self.slot}.meta.npz"
         self.common = where + [Image.MAX_IMAGE_PIXELS]  # a new pixel limit can change what decodes
@@ -105,6 +111,8 @@ class Cache:
         keys = []
         for pair in pairs:
             parts: list[object] = [self.common]
+            if pair.name != pair.image.stem:  # paired by relative path or suffix: two folders may hold one file name
+                parts.append(pair.name)
             for path in (pair.image, pair.mask):
                 try:
                     st = os.stat(path)

@@ -1,11 +1,5 @@
-"""Image/mask pairs on disk → validated, resized uint8 arrays, plus a leak-free train/val split.
-
-The flow: :func:`locate` the two folders, :func:`find_pairs` by file stem, decode every pair
-(:func:`read_image`, :func:`read_mask`), validate it, resize it, and cache the result on disk
-(:func:`decode_dataset`). Nothing here raises at the first bad file: every problem is collected as a
-:class:`Problem` naming the file, so a user can fix a whole dataset in one round; the caller decides
-whether to refuse (``raise DataError(problems)``) or to skip the bad pairs.
-"""
+"""Resizing to the training size: images by nearest, bilinear or area averaging, masks always by
+nearest neighbour (a blended class id is no class)."""
 
 from __future__ import annotations
 

@@ -1,11 +1,5 @@
-"""Image/mask pairs on disk → validated, resized uint8 arrays, plus a leak-free train/val split.
-
-The flow: :func:`locate` the two folders, :func:`find_pairs` by file stem, decode every pair
-(:func:`read_image`, :func:`read_mask`), validate it, resize it, and cache the result on disk
-(:func:`decode_dataset`). Nothing here raises at the first bad file: every problem is collected as a
-:class:`Problem` naming the file, so a user can fix a whole dataset in one round; the caller decides
-whether to refuse (``raise DataError(problems)``) or to skip the bad pairs.
-"""
+"""Decoding many pairs on all cores into rows of arrays, in pair order and in bounded memory, with
+each bad pair a problem instead of an exception (what the cache builds and the in-memory path uses)."""
 
 from __future__ import annotations
 
@@ -20,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm.auto import tqdm
 
+from .colors import MaskFormat, read_mask_as
 from .decode import ids_out_of_range, quiet_bomb_warnings, read_image, read_mask
 from .pairs import Pair
 from .problems import DataError, Problem
@@ -38,8 +33,9 @@ class PairResult:
     problems: tuple[Problem, ...] = ()
 
 
-def decode_pair(pair: Pair, size: tuple[int, int], image_resize: str) -> PairResult:
-    """Decode, check and resize one pair. Never raises for bad data: problems are returned."""
+def decode_pair(pair: Pair, size: tuple[int, int], image_resize: str, masks: MaskFormat | None = None) -> PairResult:
+    """Decode, check and resize one pair (the mask as ``masks`` says). Never raises for bad data:
+    problems are returned."""
     problems: list[Problem] = []
     image = mask = None
     try:
@@ -47,7 +43,7 @@ def decode_pair(pair: Pair, size: tuple[int, int], image_resize: str) -> PairRes
     except DataError as exc:
         problems += exc.problems
     try:
-        mask = read_mask(pair.mask)
+        mask = read_mask(pair.mask) if masks is None or masks.kind == "ids" else read_mask_as(pair.mask, masks)
     except DataError as exc:
         problems += exc.problems
     if image is not None and mask is not None and image.shape[:2] != mask.shape:
@@ -113,8 +109,9 @@ class PairDecoder:
     """``(pair, key) -> PairResult`` with the decode settings bound. A pair whose key is in
     ``previous`` (an earlier build of the same dataset) is copied from it instead of decoded."""
 
-    def __init__(self, size: tuple[int, int], image_resize: str, previous: PreviousBuild | None = None) -> None:
-        self.size, self.image_resize, self.previous = size, image_resize, previous
+    def __init__(self, size: tuple[int, int], image_resize: str, previous: PreviousBuild | None = None,
+                 masks: MaskFormat | None = None) -> None:
+        self.size, self.image_resize, self.previous, self.masks = size, image_resize, previous, masks
 
     def __call__(self, item: tuple[Pair, bytes | None]) -> PairResult:
         pair, key = item
@@ -122,7 +119,7 @@ class PairDecoder:
             reused = self.previous.get(key)
             if reused is not None:
                 return reused
-        return decode_pair(pair, self.size, self.image_resize)
+        return decode_pair(pair, self.size, self.image_resize, self.masks)
 
 
 def decode_into(put: Callable[[np.ndarray, np.ndarray], None], pairs: list[Pair], keys: list[bytes | None],

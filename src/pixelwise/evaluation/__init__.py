@@ -1,0 +1,1 @@
+"""Evaluation: confusion matrix → per-class scores, a run scored on a dataset, the report."""

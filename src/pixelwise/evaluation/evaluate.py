@@ -18,6 +18,7 @@ from ..data.dataset import decode_dataset
 from ..data.decode import read_image, read_mask
 from ..data.pairs import find_pairs
 from ..data.problems import DataError, Problem
+from ..data.transforms import to_target
 from ..inference.predictor import Predictor
 from .metrics import Scores, confusion_matrix, scores
 
@@ -82,9 +83,7 @@ def evaluate(run_dir: str | Path, images_dir: str | Path, masks_dir: str | Path,
     ignore = predictor.config.train.ignore_index
     for name in tqdm(checked.names, desc="evaluate", unit="image", disable=None if progress else True):
         pair = paths[name]
-        truth = torch.from_numpy(read_mask(pair.mask)).long()
-        if ignore is not None:
-            truth[truth == ignore] = -1  # unlabelled: not scored
+        truth = to_target(read_mask(pair.mask), ignore_index=ignore)  # unlabelled pixels are not scored
         pred = torch.from_numpy(predictor.predict(read_image(pair.image), size))
         cm += confusion_matrix(pred, truth, n_classes)
     return Evaluation(cm.numpy(), predictor.classes, len(checked.names), checked.problems)

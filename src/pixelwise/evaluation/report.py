@@ -1,5 +1,4 @@
-"""Score a run on a folder of pairs at each mask's own resolution: per-class IoU and Dice first,
-pixel accuracy second, plus the confusion matrix as CSV, heat-map and JSON."""
+"""The evaluation report: the printed table, report.json, the CSVs and the two plots."""
 
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""Inference: the Predictor, prediction over files, tiling, the ONNX engine and export, outputs."""

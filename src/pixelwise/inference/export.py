@@ -8,15 +8,17 @@ import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..config import RunConfig
 from ..data.decode import read_image
+from ..data.problems import DataError
 from ..data.resize import resize_image
+from ..data.transforms import to_input
 from ..files import atomic_path
 from ..model.unet import subpixel_copy
 from ..rundir import INT8_FILE, ONNX_FILE, load_config, load_model
+from .predict import expand_images
 
 
 def _require(module: str) -> None:
@@ -62,7 +64,7 @@ def _calibration_batches(images: Iterable[Path], config: RunConfig) -> Iterator[
     """Calibration inputs, preprocessed exactly as in training."""
     for path in images:
         image = resize_image(read_image(path), config.data.size, config.data.image_resize)
-        yield {"image": image.transpose(2, 0, 1)[None].astype(np.float32) / 255}
+        yield {"image": to_input(image[None]).contiguous().numpy()}
 
 
 def quantize_int8(run_dir: str | Path, calibration: list[Path], source: str | Path | None = None,
@@ -102,3 +104,21 @@ def quantize_int8(run_dir: str | Path, calibration: list[Path], source: str | Pa
         finally:
             prepared.unlink(missing_ok=True)
     return out
+
+
+def export(run_dir: str | Path, *, int8: Iterable[str | Path] | None = None, calibration_count: int = 64,
+           weights: str = "best") -> list[Path]:
+    """``model.onnx`` (fp32) and, with ``int8`` images or folders, ``model.int8.onnx`` calibrated on up
+    to ``calibration_count`` of them, taken evenly over the sorted list so a folder of consecutive
+    frames calibrates on the whole drive. The calibration images are found before anything is written."""
+    calibration: list[Path] = []
+    if int8 is not None:
+        images, problems = expand_images(int8)
+        if problems:
+            raise DataError(problems)
+        step = max(1, len(images) // max(1, calibration_count))
+        calibration = images[::step][:calibration_count]
+    written = [export_onnx(run_dir, weights=weights)]
+    if calibration:
+        written.append(quantize_int8(run_dir, calibration, source=written[0]))
+    return written

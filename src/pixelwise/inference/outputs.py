@@ -1,5 +1,5 @@
-"""Pictures: colourised masks, overlays, training curves, the confusion heat-map and the
-assignment's "Input Image | True Mask | Predicted Mask" figure."""
+"""What prediction writes: colour masks, overlays, 8-bit id PNGs and the assignment's
+"Input Image | True Mask | Predicted Mask" figure."""
 
 from __future__ import annotations
 

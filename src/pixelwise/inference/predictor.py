@@ -1,6 +1,6 @@
-"""Inference at any image size: resize as in training, pad to a size the network takes, crop back,
-upsample the logits to the image's own size, and write class-id, colour and overlay PNGs. Sizes larger
-than a tile are predicted in overlapping, blended tiles (``tiling.py``)."""
+"""A trained run loaded for inference at any image size: resize as in training, pad to a size the
+network takes, run it (in tiles where large, with flip TTA if asked, on torch or ONNX Runtime), crop
+back and upsample the logits to the image's own size."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from ..config import RunConfig
+from ..data.arrays import image_array
 from ..data.resize import resize_image
+from ..data.transforms import to_input
 from ..device import autocast, pick_device, resolve_precision
 from ..evaluation.metrics import class_ids
 from ..rundir import load_config, load_model
@@ -62,12 +64,14 @@ class Predictor:
     @torch.no_grad()
     def logits(self, image: np.ndarray, size: tuple[int, int] | str | None = None) -> torch.Tensor:
         """(n_classes, H, W) float logits at ``size``: the training size by default, ``"native"`` for the
-        image's own; any size works, in tiles where it is larger than the tile (see the class)."""
+        image's own; any size works, in tiles where it is larger than the tile (see the class). ``image`` is
+        any array :func:`~pixelwise.data.arrays.image_array` takes (RGB, RGBA, grey; uint8, 16 bits, floats)."""
+        image = image_array(image)
         h, w = image.shape[:2] if size == "native" else (size or self.config.data.size)
         if image.shape[:2] != (h, w):
             image = resize_image(image, (h, w), self.config.data.image_resize)
         # A copy: images read with PIL are read-only arrays, which torch.from_numpy warns about.
-        x = torch.from_numpy(np.array(image, order="C")).to(self.device).permute(2, 0, 1)[None].float().div_(255)
+        x = to_input(np.array(image[None], order="C"), self.device)
         cfg = self.config.model
         in_h, in_w = cfg.input_size_for(h), cfg.input_size_for(w)
         # The output of an unpadded network is centred in its input: place the image at that offset.
@@ -82,7 +86,9 @@ class Predictor:
         return forward(x)[0, :, :h, :w].float()
 
     def predict(self, image: np.ndarray, size: tuple[int, int] | str | None = None) -> np.ndarray:
-        """(H, W) uint8 class ids at the image's own size; logits are upsampled bilinearly, then argmax."""
+        """(H, W) uint8 class ids at the image's own size; logits are upsampled bilinearly, then argmax.
+        An array that cannot be an image (channels first, empty, NaN) is a one-line ValueError."""
+        image = image_array(image)
         logits = self.logits(image, size)
         if logits.shape[1:] != image.shape[:2]:
             logits = F.interpolate(logits[None], size=image.shape[:2], mode="bilinear", align_corners=False)[0]

@@ -100,3 +100,32 @@ def close_world(world: World, together: bool) -> None:
         if together:
             dist.barrier()
         dist.destroy_process_group()
+
+
+class LaunchStopped(Exception):
+    """Ctrl-C or SIGTERM reached a launched run: torchrun passed it on and each process saved its progress."""
+
+
+class LaunchFailed(Exception):
+    """Some launched training processes failed; ``codes`` are their exit codes."""
+
+    def __init__(self, codes: list[int], nproc: int):
+        self.codes = codes
+        super().__init__(f"{len(codes)} of {nproc} training processes failed (exit codes {', '.join(map(str, codes))})")
+
+
+def launch(nproc: int, command: list[str]) -> None:
+    """Run ``pixelwise COMMAND…`` in ``nproc`` local processes, as ``torchrun --standalone
+    --nproc-per-node N -m pixelwise COMMAND…`` would (PyTorch's own launcher, never a home-made one)."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    if nproc < 1:
+        raise ValueError(f"--nproc must be at least 1, not {nproc}")
+    try:
+        run(get_args_parser().parse_args(["--standalone", "--nproc-per-node", str(nproc), "-m", "pixelwise", *command]))
+    except SignalException:
+        raise LaunchStopped() from None
+    except ChildFailedError as exc:
+        raise LaunchFailed([failure.exitcode for failure in exc.failures.values()], nproc) from None

@@ -28,10 +28,11 @@ from ..data.split import Split, split_by_runs
 from ..data.transforms import IGNORE_INDEX, to_batch
 from ..device import precision_name, resolve_precision
 from ..evaluation.metrics import class_ids, scores
-from ..model.unet import UNet
+from ..model.build import build_model
 from ..recipes import DEFAULT_RECIPE, recipe
 from ..rundir import (
     BEST,
+    CONFIG_FILE,
     CURVES_FILE,
     LAST,
     RunDirError,
@@ -40,12 +41,13 @@ from ..rundir import (
     save_config,
     write_history,
 )
+from ..rundir_lock import foreign_files, hold_run
 from . import checkpoint
 from .augment import training_transform
 from .checks import check_finite, check_memory, check_trainable
 from .curves import CURVES_EVERY_S, plot_history
 from .distributed import World, close_world, init_world
-from .losses import make_criterion
+from .losses import Criterion, make_criterion
 from .step import (
     _batches,
     epoch_order,
@@ -102,21 +104,53 @@ def _fingerprint(names: list[str], split: Split) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
+
+@dataclass
+class _Session:
+    """Everything one training run works with, built once by :func:`_set_up`."""
+
+    config: RunConfig
+    run_dir: Path
+    world: World
+    device: torch.device
+    dtype: torch.dtype | None
+    images: np.ndarray
+    masks: np.ndarray
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    model: torch.nn.Module
+    net: torch.nn.Module  # the model, or its DistributedDataParallel wrapper
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    criterion: Criterion
+    augment: Callable
+    fingerprint: str
+    progress: bool
+    log: Callable[[str], None]
+
+    def save_last(self, state: Progress) -> None:
+        if self.world.is_main:
+            checkpoint.save(self.run_dir / LAST, self.model, self.optimizer, {"progress": asdict(state)}, self.scaler)
+
+
 def train(images_dir: str | Path, masks_dir: str | Path, run_dir: str | Path, config: RunConfig | None = None, *,
           resume: bool = False, skip_invalid: bool = False, cache_dir: Path | None = None, progress: bool = True,
           log: Callable[[str], None] = print) -> TrainResult:
     """Train a U-Net on the pairs in ``images_dir``/``masks_dir`` into ``run_dir``.
 
-    With ``resume``, the run's own config.json is used (``config`` may only change the epoch count)
-    and training continues where ``last`` was saved. Raises TrainingStopped after a Ctrl-C/SIGTERM.
-    Started by ``torchrun``, each process runs this and they train one model data-parallel.
+    Without ``resume``, ``config`` defaults to the default recipe and ``run_dir`` must not hold a run.
+    With ``resume``, training continues where ``last`` was saved, with the run's own config.json:
+    ``config`` may raise the epoch count and change nothing else (a change is refused, naming the
+    settings). Raises TrainingStopped after a Ctrl-C/SIGTERM, with everything saved. Started by
+    ``torchrun``, each process runs this and they train one model data-parallel.
     """
     world = init_world()
     together = False  # all ranks reach the end (or a requested stop) at once
     try:
-        result = _train(world, Path(images_dir), Path(masks_dir), Path(run_dir), config, resume=resume,
-                        skip_invalid=skip_invalid, cache_dir=cache_dir, progress=progress and world.is_main,
-                        log=log if world.is_main else (lambda _: None))
+        with hold_run(run_dir, world.is_main, world.any):  # one writer per run, from the first check on
+            result = _train(world, Path(images_dir), Path(masks_dir), Path(run_dir), config, resume=resume,
+                            skip_invalid=skip_invalid, cache_dir=cache_dir, progress=progress and world.is_main,
+                            log=log if world.is_main else (lambda _: None))
         together = True
         return result
     except (TrainingStopped, FloatingPointError):  # every rank stops or diverges at the same step
@@ -129,118 +163,25 @@ def train(images_dir: str | Path, masks_dir: str | Path, run_dir: str | Path, co
 def _train(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, config: RunConfig | None, *,
            resume: bool, skip_invalid: bool, cache_dir: Path | None, progress: bool,
            log: Callable[[str], None]) -> TrainResult:
-    if resume:
-        if not (run_dir / LAST).exists():
-            raise RunDirError(f"{run_dir}: nothing to resume (no {LAST})")
-        saved = load_config(run_dir)
-        config = saved.with_train(epochs=config.train.epochs) if config is not None else saved
-    else:
-        if (run_dir / LAST).exists():
-            raise RunDirError(f"{run_dir}: already holds a run; use --resume to continue it or choose another --out")
-        config = config or recipe(DEFAULT_RECIPE)
-    check_trainable(config)
-    check_memory(config, world.device())
-    batch_size, epochs = config.train.batch_size, config.train.epochs
-    if batch_size < world.size:
-        raise ValueError(f"batch size {batch_size} is smaller than the {world.size} processes sharing each batch")
-
-    # Every rank decodes (the cache makes the others cheap) so a data error stops all of them alike.
-    decoded, split = prepare_data(images_dir, masks_dir, config, skip_invalid=skip_invalid,
-                                  cache_dir=default_cache_dir() if cache_dir is None else cache_dir,
-                                  progress=progress, log=log)
-    images, masks = decoded.images, decoded.masks
-    train_idx, val_idx = np.asarray(split.train, dtype=np.int64), np.asarray(split.val, dtype=np.int64)
-    device = world.device()
-    dtype = resolve_precision(config.train.precision, device)
-    procs = f" x {world.size} processes" if world.distributed else ""
-    log(f"{len(train_idx)} training and {len(val_idx)} validation pairs at {config.data.size[0]}x{config.data.size[1]}"
-        f" on {device.type}{procs} ({precision_name(dtype)})")
-
-    torch.manual_seed(config.train.seed)  # the same initial weights on every rank
-    model = UNet(config.model).to(device, memory_format=torch.channels_last)
-    net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
-        if world.distributed else model
-    optimizer = make_optimizer(model, config.train)
-    criterion = make_criterion(config, masks, train_idx)
-    ignore = config.train.ignore_index
-    augment = training_transform(config.data.augment, config.data.size, config.data.crop_size(config.model.step),
-                                 config.data.class_crops)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    state = Progress(data=_fingerprint(decoded.names, split))
-    history: list[dict] = []
-    if resume:
-        meta = checkpoint.load(run_dir / LAST, model, optimizer, scaler)
-        saved_state = Progress(**meta["progress"])
-        if saved_state.data != state.data:
-            raise RunDirError(f"{run_dir}: the training data or its split changed since this run started, so it "
-                              "cannot be continued exactly; train a new run with another --out")
-        state = saved_state
-        if not world.is_main:  # the partial sums saved are totals over all ranks: count them once
-            state.loss_sum, state.correct, state.seen = 0.0, 0, 0
-        history = read_history(run_dir)[: state.epoch - 1]
-        if state.epoch > epochs:
-            log(f"{run_dir}: all {epochs} epochs already done; pass a larger --epochs to train on")
+    config = run_config(run_dir, config, resume)
+    run = _set_up(world, images_dir, masks_dir, run_dir, config, skip_invalid=skip_invalid, cache_dir=cache_dir,
+                  progress=progress, log=log)
+    state, history = _restore(run) if resume else (Progress(data=run.fingerprint), [])
     if world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(run_dir, config)
-
-    def save_last() -> None:
-        if world.is_main:
-            checkpoint.save(run_dir / LAST, model, optimizer, {"progress": asdict(state)}, scaler)
-
     if not resume:  # from the start on, a run directory can always be resumed, whenever it is killed
-        save_last()
-
+        run.save_last(state)
+    epochs = config.train.epochs
     plotted = -math.inf
     with StopRequest(log) as stop:
         for epoch in range(state.epoch, epochs + 1):
             started = time.perf_counter()
-            order = train_idx[epoch_order(len(train_idx), config.train.seed, epoch)]
-            batches = list(_batches(order, batch_size))
-            net.train()
-            bar = tqdm(total=len(batches), initial=state.step, desc=f"epoch {epoch}/{epochs}", unit="batch",
-                       disable=None if progress else True, leave=False, dynamic_ncols=True)
-            for step in range(state.step, len(batches)):
-                batch = batches[step]
-                torch.manual_seed(step_seed(config.train.seed, epoch, step, world.rank))
-                for group in optimizer.param_groups:
-                    group["lr"] = learning_rate(config.train, (epoch - 1) * len(batches) + step, epochs * len(batches))
-                x, y = to_batch(images, masks, world.shard(batch), device, ignore)
-                x, y = augment(x, y)
-                try:
-                    loss_sum, logits, y = train_step(net, optimizer, scaler, x, y, len(batch), device, dtype, world,
-                                                     criterion)
-                except FloatingPointError:
-                    raise FloatingPointError(f"training diverged in epoch {epoch}, step {step + 1} (the loss is not "
-                                             f"finite); the last good checkpoint in {run_dir} is intact. "
-                                             "Try a lower --lr or --precision fp32.") from None
-                state.step = step + 1
-                state.loss_sum += loss_sum.item()
-                labelled = y != IGNORE_INDEX
-                state.correct += int((class_ids(logits) == y)[labelled].sum())
-                state.seen += int(labelled.sum())
-                bar.update()
-                if state.step % 5 == 0 or state.step == len(batches):
-                    bar.set_postfix(loss=f"{state.loss_sum / state.seen:.4f}",
-                                    accuracy=f"{state.correct / state.seen:.4f}")
-                if world.any(stop.requested):  # even after the last step: validation can wait for the resume
-                    check_finite(model, epoch, run_dir)
-                    state.loss_sum, state.correct, state.seen = world.sum(state.loss_sum, state.correct, state.seen)
-                    save_last()
-                    raise TrainingStopped(run_dir, epoch, state.step, len(batches))
-            bar.close()
-
-            loss_total, correct, seen = world.sum(state.loss_sum, state.correct, state.seen)
-            row = {"epoch": epoch, "train_loss": loss_total / seen, "train_accuracy": correct / seen,
-                   "val_loss": None, "val_accuracy": None, "val_miou": None, "lr": optimizer.param_groups[0]["lr"]}
-            if len(val_idx):
-                val_loss, cm = validate(model, images, masks, val_idx, batch_size, device, dtype, world, ignore)
-                s = scores(cm)
-                row.update(val_loss=val_loss, val_accuracy=s.pixel_accuracy, val_miou=s.miou)
+            steps = _train_epoch(run, state, epoch, stop)
+            row = _epoch_row(run, state, epoch)
             row["seconds"] = time.perf_counter() - started
-            check_finite(model, epoch, run_dir)
+            check_finite(run.model, epoch, run_dir)
             history.append(row)
-
             # Best by validation mIoU; without a validation split, by training loss.
             quality = row["val_miou"] if row["val_miou"] is not None else -row["train_loss"]
             state = Progress(epoch=epoch + 1, best=state.best, best_epoch=state.best_epoch, data=state.data)
@@ -252,13 +193,137 @@ def _train(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, confi
             if quality > state.best:
                 state.best, state.best_epoch = quality, epoch
                 if world.is_main:
-                    checkpoint.save(run_dir / BEST, model, meta={"epoch": epoch})
-            save_last()
+                    checkpoint.save(run_dir / BEST, run.model, meta={"epoch": epoch})
+            run.save_last(state)
             log(_epoch_line(row, epochs))
             if world.any(stop.requested) and epoch < epochs:
-                raise TrainingStopped(run_dir, epoch + 1, 0, len(batches))
+                raise TrainingStopped(run_dir, epoch + 1, 0, steps)
     best_row = next((row for row in history if row["epoch"] == state.best_epoch), None)
     return TrainResult(run_dir, history, state.best_epoch, best_row["val_miou"] if best_row else None)
+
+
+def run_config(run_dir: Path, config: RunConfig | None, resume: bool) -> RunConfig:
+    """The configuration a run trains with, and the refusals that keep a run directory whole: a new
+    run never overwrites one, and a resumed one keeps its settings (only the epoch count may grow)."""
+    if not resume:
+        if (run_dir / LAST).exists():
+            raise RunDirError(f"{run_dir}: already holds a run; use --resume to continue it or choose another --out")
+        foreign = foreign_files(run_dir)
+        if foreign:
+            raise RunDirError(f"{run_dir}: is not a run folder and not empty ({len(foreign)} other file(s) such as "
+                              f"{foreign[0]!r}); train into a new or empty folder (--out)")
+        return config or recipe(DEFAULT_RECIPE)
+    if not (run_dir / LAST).exists():
+        raise RunDirError(f"{run_dir}: nothing to resume (no {LAST})")
+    saved = load_config(run_dir)
+    if config is None:
+        return saved
+    changed = [name for name in saved.changes(config) if name != "train.epochs"]
+    if changed:
+        raise RunDirError(f"{', '.join(changed)} cannot change when resuming: the run keeps the settings in "
+                          f"{run_dir / CONFIG_FILE} (only the epoch count can be raised)")
+    return saved.with_train(epochs=config.train.epochs)
+
+
+def _set_up(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, config: RunConfig, *,
+            skip_invalid: bool, cache_dir: Path | None, progress: bool, log: Callable[[str], None]) -> _Session:
+    """Check the settings, decode the data, build the model, optimiser, objective and augmentation."""
+    check_trainable(config)
+    check_memory(config, world.device())
+    if config.train.batch_size < world.size:
+        raise ValueError(f"batch size {config.train.batch_size} is smaller than the {world.size} processes sharing "
+                         "each batch")
+    # Every rank decodes (the cache makes the others cheap) so a data error stops all of them alike.
+    decoded, split = prepare_data(images_dir, masks_dir, config, skip_invalid=skip_invalid,
+                                  cache_dir=default_cache_dir() if cache_dir is None else cache_dir,
+                                  progress=progress, log=log)
+    train_idx, val_idx = np.asarray(split.train, dtype=np.int64), np.asarray(split.val, dtype=np.int64)
+    device = world.device()
+    dtype = resolve_precision(config.train.precision, device)
+    procs = f" x {world.size} processes" if world.distributed else ""
+    log(f"{len(train_idx)} training and {len(val_idx)} validation pairs at {config.data.size[0]}x{config.data.size[1]}"
+        f" on {device.type}{procs} ({precision_name(dtype)})")
+
+    torch.manual_seed(config.train.seed)  # the same initial weights on every rank
+    pretrained = not (run_dir / LAST).exists()  # a resumed run: its checkpoint holds every weight
+    model = build_model(config.model, pretrained).to(device, memory_format=torch.channels_last)
+    net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+        if world.distributed else model
+    return _Session(
+        config, run_dir, world, device, dtype, decoded.images, decoded.masks, train_idx, val_idx, model, net,
+        optimizer=make_optimizer(model, config.train),
+        scaler=torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
+        criterion=make_criterion(config, decoded.masks, train_idx),
+        augment=training_transform(config.data.augment, config.data.size, config.data.crop_size(config.model.step),
+                                   config.data.class_crops),
+        fingerprint=_fingerprint(decoded.names, split), progress=progress, log=log)
+
+
+def _restore(run: _Session) -> tuple[Progress, list[dict]]:
+    """The weights, optimiser, scaler and progress saved in ``last``, and the history up to it."""
+    meta = checkpoint.load(run.run_dir / LAST, run.model, run.optimizer, run.scaler)
+    state = Progress(**meta["progress"])
+    if state.data != run.fingerprint:
+        raise RunDirError(f"{run.run_dir}: the training data or its split changed since this run started, so it "
+                          "cannot be continued exactly; train a new run with another --out")
+    if not run.world.is_main:  # the partial sums saved are totals over all ranks: count them once
+        state.loss_sum, state.correct, state.seen = 0.0, 0, 0
+    if state.epoch > run.config.train.epochs:
+        run.log(f"{run.run_dir}: all {run.config.train.epochs} epochs already done; pass a larger --epochs to train on")
+    return state, read_history(run.run_dir)[: state.epoch - 1]
+
+
+def _train_epoch(run: _Session, state: Progress, epoch: int, stop: StopRequest) -> int:
+    """The steps of one epoch from ``state.step`` on, updating ``state``; returns the epoch's step count.
+    A stop request saves ``last`` after the current step and raises TrainingStopped."""
+    config, world = run.config.train, run.world
+    order = run.train_idx[epoch_order(len(run.train_idx), config.seed, epoch)]
+    batches = list(_batches(order, config.batch_size))
+    run.net.train()
+    bar = tqdm(total=len(batches), initial=state.step, desc=f"epoch {epoch}/{config.epochs}", unit="batch",
+               disable=None if run.progress else True, leave=False, dynamic_ncols=True)
+    for step in range(state.step, len(batches)):
+        batch = batches[step]
+        torch.manual_seed(step_seed(config.seed, epoch, step, world.rank))
+        for group in run.optimizer.param_groups:
+            group["lr"] = learning_rate(config, (epoch - 1) * len(batches) + step, config.epochs * len(batches))
+        x, y = to_batch(run.images, run.masks, world.shard(batch), run.device, config.ignore_index)
+        x, y = run.augment(x, y)
+        try:
+            loss_sum, logits, y = train_step(run.net, run.optimizer, run.scaler, x, y, len(batch), run.device,
+                                             run.dtype, world, run.criterion)
+        except FloatingPointError:
+            raise FloatingPointError(f"training diverged in epoch {epoch}, step {step + 1} (the loss is not "
+                                     f"finite); the last good checkpoint in {run.run_dir} is intact. "
+                                     "Try a lower --lr or --precision fp32.") from None
+        state.step = step + 1
+        state.loss_sum += loss_sum.item()
+        labelled = y != IGNORE_INDEX
+        state.correct += int((class_ids(logits) == y)[labelled].sum())
+        state.seen += int(labelled.sum())
+        bar.update()
+        if state.step % 5 == 0 or state.step == len(batches):
+            bar.set_postfix(loss=f"{state.loss_sum / state.seen:.4f}", accuracy=f"{state.correct / state.seen:.4f}")
+        if world.any(stop.requested):  # even after the last step: validation can wait for the resume
+            check_finite(run.model, epoch, run.run_dir)
+            state.loss_sum, state.correct, state.seen = world.sum(state.loss_sum, state.correct, state.seen)
+            run.save_last(state)
+            raise TrainingStopped(run.run_dir, epoch, state.step, len(batches))
+    bar.close()
+    return len(batches)
+
+
+def _epoch_row(run: _Session, state: Progress, epoch: int) -> dict:
+    """The epoch's line of history.csv: training sums over all ranks, then validation."""
+    loss_total, correct, seen = run.world.sum(state.loss_sum, state.correct, state.seen)
+    row = {"epoch": epoch, "train_loss": loss_total / seen, "train_accuracy": correct / seen,
+           "val_loss": None, "val_accuracy": None, "val_miou": None, "lr": run.optimizer.param_groups[0]["lr"]}
+    if len(run.val_idx):
+        val_loss, cm = validate(run.model, run.images, run.masks, run.val_idx, run.config.train.batch_size,
+                                run.device, run.dtype, run.world, run.config.train.ignore_index)
+        s = scores(cm)
+        row.update(val_loss=val_loss, val_accuracy=s.pixel_accuracy, val_miou=s.miou)
+    return row
 
 
 def _epoch_line(row: dict, epochs: int) -> str:
