@@ -68,8 +68,8 @@ def parallel_map(fn: Callable, items: list, workers: int) -> Iterator:
     """``map(fn, items)`` in order on a thread pool, at most ``2 * workers`` items ahead of the
     consumer, so memory stays bounded however many items there are (``Executor.map`` would submit
     them all at once and hold every finished result until it is consumed). Threads, not processes:
-    Pillow's decoders and numpy release the GIL, and on the CARLA frames (257 pairs, 2 vCPUs)
-    2 threads took 2.0 s against 3.5 s for 2 spawned processes, which each pay for importing torch."""
+    Pillow's decoders and numpy release the GIL, and spawned processes each pay for importing torch
+    (threads measured faster on the CARLA frames: docs/benchmarks.md)."""
     if workers <= 1 or len(items) <= 1:
         yield from map(fn, items)
         return
