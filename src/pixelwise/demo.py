@@ -17,6 +17,7 @@ from .inference.predict import predict
 from .inference.predictor import Predictor
 from .synth import write_dataset
 from .training.loop import TrainResult, train
+from .rundir import EVALUATION_DIR
 
 DEMO_MARKER = ".pixelwise-demo"
 
@@ -63,7 +64,7 @@ def run_demo(out: str | Path = "pixelwise-demo", *, count: int = 300, epochs: in
 
     log("[3/4] evaluating on the unseen test scenes at full 640x480 resolution")
     evaluation = evaluate(run_dir, test / IMAGE_DIR, test / MASK_DIR, cache_dir=out / "cache", progress=progress)
-    write_report(evaluation, run_dir / "evaluation")
+    write_report(evaluation, run_dir / EVALUATION_DIR)
     log(format_report(evaluation))
 
     log("[4/4] predicting masks for 4 test scenes")
