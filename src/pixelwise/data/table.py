@@ -9,7 +9,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -19,9 +19,6 @@ from .decode import ids_out_of_range, quiet_bomb_warnings, read_image, read_mask
 from .pairs import Pair
 from .problems import DataError, Problem
 from .resize import resize_image, resize_mask
-
-if TYPE_CHECKING:  # the cache hands a decoder its previous build; the cache imports this module
-    from .cache import PreviousBuild
 
 
 @dataclass
@@ -105,11 +102,17 @@ class Table:
     build: str = ""  # the cache build the arrays belong to ("" in memory)
 
 
+class Reusable(Protocol):
+    """Pairs decoded before, by key (the cache's previous build of the same dataset)."""
+
+    def get(self, key: bytes) -> PairResult | None: ...
+
+
 class PairDecoder:
     """``(pair, key) -> PairResult`` with the decode settings bound. A pair whose key is in
     ``previous`` (an earlier build of the same dataset) is copied from it instead of decoded."""
 
-    def __init__(self, size: tuple[int, int], image_resize: str, previous: PreviousBuild | None = None,
+    def __init__(self, size: tuple[int, int], image_resize: str, previous: Reusable | None = None,
                  masks: MaskFormat | None = None) -> None:
         self.size, self.image_resize, self.previous, self.masks = size, image_resize, previous, masks
 
