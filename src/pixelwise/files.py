@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -35,17 +37,54 @@ def _short_suffix(name: str) -> str:
     return suffix if len(os.fsencode(suffix)) <= 16 else ""
 
 
+class WriteError(OSError):
+    """A file could not be written (a full disk, no permission, a read-only file system): its message is
+    one line naming the file and the reason; the file's previous version, if any, is left as it was."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def _free_space(path: Path) -> str:
+    """How much room the file system holding ``path`` has left, e.g. "1.2 MB free", or ""."""
+    for folder in (path, *path.parents):
+        try:
+            free = shutil.disk_usage(folder).free
+        except OSError:
+            continue
+        for unit in ("bytes", "kB", "MB", "GB", "TB"):
+            if free < 1000 or unit == "TB":
+                return f"{free:.0f} {unit} free" if unit == "bytes" else f"{free:.1f} {unit} free"
+            free /= 1000
+    return ""
+
+
+def write_error(path: str | Path, exc: OSError) -> WriteError:
+    """``exc``, raised while writing ``path``, as a WriteError whose one-line message names the file."""
+    if isinstance(exc, WriteError):
+        return exc
+    reason = exc.strerror or (str(exc).splitlines() or [type(exc).__name__])[0]
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        free = _free_space(Path(path).parent)
+        reason += f"; {free} there" if free else ""
+    return WriteError(exc.errno, f"cannot write {path} ({reason})")
+
+
 @contextmanager
 def atomic_path(path: str | Path, durable: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds.
 
     ``durable`` also fsyncs before the rename, so the file survives a power cut, not just a crash;
-    caches and regenerable data skip that cost."""
+    caches and regenerable data skip that cost. An OSError (a full disk, no permission) becomes a
+    :class:`WriteError` naming ``path``; its previous version stays as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name), suffix=".tmp" + _short_suffix(path.name),
-                               dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name), suffix=".tmp" + _short_suffix(path.name),
+                                   dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise write_error(path, exc) from None
     try:
         yield Path(tmp)
         os.chmod(tmp, _FILE_MODE)
@@ -59,6 +98,8 @@ def atomic_path(path: str | Path, durable: bool = True) -> Iterator[Path]:
                 os.fsync(folder)
             finally:
                 os.close(folder)
+    except OSError as exc:
+        raise write_error(path, exc) from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -4,7 +4,10 @@ checkpoint, written atomically, so weights and training state can never disagree
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import re
 from pathlib import Path
 
 import torch
@@ -35,7 +38,16 @@ def save(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | 
         tensors[_RNG] = torch.get_rng_state()
         if torch.cuda.is_available():
             tensors[_CUDA_RNG] = torch.cuda.get_rng_state()
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+
+    def write(tmp: Path) -> None:
+        try:
+            save_file(tensors, str(tmp), metadata=metadata)
+        except SafetensorError as exc:  # safetensors reports a full disk this way: an OSError, for atomic_write
+            found = re.search(r"os error (\d+)", str(exc))
+            code = int(found.group(1)) if found else errno.EIO
+            raise OSError(code, os.strerror(code) if found else str(exc)) from None
+
+    atomic_write(path, write)
 
 
 def load(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
