@@ -10,6 +10,8 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 
 from .classes import CARLA, ClassSet
+from .data.colors import MaskFormat, check_mask_format
+from .data.naming import Naming
 from .data.resize import check_resize_mode
 from .model.unet import ModelConfig
 
@@ -33,9 +35,16 @@ class DataConfig:
     augment: str = "none"  # one of AUGMENTATIONS: "flip" mirrors; "full" also zooms, shifts and jitters colour
     crop: float = 1.0  # training crops cover this fraction of each side of ``size``; inference sees it all
     class_crops: float = 0.0  # share of training crops placed to hold a class picked evenly among those in the mask
+    mask_format: str = "auto"  # ids | colors | auto: how a mask becomes ids (colours: the classes' colours), data/colors.py
+    unknown_color: str = "error"  # or "ignore": colours no class has become the ignored class (train.ignore_index)
+    image_suffix: str = ""  # pairing (data/naming.py): image NAME{image_suffix}.* with mask NAME{mask_suffix}.*
+    mask_suffix: str = ""
+    recursive: bool = False  # pair by relative path below the images and masks folders
 
     def __post_init__(self) -> None:
         check_resize_mode(self.image_resize)
+        check_mask_format(self.mask_format, self.unknown_color)
+        Naming(self.image_suffix, self.mask_suffix, self.recursive)  # refuses a suffix with a folder in it
         if isinstance(self.augment, bool):  # config.json of runs made before flip-only augmentation existed
             object.__setattr__(self, "augment", "full" if self.augment else "none")
         if self.augment not in AUGMENTATIONS:
@@ -71,10 +80,12 @@ class TrainConfig:
     loss: str = "ce"
     class_weights: str = "none"  # "inverse-sqrt": weight classes by 1/sqrt(their training pixel share)
     ignore_index: int | None = None  # a class id whose pixels are unlabelled: no loss, not scored
+    encoder_lr: float = 1.0  # a pretrained encoder's learning rate as a fraction of ``lr`` (the decoder's)
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or not (0 < self.lr < math.inf):
-            raise ValueError("epochs and batch size must be ≥ 1 and the learning rate a finite number > 0")
+        if self.epochs < 1 or self.batch_size < 1 or not (0 < self.lr < math.inf) or not 0 < self.encoder_lr <= 1:
+            raise ValueError("epochs and batch size must be ≥ 1, the learning rate a finite number > 0 and the "
+                             "encoder's fraction of it in (0, 1]")
         for name, value, choices in (("precision", self.precision, PRECISIONS), ("optimizer", self.optimizer, OPTIMIZERS),
                                      ("schedule", self.schedule, SCHEDULES), ("loss", self.loss, LOSSES),
                                      ("class weights", self.class_weights, CLASS_WEIGHTS)):
@@ -97,6 +108,14 @@ class RunConfig:
         ignore = self.train.ignore_index
         if ignore is not None and not 0 <= ignore < self.model.n_classes:
             raise ValueError(f"ignore index {ignore} is not a class id (0-{self.model.n_classes - 1})")
+        MaskFormat.for_run(self)  # refuses colour-coded masks without one colour per class, or ignoring without a class
+
+    def changes(self, other: RunConfig) -> list[str]:
+        """The settings (``train.lr``, ``model.n_filters``, ``classes`` …) in which ``other`` differs."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        changed = ["classes"] if mine.pop("classes") != theirs.pop("classes") else []
+        return changed + [f"{section}.{key}" for section, values in mine.items() for key in values
+                          if values[key] != theirs[section].get(key)]
 
     def with_train(self, **changes) -> RunConfig:
         return replace(self, train=replace(self.train, **changes))
@@ -109,5 +128,6 @@ class RunConfig:
     def from_dict(cls, d: dict) -> RunConfig:
         classes = ClassSet(tuple(d["classes"]["names"]), tuple(tuple(c) for c in d["classes"]["colors"]))
         # Runs made before the split had its own seed split with the training seed: resume them on that split.
-        data = {"split_seed": d["train"].get("seed", 0), **d["data"]}
+        # Runs made before colour-coded masks read every mask by the ids rule.
+        data = {"split_seed": d["train"].get("seed", 0), "mask_format": "ids", **d["data"]}
         return cls(ModelConfig.from_dict(d["model"]), DataConfig(**data), TrainConfig(**d["train"]), classes)

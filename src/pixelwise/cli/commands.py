@@ -11,12 +11,14 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..config import RunConfig
+from ..data.colors import unknown_color_summary
 from ..data.dataset import check
 from ..data.pairs import locate
 from ..model.unet import PRESETS, preset
 from ..recipes import recipe
-from ..rundir import CONFIG_FILE, load_config
+from ..rundir import CONFIG_FILE, EVALUATION_DIR, load_config
 from ..training.distributed import LaunchFailed, LaunchStopped, launch, launched_rank
+from .data_flags import DATA_SETTINGS, mask_format_from, naming_from
 
 EXIT_ERROR, EXIT_DATA, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -46,7 +48,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     images, masks = locate(args.data, args.images, args.masks)
-    decoded = check(images, masks, args.classes, cache_dir=args.cache_dir, progress=not args.no_progress)
+    decoded = check(images, masks, args.classes, cache_dir=args.cache_dir, progress=not args.no_progress,
+                    mask_format=mask_format_from(args, args.ignore_index), naming=naming_from(args))
     total = int(decoded.histogram.sum())
     print(f"{images} + {masks}: {len(decoded.names)} valid pairs, {len(decoded.problems)} problem(s)")
     sizes = sorted(set(decoded.original_sizes))
@@ -63,6 +66,11 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(f"  never occurs: {', '.join(missing)}")
     for problem in decoded.problems:
         print(f"pixelwise check: {problem}", file=sys.stderr)
+    unknown = unknown_color_summary(decoded.problems)
+    if unknown:
+        print(f"\ncolours no class has ({len(unknown)}; add them to the class file or pass --unknown-color ignore):")
+        for line in unknown:
+            print(f"  {line}")
     return EXIT_DATA if decoded.problems else 0
 
 
@@ -77,7 +85,7 @@ _SETTINGS = {
     "--split-seed": ("data", "split_seed"),
     "--augment": ("data", "augment"), "--crop": ("data", "crop"),
     "--class-crops": ("data", "class_crops"), "--batch-norm": ("model", "batch_norm"),
-    "--filters": ("model", "n_filters"),
+    "--filters": ("model", "n_filters"), **DATA_SETTINGS,
 }
 
 
@@ -170,7 +178,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     evaluation = evaluate(args.run, images, masks, weights=args.weights, skip_invalid=args.skip_invalid,
                           cache_dir=args.cache_dir, progress=not args.no_progress, size=args.size, tile=args.tile,
                           tta=args.tta, engine=args.engine)
-    out = args.out or Path(args.run) / "evaluation"
+    out = args.out or Path(args.run) / EVALUATION_DIR
     write_report(evaluation, out)
     print(format_report(evaluation))
     for problem in evaluation.skipped:
@@ -184,11 +192,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from ..inference.predict import predict
     from ..inference.predictor import Predictor
+    from ..inference.video import VideoOptions
 
+    video = VideoOptions(every=args.every, save_masks=args.save_masks, side_by_side=args.side_by_side,
+                         batch_size=args.batch_size, progress=not args.no_progress)
     predictor = Predictor(args.run, weights=args.weights, engine=args.engine, tile=args.tile, tta=args.tta)
     bar = tqdm(desc="predict", unit="image", disable=True if args.no_progress else None)
     result = predict(predictor, args.images, args.out, masks_dir=args.masks, size=args.size,
-                           on_file=lambda _: bar.update())
+                           on_file=lambda _: bar.update(), video=video)
     bar.close()
     for problem in result.problems:
         print(f"pixelwise predict: {problem}", file=sys.stderr)
@@ -214,5 +225,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    from ..inference.serve import ServeOptions, serve
+
+    options = ServeOptions(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
+                           max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels,
+                           token=args.token or os.environ.get("PIXELWISE_TOKEN") or None)
+    serve(args.run, host=args.host, port=args.port, engine=args.engine, weights=args.weights, options=options)
+    return 0
+
+
 COMMANDS = {"demo": cmd_demo, "summary": cmd_summary, "synth": cmd_synth, "check": cmd_check, "train": cmd_train,
-            "evaluate": cmd_evaluate, "predict": cmd_predict, "export": cmd_export}
+            "evaluate": cmd_evaluate, "predict": cmd_predict, "export": cmd_export,
+            "serve": cmd_serve}

@@ -1,5 +1,4 @@
-"""The command line: parses arguments and calls the Python API, nothing more. Errors the user can
-act on become one line per problem on stderr and a non-zero exit, never a traceback."""
+"""The argument parser: every command, flag, default and help text (``pixelwise COMMAND --help``)."""
 
 from __future__ import annotations
 
@@ -20,6 +19,7 @@ from ..data.resize import RESIZE_MODES
 from ..inference.tiling import AUTO_TILE
 from ..model.unet import PRESETS
 from ..recipes import DEFAULT_RECIPE, RECIPES
+from .data_flags import add_data_format_args
 
 
 def _dims(text: str, n: int, example: str) -> tuple[int, ...]:
@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="validate a dataset: every problem, one line each, and the class histogram")
     _add_data_args(p, required=False)
     p.add_argument("--classes", type=_classes, default=CARLA, help="number of classes or a file of names (default: CARLA's 23)")
+    add_data_format_args(p)
+    p.add_argument("--ignore-index", type=int, default=None, metavar="ID",
+                   help="the class unknown colours become with --unknown-color ignore")
     _cache_args(p)
 
     # No abbreviated flags: --resume checks the flags given by their full names.
@@ -123,8 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--recipe", choices=sorted(RECIPES), default=DEFAULT_RECIPE,
                    help="default: BatchNorm, class-weighted CE + Dice, AdamW + cosine, batch 8, 120 epochs of "
-                        "128x160 crops of 240x320 frames, flipped, half of them on a rare class (29 min on a "
-                        "2-core Xeon with AMX for 205 frames); seed: the assignment exactly (Adam 1e-3, CE, batch 32, 40 "
+                        "128x160 crops of 240x320 frames, flipped, half of them on a rare class (timings: docs/benchmarks.md); "
+                        "seed: the assignment exactly (Adam 1e-3, CE, batch 32, 40 "
                         "epochs, 96x128). The flags below change single settings of the recipe")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
@@ -162,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="base filters (default: the preset's: 32 for assignment, 64 for original)")
     p.add_argument("--classes", type=_classes, default=CARLA, help="number of classes or a file of names (default: CARLA's 23)")
     p.add_argument("--skip-invalid", action="store_true", help="train on the valid pairs, listing what was skipped")
+    add_data_format_args(p)
     p.add_argument("--nproc", type=int, default=None, metavar="N",
                    help="train data-parallel in N processes on this machine (one per GPU; gloo on a CPU) through "
                         "torchrun; for several machines run torchrun yourself (see the README)")
@@ -212,5 +216,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action="store_true",
                    help="test-time augmentation: average the logits of each image and of its horizontal mirror "
                         "(two passes per image)")
+    p.add_argument("--save-masks", action="store_true",
+                   help="videos: also write one 8-bit class-id PNG per predicted frame, in OUT/NAME_masks/")
+    p.add_argument("--every", type=int, default=1, metavar="N",
+                   help="videos: predict every Nth frame (the output video then runs at 1/N of the frame rate)")
+    p.add_argument("--side-by-side", action="store_true", help="videos: write input | overlay, side by side")
+    p.add_argument("--batch-size", type=int, default=8, help="video frames per forward pass (default: %(default)s)")
     _progress_arg(p)
+
+    p = sub.add_parser("serve", help="serve a run over HTTP: POST /predict, a page to try it at /, /health, /info")
+    p.add_argument("run", type=Path, help="run directory written by train")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default: %(default)s, this machine only; 0.0.0.0 for every interface)")
+    p.add_argument("--port", type=int, default=8000, help="(default: %(default)s)")
+    p.add_argument("--weights", choices=("best", "last"), default="best")
+    _engine_arg(p)
+    p.add_argument("--max-batch", type=int, default=8,
+                   help="requests predicted together at most (default: %(default)s; 1 turns batching off)")
+    p.add_argument("--max-wait-ms", type=float, default=5.0,
+                   help="how long a request may wait for others to share its batch (default: %(default)s)")
+    p.add_argument("--max-queue", type=int, default=64,
+                   help="requests that may wait; the next gets 503 (default: %(default)s)")
+    p.add_argument("--max-upload-mb", type=float, default=20.0, help="larger uploads get 413 (default: %(default)s)")
+    p.add_argument("--max-pixels", type=int, default=4096 * 4096,
+                   help="larger images get 400, however small the file (default: %(default)s)")
+    p.add_argument("--token", default=None,
+                   help="require Authorization: Bearer TOKEN on /info and /predict (default: $PIXELWISE_TOKEN if set)")
     return parser

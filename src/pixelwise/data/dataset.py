@@ -1,11 +1,5 @@
-"""Image/mask pairs on disk → validated, resized uint8 arrays, plus a leak-free train/val split.
-
-The flow: :func:`locate` the two folders, :func:`find_pairs` by file stem, decode every pair
-(:func:`read_image`, :func:`read_mask`), validate it, resize it, and cache the result on disk
-(:func:`decode_dataset`). Nothing here raises at the first bad file: every problem is collected as a
-:class:`Problem` naming the file, so a user can fix a whole dataset in one round; the caller decides
-whether to refuse (``raise DataError(problems)``) or to skip the bad pairs.
-"""
+"""A dataset decoded once: every pair validated and resized, from the cache when nothing changed,
+with every problem listed (``decode_dataset``); ``check`` is the same without training."""
 
 from __future__ import annotations
 
@@ -15,9 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..classes import CARLA, ClassSet
+from ..config import DataConfig
 from ..device import usable_cores
-from .cache import Cache
+from .cache import Cache, default_cache_dir
+from .colors import MaskFormat
 from .decode import quiet_bomb_warnings
+from .naming import Naming
 from .pairs import Pair, find_pairs
 from .problems import Problem
 from .resize import check_resize_mode, check_size
@@ -45,8 +43,13 @@ class Decoded:
 
 def decode_dataset(images_dir: Path, masks_dir: Path, size: tuple[int, int], n_classes: int, *,
                    image_resize: str = "nearest", cache_dir: Path | None = None, workers: int | None = None,
-                   progress: bool = True) -> Decoded:
+                   progress: bool = True, mask_format: MaskFormat | None = None,
+                   naming: Naming | None = None) -> Decoded:
     """Decode, validate and resize every pair, in parallel, collecting ALL problems.
+
+    ``naming`` says how files pair (name suffixes, sub-folders; by equal stems by default) and
+    ``mask_format`` how a mask becomes ids (colour table; the ids rule by default): both are part of the
+    cache's key.
 
     A pair is left out (and listed in ``skipped``) when a file cannot be read, when image and mask
     differ in size, or when the mask holds ids >= ``n_classes``; the caller decides whether any
@@ -68,14 +71,15 @@ def decode_dataset(images_dir: Path, masks_dir: Path, size: tuple[int, int], n_c
     if workers < 1:
         raise ValueError(f"workers must be at least 1, not {workers}")
     images_dir, masks_dir = Path(images_dir), Path(masks_dir)
-    pairs, problems = find_pairs(images_dir, masks_dir)
-    decode = PairDecoder(size, image_resize)
+    pairs, problems = find_pairs(images_dir, masks_dir, naming)
+    decode = PairDecoder(size, image_resize, masks=mask_format)
     table = cache = None
     if cache_dir is not None and pairs:
         cache_dir = Path(cache_dir).expanduser()
         try:
             cache_dir.mkdir(parents=True, exist_ok=True)
-            cache = Cache(cache_dir, images_dir, masks_dir, size, image_resize)
+            settings = (mask_format.key() if mask_format else []) + (naming.key() if naming else [])
+            cache = Cache(cache_dir, images_dir, masks_dir, size, image_resize, settings)
             keys, key = cache.keys(pairs)
             table = _with_current_problems(cache.load(pairs, key), pairs, decode, workers)
             if table is None:
@@ -144,3 +148,16 @@ def _select(table: Table, pairs: list[Pair], n_classes: int, problems: list[Prob
     histogram[: min(n_classes, len(totals))] = totals[:n_classes]
     sizes = [(int(hh), int(ww)) for hh, ww in table.original_sizes[keep]]
     return Decoded(names, images, masks, sizes, histogram, problems, skipped)
+
+
+def check(images_dir: str | Path, masks_dir: str | Path, classes: ClassSet = CARLA, *,
+          cache_dir: Path | None = None, progress: bool = True, mask_format: MaskFormat | None = None,
+          naming: Naming | None = None) -> Decoded:
+    """Every problem in a dataset and its class histogram, without training: decodes (and caches) at
+    the default training size, so a later ``train`` at that size starts from the cache. ``mask_format`` and
+    ``naming`` as for ``decode_dataset`` (by default: masks in the ``auto`` format with ``classes``'
+    colours, files paired by equal stems)."""
+    mask_format = MaskFormat("auto", tuple(classes.colors)) if mask_format is None else mask_format
+    return decode_dataset(Path(images_dir), Path(masks_dir), DataConfig.size, len(classes),
+                          cache_dir=default_cache_dir() if cache_dir is None else cache_dir, progress=progress,
+                          mask_format=mask_format, naming=naming)

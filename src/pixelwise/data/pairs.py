@@ -1,11 +1,5 @@
-"""Image/mask pairs on disk → validated, resized uint8 arrays, plus a leak-free train/val split.
-
-The flow: :func:`locate` the two folders, :func:`find_pairs` by file stem, decode every pair
-(:func:`read_image`, :func:`read_mask`), validate it, resize it, and cache the result on disk
-(:func:`decode_dataset`). Nothing here raises at the first bad file: every problem is collected as a
-:class:`Problem` naming the file, so a user can fix a whole dataset in one round; the caller decides
-whether to refuse (``raise DataError(problems)``) or to skip the bad pairs.
-"""
+"""Finding the pairs: the images and masks folders, files matched by stem, and every file without
+a partner or with an unusable name reported as a problem."""
 
 from __future__ import annotations
 
@@ -14,6 +8,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .links import broken_link
+from .naming import Naming
 from .problems import DataError, Problem
 
 IMAGE_DIR = "CameraRGB"
@@ -89,13 +85,15 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
-def _image_files(folder: Path, role: str) -> tuple[dict[str, Path] | None, list[Problem], list[str]]:
+def _image_files(folder: Path, role: str, naming: Naming | None = None
+                 ) -> tuple[dict[str, Path] | None, list[Problem], list[str]]:
     """Image files in ``folder`` by stem (None if it cannot be listed); stems used twice are problems.
     Also returns the names of the other (non-image) files, for hints."""
     by_stem: dict[str, list[Path]] = {}
     others: list[str] = []
+    links: list[Problem] = []  # image names that are broken links or link loops
     try:
-        entries = list(os.scandir(folder))
+        entries = list(os.scandir(folder) if naming is None else naming.entries(folder))
     except OSError as exc:
         return None, [Problem(folder, f"cannot list the {role} folder ({exc.strerror or exc})")], []
     for entry in entries:
@@ -106,13 +104,17 @@ def _image_files(folder: Path, role: str) -> tuple[dict[str, Path] | None, list[
         except OSError:
             is_file = False
         if not is_file:
+            link = broken_link(entry.path) if Path(entry.name).suffix.lower() in IMAGE_SUFFIXES else None
+            if link:
+                links.append(Problem(Path(entry.path), link))
             continue
         path = Path(entry.path)
-        if path.suffix.lower() in IMAGE_SUFFIXES:
-            by_stem.setdefault(path.stem, []).append(path)
+        name = path.stem if naming is None else naming.pair_name(folder, path, role)
+        if path.suffix.lower() in IMAGE_SUFFIXES and name is not None:
+            by_stem.setdefault(name, []).append(path)
         else:
             others.append(entry.name)
-    files, problems = {}, []
+    files, problems = {}, links
     for stem, paths in by_stem.items():
         if len(paths) == 1:
             files[stem] = paths[0]
@@ -131,16 +133,19 @@ def _empty_folder_problem(folder: Path, role: str, others: list[str]) -> Problem
     return Problem(folder, f"no {role} files ({', '.join(IMAGE_SUFFIXES)}) in this folder{hint}")
 
 
-def find_pairs(images_dir: Path, masks_dir: Path | None) -> tuple[list[Pair], list[Problem]]:
+def find_pairs(images_dir: Path, masks_dir: Path | None, naming: Naming | None = None
+               ) -> tuple[list[Pair], list[Problem]]:
     """Pair images with masks BY FILE STEM (never by listing order, which differs between systems).
 
     Hidden files and files without an image suffix are ignored. An image without a mask, a mask
     without an image, and two files with one stem in one folder are problems; such pairs are left
     out. Pairs come in natural order ("2" before "10"). ``masks_dir=None`` lists a prediction-only
-    image folder (every ``Pair.mask`` is None).
+    image folder (every ``Pair.mask`` is None). ``naming`` pairs by stems less a suffix and by
+    relative path in sub-folders (see :class:`~.naming.Naming`); a pair's name is then that.
     """
+    naming = None if naming is None or naming.is_default else naming
     images_dir = Path(images_dir)
-    images, problems, other_images = _image_files(images_dir, "image")
+    images, problems, other_images = _image_files(images_dir, "image", naming)
     if images is None:
         return [], problems
     if masks_dir is None:
@@ -152,7 +157,7 @@ def find_pairs(images_dir: Path, masks_dir: Path | None) -> tuple[list[Pair], li
     masks_dir = Path(masks_dir)
     if images_dir.resolve() == masks_dir.resolve():
         return [], [Problem(images_dir, "the images and masks folders are the same folder")]
-    masks, mask_problems, other_masks = _image_files(masks_dir, "mask")
+    masks, mask_problems, other_masks = _image_files(masks_dir, "mask", naming)
     if masks is None:
         return [], problems + mask_problems
     # An empty (or wrong) folder is one problem, not one per file on the other side.
@@ -161,7 +166,7 @@ def find_pairs(images_dir: Path, masks_dir: Path | None) -> tuple[list[Pair], li
     if not masks and not mask_problems:
         return [], problems + [_empty_folder_problem(masks_dir, "mask", other_masks)]
     problems += mask_problems
-    duplicated = {p.path.stem for p in problems}
+    duplicated = {p.path.stem if naming is None else naming.name_of(p.path, images_dir, masks_dir) for p in problems}
     pairs = []
     for stem in sorted(images.keys() | masks.keys(), key=natural_key):
         image, mask = images.get(stem), masks.get(stem)
@@ -170,8 +175,10 @@ def find_pairs(images_dir: Path, masks_dir: Path | None) -> tuple[list[Pair], li
         elif stem in duplicated:
             continue  # already reported; "no mask" on top would only add noise
         elif mask is None:
-            problems.append(Problem(image, f"no mask named {stem}.* in {masks_dir}"))
+            named = f"{stem}.*" if naming is None else naming.describe("mask").format(name=stem)
+            problems.append(Problem(image, f"no mask named {named} in {masks_dir}"))
         else:
-            problems.append(Problem(mask, f"no image named {stem}.* in {images_dir}"))
+            named = f"{stem}.*" if naming is None else naming.describe("image").format(name=stem)
+            problems.append(Problem(mask, f"no image named {named} in {images_dir}"))
     problems.sort(key=lambda p: natural_key(p.path.stem))
     return pairs, problems

@@ -14,8 +14,10 @@ from tqdm.auto import tqdm
 
 from ..classes import ClassSet
 from ..data.cache import default_cache_dir
+from ..data.colors import MaskFormat, read_mask_as
 from ..data.dataset import decode_dataset
-from ..data.decode import read_image, read_mask
+from ..data.decode import read_image
+from ..data.naming import Naming
 from ..data.pairs import find_pairs
 from ..data.problems import DataError, Problem
 from ..data.transforms import to_target
@@ -71,19 +73,21 @@ def evaluate(run_dir: str | Path, images_dir: str | Path, masks_dir: str | Path,
     predictor = Predictor(run_dir, weights=weights, tile=tile, tta=tta, engine=engine)
     n_classes = len(predictor.classes)
     # Validate everything first (cheap, and cached): never report on half a dataset by accident.
+    mask_format, naming = MaskFormat.for_run(predictor.config), Naming.for_run(predictor.config)
     checked = decode_dataset(Path(images_dir), Path(masks_dir), predictor.config.data.size, n_classes,
                              image_resize=predictor.config.data.image_resize,
-                             cache_dir=default_cache_dir() if cache_dir is None else cache_dir, progress=progress)
+                             cache_dir=default_cache_dir() if cache_dir is None else cache_dir, progress=progress,
+                             mask_format=mask_format, naming=naming)
     if checked.problems and not skip_invalid:
         raise DataError(checked.problems)
     if not checked.names:
         raise DataError(checked.problems or [Problem(Path(images_dir), "no image/mask pairs to evaluate")])
-    paths = {p.name: p for p in find_pairs(Path(images_dir), Path(masks_dir))[0]}
+    paths = {p.name: p for p in find_pairs(Path(images_dir), Path(masks_dir), naming)[0]}
     cm = torch.zeros(n_classes, n_classes, dtype=torch.int64)
     ignore = predictor.config.train.ignore_index
     for name in tqdm(checked.names, desc="evaluate", unit="image", disable=None if progress else True):
         pair = paths[name]
-        truth = to_target(read_mask(pair.mask), ignore_index=ignore)  # unlabelled pixels are not scored
+        truth = to_target(read_mask_as(pair.mask, mask_format), ignore_index=ignore)  # unlabelled pixels are not scored
         pred = torch.from_numpy(predictor.predict(read_image(pair.image), size))
         cm += confusion_matrix(pred, truth, n_classes)
     return Evaluation(cm.numpy(), predictor.classes, len(checked.names), checked.problems)

@@ -22,7 +22,9 @@ from tqdm.auto import tqdm
 
 from ..config import RunConfig
 from ..data.cache import default_cache_dir
+from ..data.colors import MaskFormat
 from ..data.dataset import Decoded, decode_dataset
+from ..data.naming import Naming
 from ..data.problems import DataError
 from ..data.split import Split, split_by_runs
 from ..data.transforms import IGNORE_INDEX, to_batch
@@ -86,7 +88,8 @@ def prepare_data(images_dir: Path, masks_dir: Path, config: RunConfig, *, skip_i
                  progress: bool, log: Callable[[str], None]) -> tuple[Decoded, Split]:
     """Decode and validate every pair up front (refusing bad data before any training), then split."""
     decoded = decode_dataset(images_dir, masks_dir, config.data.size, config.model.n_classes,
-                             image_resize=config.data.image_resize, cache_dir=cache_dir, progress=progress)
+                             image_resize=config.data.image_resize, cache_dir=cache_dir, progress=progress,
+                             mask_format=MaskFormat.for_run(config), naming=Naming.for_run(config))
     if decoded.problems and not skip_invalid:
         raise DataError(decoded.problems)
     if decoded.problems:
