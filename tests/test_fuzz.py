@@ -621,3 +621,41 @@ def test_train_on_a_name_that_is_not_utf8(root, base, capfd):
         os.rename(data / sub / "placeholder.png", os.path.join(os.fsencode(data / sub), b"caf\xe9.png"))
     code, _, err = run_cli(capfd, "train", data, "--out", folder / "run", "--cache-dir", folder / "cache", *TRAIN_ARGS)
     assert code == 0, err
+
+
+# ------------------------------------------------------------------------- the Python API's array input
+
+@pytest.fixture(scope="module")
+def fixture_predictor():
+    from pixelwise import Predictor
+
+    return Predictor(Path(__file__).parent / "fixtures" / "run-0.1.0")
+
+
+@st.composite
+def image_arrays(draw) -> np.ndarray:
+    """Any dtype numpy has a strategy for, any shape up to 4-D (sides 0-9, channels-first included),
+    any values (NaN, infinities, negatives and extremes among them)."""
+    from hypothesis.extra import numpy as hnp
+
+    dtype = draw(st.one_of(hnp.scalar_dtypes(), hnp.byte_string_dtypes(max_len=2), hnp.unicode_string_dtypes(max_len=2)))
+    shape = draw(st.one_of(hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=9),
+                           st.tuples(st.sampled_from([1, 3, 4]), st.integers(5, 9), st.integers(5, 9))))
+    return draw(hnp.arrays(dtype, shape))
+
+
+@fuzz(150)
+@given(array=image_arrays(), native=st.booleans())
+@example(array=np.zeros((64, 96, 4), np.uint8), native=False).via("the issue's RGBA CARLA frame")
+@example(array=np.zeros((64, 96), np.uint8), native=False).via("the issue's grey array")
+def test_predictor_predict_any_array(fixture_predictor, array, native):
+    """Every dtype, shape and channel count ends in a mask of the image's size or a one-line ValueError."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            mask = fixture_predictor.predict(array, "native" if native else None)
+        except ValueError as exc:
+            assert str(exc) and "\n" not in str(exc), repr(str(exc))
+            return
+    assert mask.dtype == np.uint8 and mask.shape == array.shape[:2]
+    assert int(mask.max()) < len(fixture_predictor.classes)

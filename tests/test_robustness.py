@@ -260,3 +260,43 @@ def test_arrays_that_cannot_be_images_are_one_line_value_errors(predictor, array
     with pytest.raises(ValueError, match=message) as caught:
         predictor.predict(array)
     assert "\n" not in str(caught.value)
+
+
+# --------------------------------------------------------------------------------------------- symlinks
+
+@pytest.fixture
+def linked(scenes, tmp_path) -> Path:
+    """A copy of four scene pairs plus a dangling image link (its mask is there) and an image link loop."""
+    import shutil
+
+    data = tmp_path / "data"
+    for sub in (IMAGE_DIR, MASK_DIR):
+        (data / sub).mkdir(parents=True)
+        for path in sorted((scenes / sub).iterdir())[:4]:
+            shutil.copy(path, data / sub / path.name)
+    shutil.copy(sorted((scenes / MASK_DIR).iterdir())[0], data / MASK_DIR / "900001.png")
+    os.symlink(tmp_path / "elsewhere" / "900001.png", data / IMAGE_DIR / "900001.png")
+    os.symlink("loop.png", data / IMAGE_DIR / "loop.png")
+    return data
+
+
+def test_check_names_broken_links_and_loops_as_problems_of_those_files(linked, tmp_path, capsys):
+    assert main(["check", str(linked), "--cache-dir", str(tmp_path / "cache"), "--no-progress"]) == 2
+    problems = [line for line in capsys.readouterr().err.splitlines() if line.startswith("pixelwise check: ")]
+    assert problems == [
+        f"pixelwise check: {linked / IMAGE_DIR / '900001.png'}: broken link to {tmp_path / 'elsewhere' / '900001.png'} "
+        "(no such file)",
+        f"pixelwise check: {linked / IMAGE_DIR / 'loop.png'}: symbolic link loop (loop.png -> loop.png); it never "
+        "reaches a file",
+    ]
+
+
+def test_predict_names_broken_links(linked, tmp_path, capsys):
+    run = FIXTURES / "run-0.1.0"
+    dangling = linked / IMAGE_DIR / "900001.png"
+    code = main(["predict", str(run), str(linked / IMAGE_DIR), str(dangling), "--out", str(tmp_path / "out"),
+                 "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"{dangling}: broken link to " in err and "file not found" not in err and "no such file or folder" not in err
+    assert f"{linked / IMAGE_DIR / 'loop.png'}: symbolic link loop" in err

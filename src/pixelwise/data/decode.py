@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .links import broken_link
 from .problems import DataError, Problem
 
 
@@ -57,9 +58,10 @@ def _decode(path: str | Path, convert: Callable[[Image.Image, Path, str], np.nda
     path = Path(path)
     try:
         st = path.stat()
-    except FileNotFoundError:
-        raise _fail(path, "file not found") from None
     except OSError as exc:
+        link = broken_link(path)
+        if link or isinstance(exc, FileNotFoundError):
+            raise _fail(path, link or "file not found") from None
         raise _fail(path, f"cannot read ({exc.strerror or exc})") from None
     if stat.S_ISDIR(st.st_mode):
         raise _fail(path, "is a folder, not an image file")

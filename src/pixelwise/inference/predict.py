@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.decode import ids_out_of_range, quiet_bomb_warnings, read_image, read_mask
+from ..data.links import broken_link
 from ..data.pairs import is_image_file
 from ..data.problems import DataError, Problem
 from ..files import make_folder
@@ -31,7 +32,7 @@ def expand_images(inputs: Iterable[str | Path]) -> tuple[list[Path], list[Proble
         elif item.is_file():
             files.append(item)
         else:
-            problems.append(Problem(item, "no such file or folder"))
+            problems.append(Problem(item, broken_link(item) or "no such file or folder"))
     return files, problems
 
 
