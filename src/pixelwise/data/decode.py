@@ -9,6 +9,7 @@ whether to refuse (``raise DataError(problems)``) or to skip the bad pairs.
 
 from __future__ import annotations
 
+import io
 import re
 import stat
 import warnings
@@ -26,16 +27,24 @@ def _fail(path: Path, message: str) -> DataError:
     return DataError([Problem(path, message)])
 
 
-def _bomb_message(path: Path, size: tuple[int, int] | None, exc: Exception | None = None) -> str:
+def _head(path: Path, data: bytes | None, n: int) -> bytes:
+    """The first ``n`` bytes of the file (or of ``data``, an upload), empty if unreadable."""
+    if data is not None:
+        return data[:n]
+    try:
+        with open(path, "rb") as f:
+            return f.read(n)
+    except OSError:
+        return b""
+
+
+def _bomb_message(path: Path, size: tuple[int, int] | None, exc: Exception | None = None,
+                  data: bytes | None = None) -> str:
     limit = Image.MAX_IMAGE_PIXELS
     if size is None:  # Pillow refused before handing us the header; PNGs keep it at a fixed offset
-        try:
-            with open(path, "rb") as f:
-                head = f.read(24)
-            if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
-                size = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
-        except OSError:
-            pass
+        head = _head(path, data, 24)
+        if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+            size = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
     if size is not None:
         what = f"image is {size[0]} x {size[1]} pixels"
     else:
@@ -53,23 +62,27 @@ def _rawmode(im: Image.Image) -> str:
     return args if isinstance(args, str) else str(args[0]) if args else ""
 
 
-def _decode(path: str | Path, convert: Callable[[Image.Image, Path, str], np.ndarray]) -> np.ndarray:
-    """Open, size-check, fully decode and convert one file; every failure becomes a DataError naming it."""
+def _decode(path: str | Path, convert: Callable[[Image.Image, Path, str], np.ndarray],
+            data: bytes | None = None) -> np.ndarray:
+    """Open, size-check, fully decode and convert one file (or ``data``, the bytes of an upload named
+    ``path``); every failure becomes a DataError naming it."""
     path = Path(path)
-    try:
-        st = path.stat()
-    except OSError as exc:
-        link = broken_link(path)
-        if link or isinstance(exc, FileNotFoundError):
-            raise _fail(path, link or "file not found") from None
-        raise _fail(path, f"cannot read ({exc.strerror or exc})") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise _fail(path, "is a folder, not an image file")
-    if st.st_size == 0:
+    if data is None:
+        try:
+            st = path.stat()
+        except OSError as exc:
+            link = broken_link(path)
+            if link or isinstance(exc, FileNotFoundError):
+                raise _fail(path, link or "file not found") from None
+            raise _fail(path, f"cannot read ({exc.strerror or exc})") from None
+        if stat.S_ISDIR(st.st_mode):
+            raise _fail(path, "is a folder, not an image file")
+    n_bytes = st.st_size if data is None else len(data)
+    if n_bytes == 0:
         raise _fail(path, "empty file (0 bytes)")
     kind = path.suffix.lstrip(".").upper() or "image"
     try:
-        with Image.open(path) as im:  # lazy: reads the header only
+        with Image.open(path if data is None else io.BytesIO(data)) as im:  # lazy: reads the header only
             kind = im.format or kind
             limit = Image.MAX_IMAGE_PIXELS
             if limit and im.width * im.height > limit:
@@ -81,18 +94,14 @@ def _decode(path: str | Path, convert: Callable[[Image.Image, Path, str], np.nda
     except DataError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # the warning: under `-W error`
-        raise _fail(path, _bomb_message(path, None, exc)) from None
+        raise _fail(path, _bomb_message(path, None, exc, data)) from None
     except UnidentifiedImageError:
-        try:
-            with open(path, "rb") as f:
-                head = f.read(8)
-        except OSError:
-            head = b""
+        head = _head(path, data, 8)
         if head.startswith(b"\x89PNG"):
             raise _fail(path, "truncated or corrupt PNG header") from None
         if head.startswith(b"\xff\xd8"):
             raise _fail(path, "truncated or corrupt JPEG header") from None
-        raise _fail(path, f"not an image file (Pillow cannot identify it; {st.st_size} bytes)") from None
+        raise _fail(path, f"not an image file (Pillow cannot identify it; {n_bytes} bytes)") from None
     except MemoryError:
         raise _fail(path, "not enough memory to decode this image") from None
     except Exception as exc:  # Pillow's decoders raise OSError, SyntaxError, ValueError, zlib/struct errors …
@@ -136,6 +145,12 @@ def read_image(path: str | Path) -> np.ndarray:
     """Decode an image as uint8 (H, W, 3) RGB, whatever its mode: alpha dropped, grey repeated,
     palette applied, 16 bits scaled to 8. Raises DataError naming the file if it cannot be read."""
     return _decode(path, _image_to_rgb)
+
+
+def read_image_bytes(data: bytes, name: str = "upload") -> np.ndarray:
+    """:func:`read_image` for bytes received rather than read from disk (the server's uploads): the
+    same rules and messages, the file called ``name``."""
+    return _decode(name, _image_to_rgb, data)
 
 
 def _mask_to_ids(im: Image.Image, path: Path, rawmode: str) -> np.ndarray:

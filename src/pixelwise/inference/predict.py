@@ -18,6 +18,7 @@ from ..data.problems import DataError, Problem
 from ..files import make_folder
 from .outputs import write_outputs
 from .predictor import Predictor
+from .video import VideoOptions, is_video_file, predict_video_reporting
 
 
 def expand_images(inputs: Iterable[str | Path]) -> tuple[list[Path], list[Problem]]:
@@ -44,10 +45,11 @@ class PredictResult:
 
 def predict(predictor: Predictor, inputs: Iterable[str | Path], out_dir: str | Path, *,
                   masks_dir: str | Path | None = None, size: tuple[int, int] | str | None = None,
-                  on_file: Callable[[Path], None] | None = None) -> PredictResult:
+                  on_file: Callable[[Path], None] | None = None, video: VideoOptions | None = None) -> PredictResult:
     """For each image: ``NAME_mask.png`` (class ids, original size), ``NAME_color.png``,
     ``NAME_overlay.png``, and with ``masks_dir`` the Input | True | Predicted ``NAME_figure.png``.
-    A bad file is reported and skipped; the others are still written."""
+    Video files go to ``predict_video`` (with ``video``'s options). A bad file is reported and
+    skipped; the others are still written."""
     out_dir = Path(out_dir)
     files, problems = expand_images(inputs)
     result = PredictResult(problems=problems)
@@ -61,6 +63,10 @@ def predict(predictor: Predictor, inputs: Iterable[str | Path], out_dir: str | P
             continue
         by_stem[path.stem] = path
     for path in by_stem.values():
+        if is_video_file(path):
+            done = predict_video_reporting(predictor, path, out_dir, video or VideoOptions(), size)
+            result.written, result.problems = result.written + done.written, result.problems + done.problems
+            continue
         try:
             with warnings.catch_warnings():
                 quiet_bomb_warnings()

@@ -1,0 +1,57 @@
+"""Several images through the network in one forward pass: what video frames and concurrent server
+requests need to keep the cores busy. The masks are those ``Predictor.predict`` gives one at a time
+(same resize, padding, engine, TTA; tests compare them pixel for pixel); images that would be tiled
+fall back to ``Predictor.predict``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data.resize import resize_image
+from ..evaluation.metrics import class_ids
+from .predictor import Predictor, flip_tta
+
+
+@torch.no_grad()
+def predict_batch(predictor: Predictor, images: Sequence[np.ndarray],
+                  size: tuple[int, int] | str | None = None) -> list[np.ndarray]:
+    """(H, W) uint8 class ids for each (H, W, 3) uint8 image, at its own size, in one forward pass at
+    ``size`` as in ``Predictor.predict`` (default: the training size; each image is resized to it, so
+    sizes may differ; ``"native"`` needs images of one size)."""
+    if not images:
+        return []
+    config = predictor.config
+    if size == "native" and len({image.shape[:2] for image in images}) > 1:
+        return [predictor.predict(image, size) for image in images]
+    h, w = images[0].shape[:2] if size == "native" else (size or config.data.size)
+    cfg = config.model
+    in_h, in_w = cfg.input_size_for(h), cfg.input_size_for(w)
+    if predictor.tile is not None and (in_h > predictor.tile[0] or in_w > predictor.tile[1]):
+        return [predictor.predict(image, size) for image in images]  # tiled: one image at a time
+    inputs = np.stack([image if image.shape[:2] == (h, w) else resize_image(image, (h, w), config.data.image_resize)
+                       for image in images])
+    x = torch.from_numpy(inputs).to(predictor.device).permute(0, 3, 1, 2).float().div_(255)
+    top, left = (in_h - cfg.output_size(in_h)) // 2, (in_w - cfg.output_size(in_w)) // 2
+    pads = (left, in_w - w - left, top, in_h - h - top)
+    if any(pads):  # the rule of Predictor.logits
+        mode = "reflect" if max(pads[0], pads[1]) < w and max(pads[2], pads[3]) < h else "replicate"
+        x = F.pad(x, pads, mode=mode)
+    forward = flip_tta(predictor._forward) if predictor.tta else predictor._forward
+    logits = forward(x)[:, :, :h, :w].float()
+    masks = []
+    for i, image in enumerate(images):
+        one = logits[i: i + 1]
+        if one.shape[2:] != image.shape[:2]:
+            one = F.interpolate(one, size=image.shape[:2], mode="bilinear", align_corners=False)
+        masks.append(class_ids(one[0], 0).to(torch.uint8).cpu().numpy())
+    return masks
+
+
+def class_shares(mask: np.ndarray, n_classes: int) -> np.ndarray:
+    """(n_classes,) share of the mask's pixels in each class, summing to 1."""
+    counts = np.bincount(mask.ravel(), minlength=n_classes)[:n_classes]
+    return counts / max(1, mask.size)
