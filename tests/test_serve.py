@@ -1,0 +1,298 @@
+"""The HTTP server, started for real on a free loopback port and called with a real HTTP client:
+masks identical to Predictor's, every error code, 16 concurrent clients, a full queue, the page in a
+real headless browser."""
+
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+from conftest import small_run
+from PIL import Image
+
+from pixelwise.data.decode import read_image
+from pixelwise.data.pairs import IMAGE_DIR
+from pixelwise.inference.predictor import Predictor
+
+httpx = pytest.importorskip("httpx")
+uvicorn = pytest.importorskip("uvicorn")
+pytest.importorskip("fastapi")
+from pixelwise.inference.serve import ServeOptions, create_app  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def run(scenes, tmp_path_factory):
+    return small_run(scenes, tmp_path_factory.mktemp("serve") / "run", epochs=1)
+
+
+@pytest.fixture(scope="module")
+def images(scenes):
+    return sorted((scenes / IMAGE_DIR).iterdir())[:16]
+
+
+@contextmanager
+def serving(predictor, **options):
+    """The app on uvicorn in a thread, on a free port of 127.0.0.1; yields its base URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    app = create_app(predictor, ServeOptions(**options))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def server(run):
+    with serving(Predictor(run), max_batch=8, max_wait_ms=10, max_upload_mb=0.25, max_pixels=1_000_000) as url:
+        yield url
+
+
+def png_bytes(array, **save):
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG", **save)
+    return buffer.getvalue()
+
+
+def mask_of(response):
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/png"
+    return np.asarray(Image.open(io.BytesIO(response.content)))
+
+
+def test_mask_is_predictors_for_raw_and_multipart_uploads(run, server, images):
+    expected = Predictor(run).predict(read_image(images[0]))
+    raw = httpx.post(f"{server}/predict", content=images[0].read_bytes(), headers={"content-type": "image/png"})
+    assert np.array_equal(mask_of(raw), expected)
+    form = httpx.post(f"{server}/predict", files={"file": (images[0].name, images[0].read_bytes(), "image/png")})
+    assert np.array_equal(mask_of(form), expected)
+
+
+def test_json_overlay_and_colour_formats(run, server, images):
+    image = read_image(images[1])
+    expected = Predictor(run).predict(image)
+    shares = httpx.post(f"{server}/predict?format=json", content=images[1].read_bytes()).json()
+    assert (shares["height"], shares["width"]) == image.shape[:2]
+    assert abs(sum(s["share"] for s in shares["shares"]) - 1) < 1e-4
+    counts = np.bincount(expected.ravel(), minlength=23)
+    assert {s["id"] for s in shares["shares"]} == set(np.flatnonzero(counts))
+    overlay = mask_of(httpx.post(f"{server}/predict?format=overlay", content=images[1].read_bytes()))
+    color = mask_of(httpx.post(f"{server}/predict?format=color", content=images[1].read_bytes()))
+    assert overlay.shape == color.shape == (*image.shape[:2], 3)
+
+
+def test_health_and_info(server):
+    assert httpx.get(f"{server}/health").json()["status"] == "ok"
+    info = httpx.get(f"{server}/info").json()
+    assert len(info["classes"]) == 23 and info["classes"][7] == {"id": 7, "name": "Road", "color": [128, 64, 128]}
+    assert info["training_size"] == [48, 64] and info["engine"] == "torch" and len(info["fingerprint"]) == 16
+    assert "token" not in info["limits"]
+
+
+def test_bad_uploads_get_one_line_reasons_and_the_server_carries_on(server, images):
+    good = images[0].read_bytes()
+    cases = {
+        "not an image": (b"hello, this is text", 400, "not an image file"),
+        "truncated PNG": (good[: len(good) // 2], 400, "truncated"),
+        "empty": (b"", 400, "empty file"),
+        "bomb": (png_bytes(np.zeros((1200, 1000), np.uint8)), 400, "1000 x 1200 pixels, more than this server's limit"),
+        "oversize": (os.urandom(300_000), 413, "limit of 262,144"),
+    }
+    for name, (body, status, reason) in cases.items():
+        response = httpx.post(f"{server}/predict", content=body)
+        assert response.status_code == status, name
+        detail = response.json()["detail"]
+        assert reason in detail and "\n" not in detail, (name, detail)
+    assert httpx.post(f"{server}/predict?format=svg", content=good).status_code == 400
+    assert httpx.post(f"{server}/predict", files={"other": (None, "no file here")}).status_code == 400
+    assert httpx.post(f"{server}/predict", content=good).status_code == 200  # unharmed
+
+
+def test_chunked_upload_over_the_limit_gets_413(server):
+    def chunks():
+        for _ in range(40):
+            yield b"\0" * 10_000
+
+    response = httpx.post(f"{server}/predict", content=chunks())
+    assert response.status_code == 413
+
+
+def test_sixteen_concurrent_clients_all_get_their_own_mask(run, server, images):
+    predictor = Predictor(run)
+    expected = [predictor.predict(read_image(p)) for p in images]
+    before = httpx.get(f"{server}/health").json()
+
+    def call(i):
+        with httpx.Client(timeout=60) as client:
+            return mask_of(client.post(f"{server}/predict", content=images[i].read_bytes()))
+
+    with ThreadPoolExecutor(16) as pool:
+        masks = list(pool.map(call, range(16)))
+    assert all(np.array_equal(m, e) for m, e in zip(masks, expected))
+    after = httpx.get(f"{server}/health").json()
+    assert after["images"] - before["images"] == 16
+    assert after["batches"] - before["batches"] < 16  # some requests shared a forward pass
+
+
+def test_token_is_required_when_set(run, images):
+    with serving(Predictor(run), token="s3cret") as url:
+        body = images[0].read_bytes()
+        assert httpx.post(f"{url}/predict", content=body).status_code == 401
+        assert httpx.post(f"{url}/predict", content=body, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert httpx.get(f"{url}/info").status_code == 401
+        ok = httpx.post(f"{url}/predict", content=body, headers={"Authorization": "Bearer s3cret"})
+        assert ok.status_code == 200
+        assert httpx.get(f"{url}/health").status_code == 200 and httpx.get(url).status_code == 200
+
+
+def test_full_queue_answers_503_at_once(run, images):
+    predictor = Predictor(run)
+    release, entered = threading.Event(), threading.Event()
+    forward = predictor._forward
+
+    def held(x):  # the first batch holds the engine until released
+        entered.set()
+        release.wait(30)
+        return forward(x)
+
+    predictor._forward = held
+    body = images[0].read_bytes()
+    with serving(predictor, max_batch=1, max_wait_ms=0, max_queue=1) as url, ThreadPoolExecutor(2) as pool:
+        first = pool.submit(httpx.post, f"{url}/predict", content=body, timeout=60)
+        assert entered.wait(30)
+        second = pool.submit(httpx.post, f"{url}/predict", content=body, timeout=60)
+        deadline = time.monotonic() + 10
+        while httpx.get(f"{url}/health").json()["queued"] < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        started = time.monotonic()
+        third = httpx.post(f"{url}/predict", content=body, timeout=60)
+        assert third.status_code == 503 and time.monotonic() - started < 5
+        assert third.headers["retry-after"] == "1" and "busy" in third.json()["detail"]
+        release.set()
+        assert first.result().status_code == 200 and second.result().status_code == 200
+
+
+def test_cli_refuses_a_port_in_use(run, capsys):
+    from pixelwise.cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        code = main(["serve", str(run), "--port", str(taken.getsockname()[1])])
+    assert code == 1 and "cannot listen on 127.0.0.1" in capsys.readouterr().err
+
+
+# --- the page, in a real headless browser (Debian's chromium), driven over the DevTools pipe --------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+class DevTools:
+    """Chrome DevTools Protocol over --remote-debugging-pipe (fds 3 and 4): no websocket library needed."""
+
+    def __init__(self, url, profile):
+        to_child, self._write = os.pipe()
+        self._read, from_child = os.pipe()
+
+        def fds():  # in the child: the pipe ends as fds 3 and 4, via high numbers so neither overwrites the other
+            high = os.dup(to_child), os.dup(from_child)
+            os.dup2(high[0], 3)
+            os.dup2(high[1], 4)
+
+        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--remote-debugging-pipe",
+                 f"--user-data-dir={profile}", "--window-size=1280,900", "--hide-scrollbars"]
+        self.process = subprocess.Popen([CHROMIUM, *flags, url], preexec_fn=fds, pass_fds=(3, 4),
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.close(to_child)
+        os.close(from_child)
+        self._buffer, self._id, self.session = b"", 0, None
+
+    def send(self, method, session=True, **params):
+        self._id += 1
+        message = {"id": self._id, "method": method, "params": params}
+        if session and self.session:
+            message["sessionId"] = self.session
+        os.write(self._write, json.dumps(message).encode() + b"\0")
+        while True:
+            while b"\0" not in self._buffer:
+                chunk = os.read(self._read, 1 << 16)
+                assert chunk, "chromium closed the pipe"
+                self._buffer += chunk
+            raw, self._buffer = self._buffer.split(b"\0", 1)
+            reply = json.loads(raw)
+            if reply.get("id") == self._id:
+                assert "error" not in reply, reply["error"]
+                return reply["result"]
+
+    def evaluate(self, expression):
+        return self.send("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
+
+    def wait_for(self, expression, seconds=60):
+        deadline = time.monotonic() + seconds
+        while not (value := self.evaluate(expression)):
+            assert time.monotonic() < deadline, f"timed out waiting for {expression}"
+            time.sleep(0.1)
+        return value
+
+    def close(self):
+        try:
+            self.send("Browser.close", session=False)
+        except (AssertionError, OSError):
+            pass
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
+def test_page_in_a_headless_browser(run, server, images, tmp_path):
+    browser = DevTools(f"{server}/", tmp_path / "profile")
+    try:
+        deadline = time.monotonic() + 30
+        while not (pages := [t for t in browser.send("Target.getTargets")["targetInfos"] if t["type"] == "page"]):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        browser.session = browser.send("Target.attachToTarget", targetId=pages[0]["targetId"], flatten=True)["sessionId"]
+        browser.wait_for("document.getElementById('meta').textContent.includes('classes')")
+        image = os.environ.get("PIXELWISE_PAGE_IMAGE") or str(images[3])
+        root = browser.send("DOM.getDocument")["root"]["nodeId"]
+        node = browser.send("DOM.querySelector", nodeId=root, selector="#file")["nodeId"]
+        browser.send("DOM.setFileInputFiles", nodeId=node, files=[image])
+        browser.wait_for("document.querySelectorAll('#legend tr.class').length > 0")
+        assert "ms" in browser.evaluate("document.getElementById('status').textContent")
+        assert browser.evaluate("document.getElementById('mask').width") == read_image(image).shape[1]
+        listed = browser.evaluate("[...document.querySelectorAll('#legend tr.class')].map(r => r.cells[1].textContent)")
+        shares = httpx.post(f"{server}/predict?format=json", content=open(image, "rb").read()).json()["shares"]
+        assert listed == [s["name"] for s in shares]  # the same classes, most pixels first
+        # A colour mask was drawn: its pixels are class colours, not the blank canvas.
+        colours = browser.evaluate("(() => { const c = document.getElementById('mask'); const d = c.getContext('2d')"
+                                   ".getImageData(0, 0, c.width, c.height).data; return [d[0], d[1], d[2], d[3]]; })()")
+        assert colours[3] == 255
+        shot = browser.send("Page.captureScreenshot", format="png")["data"]
+        import base64
+
+        (tmp_path / "serve_page.png").write_bytes(base64.b64decode(shot))
+        if os.environ.get("PIXELWISE_SCREENSHOT"):
+            shutil.copy(tmp_path / "serve_page.png", os.environ["PIXELWISE_SCREENSHOT"])
+    finally:
+        browser.close()
