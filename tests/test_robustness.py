@@ -300,3 +300,101 @@ def test_predict_names_broken_links(linked, tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{dangling}: broken link to " in err and "file not found" not in err and "no such file or folder" not in err
     assert f"{linked / IMAGE_DIR / 'loop.png'}: symbolic link loop" in err
+
+
+# ------------------------------------------------------------- one output rule: replace, and say what
+
+@pytest.fixture
+def run_copy(tmp_path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(FIXTURES / "run-0.1.0", tmp_path / "run"))
+
+
+@pytest.fixture(scope="module")
+def few(tmp_path_factory) -> Path:
+    from pixelwise.synth import write_dataset
+
+    return write_dataset(tmp_path_factory.mktemp("few"), 3, seed=3, height=64, width=96, progress=False)
+
+
+def test_evaluate_twice_says_it_replaced_the_earlier_report(run_copy, few, tmp_path, capsys):
+    argv = ["evaluate", str(run_copy), str(few), "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
+    assert main(argv) == 0
+    assert "replaced" not in capsys.readouterr().out
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert (f"replaced 5 earlier file(s) in {run_copy / 'evaluation'}: report.json, per_class.csv, confusion.csv "
+            "and 2 more") in out
+
+
+def test_predict_twice_into_one_folder_says_what_it_replaced(run_copy, few, tmp_path, capsys):
+    argv = ["predict", str(run_copy), str(few / IMAGE_DIR), "--out", str(tmp_path / "out"), "--no-progress"]
+    assert main(argv) == 0
+    assert "replaced" not in capsys.readouterr().out
+    (tmp_path / "out" / "mine.txt").write_text("kept")
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"replaced 9 earlier file(s) in {tmp_path / 'out'}: " in out
+    assert (tmp_path / "out" / "mine.txt").read_text() == "kept"  # only outputs of the same name are replaced
+
+
+def test_export_checks_its_arguments_before_writing_and_finds_a_datasets_images(run_copy, few, capsys):
+    pytest.importorskip("onnxscript")
+    pytest.importorskip("onnxruntime")
+    assert main(["export", str(run_copy), "--int8", str(few), "--calibration-count", "0"]) == 1
+    assert capsys.readouterr().err.strip() == "pixelwise export: error: the calibration count must be at least 1, not 0"
+    assert main(["export", str(run_copy), "--int8", str(few / "nothing")]) == 2
+    assert not (run_copy / "model.onnx").exists()  # nothing written before the arguments were checked
+    capsys.readouterr()
+    assert main(["export", str(run_copy), "--int8", str(few)]) == 0  # the dataset folder: its CameraRGB/
+    assert (run_copy / "model.int8.onnx").exists()
+    capsys.readouterr()
+
+    image = str(sorted((few / IMAGE_DIR).iterdir())[0])
+    assert main(["predict", str(run_copy), image, "--out", str(run_copy.parent / "p"), "--engine", "onnx",
+                 "--no-progress"]) == 0
+    assert f"onnx engine: running {run_copy / 'model.int8.onnx'} (int8; --onnx-model chooses)" in capsys.readouterr().out
+    assert main(["predict", str(run_copy), image, "--out", str(run_copy.parent / "p"), "--engine", "onnx",
+                 "--onnx-model", "fp32", "--no-progress"]) == 0
+    assert f"onnx engine: running {run_copy / 'model.onnx'} (fp32; --onnx-model chooses)" in capsys.readouterr().out
+
+    assert main(["export", str(run_copy)]) == 0  # a new fp32 model: the int8 one made from the old one goes
+    out = capsys.readouterr().out
+    assert f"replaced 1 earlier file(s) in {run_copy}: model.onnx" in out
+    assert f"removed {run_copy / 'model.int8.onnx'}: it was quantised from the model.onnx just replaced" in out
+    assert not (run_copy / "model.int8.onnx").exists()
+    assert main(["evaluate", str(run_copy), str(few), "--engine", "onnx", "--onnx-model", "int8", "--no-progress"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"pixelwise evaluate: error: {run_copy}: no model.int8.onnx; run `pixelwise export {run_copy} --int8 IMAGES` "
+        "first, or run the fp32 model (--onnx-model fp32)")
+
+
+# ----------------------------------------------------------------- the --skip-invalid hint, where it helps
+
+HINT = "--skip-invalid to use the valid pairs only"
+
+
+def _with_a_bad_mask(few: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    data = Path(shutil.copytree(few, tmp_path / "data"))
+    sorted((data / MASK_DIR).iterdir())[0].write_bytes(b"not a png")
+    return data
+
+
+def test_skip_invalid_hint_only_where_skipping_would_help(run_copy, few, tmp_path, capsys):
+    cache = ["--cache-dir", str(tmp_path / "cache"), "--no-progress"]
+    data = _with_a_bad_mask(few, tmp_path)
+    assert main(["evaluate", str(run_copy), str(data), *cache]) == 2
+    assert HINT in capsys.readouterr().err  # two valid pairs would be scored
+    assert main(["evaluate", str(run_copy), str(tmp_path / "missing"), *cache]) == 2
+    assert HINT not in capsys.readouterr().err  # nothing to skip to
+    (tmp_path / "empty" / IMAGE_DIR).mkdir(parents=True)
+    (tmp_path / "empty" / MASK_DIR).mkdir()
+    assert main(["train", str(tmp_path / "empty"), "--out", str(tmp_path / "r"), *TRAIN, *cache]) == 2
+    assert HINT not in capsys.readouterr().err
+    for path in sorted((data / MASK_DIR).iterdir()):
+        path.write_bytes(b"not a png")
+    assert main(["evaluate", str(run_copy), str(data), "--skip-invalid", *cache]) == 2
+    assert HINT not in capsys.readouterr().err  # already given

@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 
 def _current_umask() -> int:
@@ -125,3 +125,24 @@ def atomic_write(path: str | Path, write: Callable[[Path], object], durable: boo
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def files_in(folder: str | Path) -> set[Path]:
+    """The entries of ``folder`` now (none if it does not exist): what a command's outputs may replace."""
+    try:
+        return set(Path(folder).iterdir())
+    except OSError:
+        return set()
+
+
+def replaced_note(before: set[Path], written: Iterable[Path]) -> str | None:
+    """THE output rule of evaluate, predict and export: outputs replace earlier files of the same name
+    (they are made again from the run and the inputs, which stay), and the command says which:
+    "replaced 3 earlier file(s) in OUT: a.png, b.png, c.png"; None when nothing was replaced."""
+    replaced = [p for p in written if p in before]
+    if not replaced:
+        return None
+    names = ", ".join(p.name for p in replaced[:3]) + (f" and {len(replaced) - 3} more" if len(replaced) > 3 else "")
+    folders = {p.parent for p in replaced}
+    where = f" in {folders.pop()}" if len(folders) == 1 else ""
+    return f"replaced {len(replaced)} earlier file(s){where}: {names}"

@@ -16,7 +16,8 @@ from ..data.dataset import check
 from ..data.pairs import locate
 from ..model.unet import PRESETS, preset
 from ..recipes import recipe
-from ..rundir import CONFIG_FILE, EVALUATION_DIR, load_config
+from ..files import files_in, replaced_note
+from ..rundir import CONFIG_FILE, EVALUATION_DIR, INT8_FILE, load_config
 from ..training.distributed import LaunchFailed, LaunchStopped, launch, launched_rank
 from .data_flags import DATA_SETTINGS, mask_format_from, naming_from
 
@@ -175,15 +176,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..evaluation.report import format_report, write_report
 
     images, masks = locate(args.data, args.images, args.masks)
+    _say_model(args)
     evaluation = evaluate(args.run, images, masks, weights=args.weights, skip_invalid=args.skip_invalid,
                           cache_dir=args.cache_dir, progress=not args.no_progress, size=args.size, tile=args.tile,
-                          tta=args.tta, engine=args.engine)
+                          tta=args.tta, engine=args.engine, onnx_model=args.onnx_model)
     out = args.out or Path(args.run) / EVALUATION_DIR
-    write_report(evaluation, out)
+    before = files_in(out)
+    written = write_report(evaluation, out)
     print(format_report(evaluation))
     for problem in evaluation.skipped:
         print(f"pixelwise evaluate: skipped {problem}", file=sys.stderr)
     print(f"\nreport, confusion matrix (CSV and PNG) and per-class IoU plot in {out}")
+    _say_replaced(before, written)
     return 0
 
 
@@ -196,7 +200,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     video = VideoOptions(every=args.every, save_masks=args.save_masks, side_by_side=args.side_by_side,
                          batch_size=args.batch_size, progress=not args.no_progress)
-    predictor = Predictor(args.run, weights=args.weights, engine=args.engine, tile=args.tile, tta=args.tta)
+    predictor = Predictor(args.run, weights=args.weights, engine=args.engine, tile=args.tile, tta=args.tta,
+                          onnx_model=args.onnx_model)
+    _say_model(args)
+    before = files_in(args.out)
     bar = tqdm(desc="predict", unit="image", disable=True if args.no_progress else None)
     result = predict(predictor, args.images, args.out, masks_dir=args.masks, size=args.size,
                            on_file=lambda _: bar.update(), video=video)
@@ -204,18 +211,41 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for problem in result.problems:
         print(f"pixelwise predict: {problem}", file=sys.stderr)
     print(f"wrote {len(result.written)} files to {args.out}")
+    _say_replaced(before, result.written)
     return EXIT_DATA if result.problems else 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from ..inference.export import export
 
+    before = files_in(args.run)
     written = export(args.run, int8=None if args.int8 is None else [args.int8],
                      calibration_count=args.calibration_count, weights=args.weights)
     print(f"wrote {written[0]} (fp32, any batch, height and width that are multiples of 16)")
     if len(written) > 1:
         print(f"wrote {written[1]} (int8, calibrated on up to {args.calibration_count} images)")
+    _say_replaced(before, written)
+    stale = Path(args.run) / INT8_FILE
+    if stale in before and not stale.exists():
+        print(f"removed {stale}: it was quantised from the model.onnx just replaced (export with --int8 to make "
+              "a new one)")
     return 0
+
+
+def _say_replaced(before: set[Path], written: list[Path]) -> None:
+    """The one output rule: evaluate, predict and export replace earlier outputs of the same name, and say so."""
+    note = replaced_note(before, written)
+    if note:
+        print(note)
+
+
+def _say_model(args: argparse.Namespace) -> None:
+    """Which exported model the onnx engine runs (the engine's own choice, the same function)."""
+    from ..inference.onnx_engine import onnx_model_path
+
+    if args.engine == "onnx":
+        path = onnx_model_path(args.run, args.onnx_model)
+        print(f"onnx engine: running {path} ({'int8' if path.name == INT8_FILE else 'fp32'}; --onnx-model chooses)")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

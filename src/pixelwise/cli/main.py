@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..data.problems import DataError
+from ..data.problems import DataError, SkippableDataError
 from ..files import WriteError
 from ..rundir import LAST, RunDirError
 from ..training.distributed import launched_rank
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_DATA
         for problem in exc.problems:
             print(f"pixelwise {args.command}: {problem}", file=sys.stderr)
-        if args.command in ("train", "evaluate"):
+        if isinstance(exc, SkippableDataError):  # only where skipping the bad pairs would leave valid ones
             print(f"pixelwise {args.command}: {len(exc.problems)} problem(s) in the data; fix them or pass "
                   "--skip-invalid to use the valid pairs only", file=sys.stderr)
         return EXIT_DATA

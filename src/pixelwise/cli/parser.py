@@ -78,10 +78,15 @@ def _cache_args(p: argparse.ArgumentParser) -> None:
     _progress_arg(p)
 
 
-def _engine_arg(p: argparse.ArgumentParser) -> None:
+def _engine_arg(p: argparse.ArgumentParser, model_choice: bool = False) -> None:
     p.add_argument("--engine", choices=("torch", "onnx"), default="torch",
                    help="torch (CPU or CUDA), or onnx: ONNX Runtime on the CPU with the model written by "
                         "`pixelwise export` (int8 when exported with --int8)")
+    if not model_choice:
+        return
+    p.add_argument("--onnx-model", choices=("fp32", "int8"), default=None,
+                   help="which exported model --engine onnx runs (default: int8 where `pixelwise export --int8` "
+                        "wrote it, else fp32)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -185,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "than --size); each side a size the network takes")
     p.add_argument("--tta", action="store_true",
                    help="average each prediction with that of the mirrored image (two passes per image)")
-    _engine_arg(p)
+    _engine_arg(p, model_choice=True)
     _cache_args(p)
 
     p = sub.add_parser("export", help="export a run's model to ONNX (dynamic size), optionally quantised to int8")
@@ -206,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=_predict_size, default=None,
                    help="HEIGHTxWIDTH the model sees, or 'native' for each image's own size (default: the training size)")
     p.add_argument("--weights", choices=("best", "last"), default="best")
-    _engine_arg(p)
+    _engine_arg(p, model_choice=True)
     p.add_argument("--tile", type=_size, default=None, metavar="HxW",
                    help="where the size the model sees is larger than this on a side, predict in tiles of this size "
                         "overlapping by at least 25%%, Gaussian-blended, so the network's memory depends on the tile; each "

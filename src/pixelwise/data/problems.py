@@ -34,3 +34,7 @@ class DataError(Exception):
 
     def __reduce__(self):  # picklable across processes although __init__ takes problems, not a message
         return (type(self), (self.problems,))
+
+
+class SkippableDataError(DataError):
+    """Problems in some pairs while others are valid: skipping the bad ones (``skip_invalid``) would work."""

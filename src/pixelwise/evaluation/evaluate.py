@@ -19,7 +19,7 @@ from ..data.dataset import decode_dataset
 from ..data.decode import read_image
 from ..data.naming import Naming
 from ..data.pairs import find_pairs
-from ..data.problems import DataError, Problem
+from ..data.problems import DataError, Problem, SkippableDataError
 from ..data.transforms import to_target
 from ..inference.predictor import Predictor
 from .metrics import Scores, confusion_matrix, scores
@@ -66,11 +66,11 @@ class Evaluation:
 def evaluate(run_dir: str | Path, images_dir: str | Path, masks_dir: str | Path, *, weights: str = "best",
              skip_invalid: bool = False, cache_dir: Path | None = None, progress: bool = True,
              size: tuple[int, int] | str | None = None, tile: tuple[int, int] | None = None, tta: bool = False,
-             engine: str = "torch") -> Evaluation:
+             engine: str = "torch", onnx_model: str | None = None) -> Evaluation:
     """Predict every valid pair and sum one confusion matrix over them all, scored at each mask's own
     size. ``size`` is what the model sees (``Predictor.predict``'s: the training size by default,
-    ``"native"`` for each image's own); ``tile``, ``tta`` and ``engine`` are the Predictor's."""
-    predictor = Predictor(run_dir, weights=weights, tile=tile, tta=tta, engine=engine)
+    ``"native"`` for each image's own); ``tile``, ``tta``, ``engine`` and ``onnx_model`` are the Predictor's."""
+    predictor = Predictor(run_dir, weights=weights, tile=tile, tta=tta, engine=engine, onnx_model=onnx_model)
     n_classes = len(predictor.classes)
     # Validate everything first (cheap, and cached): never report on half a dataset by accident.
     mask_format, naming = MaskFormat.for_run(predictor.config), Naming.for_run(predictor.config)
@@ -79,7 +79,7 @@ def evaluate(run_dir: str | Path, images_dir: str | Path, masks_dir: str | Path,
                              cache_dir=default_cache_dir() if cache_dir is None else cache_dir, progress=progress,
                              mask_format=mask_format, naming=naming)
     if checked.problems and not skip_invalid:
-        raise DataError(checked.problems)
+        raise (SkippableDataError if checked.names else DataError)(checked.problems)
     if not checked.names:
         raise DataError(checked.problems or [Problem(Path(images_dir), "no image/mask pairs to evaluate")])
     paths = {p.name: p for p in find_pairs(Path(images_dir), Path(masks_dir), naming)[0]}

@@ -12,12 +12,13 @@ import torch
 
 from ..config import RunConfig
 from ..data.decode import read_image
+from ..data.pairs import IMAGE_DIR, is_image_file
 from ..data.problems import DataError
 from ..data.resize import resize_image
 from ..data.transforms import to_input
 from ..files import atomic_path
 from ..model.unet import subpixel_copy
-from ..rundir import INT8_FILE, ONNX_FILE, load_config, load_model
+from ..rundir import INT8_FILE, ONNX_FILE, load_config, load_model, weights_path
 from .predict import expand_images
 
 
@@ -110,15 +111,36 @@ def export(run_dir: str | Path, *, int8: Iterable[str | Path] | None = None, cal
            weights: str = "best") -> list[Path]:
     """``model.onnx`` (fp32) and, with ``int8`` images or folders, ``model.int8.onnx`` calibrated on up
     to ``calibration_count`` of them, taken evenly over the sorted list so a folder of consecutive
-    frames calibrates on the whole drive. The calibration images are found before anything is written."""
+    frames calibrates on the whole drive; a dataset folder stands for its CameraRGB/. Every argument is
+    checked before anything is written. Outputs replace earlier ones: an fp32 export without ``int8``
+    removes an earlier ``model.int8.onnx``, quantised from the model.onnx it replaces."""
+    run_dir = Path(run_dir)
+    config = load_config(run_dir)
+    weights_path(run_dir, weights)
+    if config.model.padding != "same":
+        raise ValueError("ONNX export supports padded ('same') U-Nets, whose valid sizes are multiples of one step; "
+                         "this run uses unpadded convolutions")
+    _require("onnxscript")
     calibration: list[Path] = []
     if int8 is not None:
-        images, problems = expand_images(int8)
+        _require("onnxruntime")
+        if calibration_count < 1:
+            raise ValueError(f"the calibration count must be at least 1, not {calibration_count}")
+        images, problems = expand_images([_image_folder(Path(item)) for item in int8])
         if problems:
             raise DataError(problems)
-        step = max(1, len(images) // max(1, calibration_count))
+        step = max(1, len(images) // calibration_count)
         calibration = images[::step][:calibration_count]
     written = [export_onnx(run_dir, weights=weights)]
     if calibration:
         written.append(quantize_int8(run_dir, calibration, source=written[0]))
+    else:
+        (run_dir / INT8_FILE).unlink(missing_ok=True)
     return written
+
+
+def _image_folder(path: Path) -> Path:
+    """A dataset folder (CameraRGB/ and CameraMask/, no images of its own) stands for its images folder."""
+    if path.is_dir() and (path / IMAGE_DIR).is_dir() and not any(is_image_file(p) for p in path.iterdir()):
+        return path / IMAGE_DIR
+    return path

@@ -22,6 +22,7 @@ from ..device import usable_cores
 from .tiling import Forward
 
 CHUNK = 4  # images per call of a single-threaded session
+ONNX_MODELS = ("fp32", "int8")
 
 
 def _session(path: Path, threads: int):
@@ -38,14 +39,29 @@ def _session(path: Path, threads: int):
         raise ValueError(f"{path}: unreadable ONNX model ({str(exc).splitlines()[0]})") from None
 
 
-def onnx_forward(run_dir: Path, cores: int | None = None) -> Forward:
-    """The run's ONNX model (int8 when ``pixelwise export --int8`` wrote one) as a tensor → tensor
-    call on ``cores`` CPU cores (default: all that this process may use)."""
+def onnx_model_path(run_dir: str | Path, model: str | None = None) -> Path:
+    """The ONNX file the engine runs: ``model="fp32"`` (model.onnx), ``"int8"`` (model.int8.onnx), or
+    None for int8 where ``pixelwise export --int8`` wrote it, else fp32."""
     from ..rundir import INT8_FILE, ONNX_FILE
 
-    path = next((run_dir / name for name in (INT8_FILE, ONNX_FILE) if (run_dir / name).exists()), None)
-    if path is None:
+    run_dir = Path(run_dir)
+    files = {"fp32": ONNX_FILE, "int8": INT8_FILE}
+    if model is not None and model not in ONNX_MODELS:
+        raise ValueError(f"the ONNX model must be one of {', '.join(ONNX_MODELS)}, not {model!r}")
+    model = model or ("int8" if (run_dir / INT8_FILE).exists() else "fp32")
+    path = run_dir / files[model]
+    if not path.exists():
+        if model == "int8":
+            raise FileNotFoundError(f"{run_dir}: no {INT8_FILE}; run `pixelwise export {run_dir} --int8 IMAGES` "
+                                    "first, or run the fp32 model (--onnx-model fp32)")
         raise FileNotFoundError(f"{run_dir}: no {ONNX_FILE}; run `pixelwise export {run_dir}` first")
+    return path
+
+
+def onnx_forward(run_dir: Path, cores: int | None = None, model: str | None = None) -> Forward:
+    """The run's ONNX model (:func:`onnx_model_path`'s choice of ``model``) as a tensor → tensor call on
+    ``cores`` CPU cores (default: all that this process may use)."""
+    path = onnx_model_path(run_dir, model)
     try:
         import onnxruntime  # noqa: F401
     except ImportError:

@@ -17,7 +17,7 @@ from ..data.transforms import to_input
 from ..device import autocast, pick_device, resolve_precision
 from ..evaluation.metrics import class_ids
 from ..rundir import load_config, load_model
-from .onnx_engine import onnx_forward
+from .onnx_engine import onnx_forward, onnx_model_path
 from .tiling import AUTO_TILE, Forward, sliding_window
 
 ENGINES = ("torch", "onnx")
@@ -27,8 +27,9 @@ TILE_OVERLAP = 0.25
 class Predictor:
     """A trained run loaded for inference; ``predict(image)`` returns a class-id mask of the same size.
 
-    ``engine="onnx"`` runs the run's exported ONNX model with ONNX Runtime on the CPU, the int8 one
-    (``model.int8.onnx``) when ``pixelwise export --int8`` wrote it, else ``model.onnx``.
+    ``engine="onnx"`` runs the run's exported ONNX model with ONNX Runtime on the CPU: ``onnx_model``
+    "fp32" (``model.onnx``) or "int8" (``model.int8.onnx``); by default int8 where ``pixelwise export
+    --int8`` wrote it, else fp32. ``model_file`` says which file runs (None for the torch engine).
 
     ``tile=(h, w)``: where the size the model sees (after padding) is larger than the tile on either
     side, predict in tiles of that size overlapping by at least 25%, blended with Gaussian weights; the
@@ -39,18 +40,22 @@ class Predictor:
 
     def __init__(self, run_dir: str | Path, weights: str = "best", device: torch.device | None = None,
                  precision: str = "auto", engine: str = "torch", tile: tuple[int, int] | None = None,
-                 tta: bool = False):
+                 tta: bool = False, onnx_model: str | None = None):
         self.run_dir = Path(run_dir)
         self.config = load_config(self.run_dir)
         self.classes = self.config.classes
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+        if onnx_model is not None and engine != "onnx":
+            raise ValueError("the ONNX model (--onnx-model) is chosen for the onnx engine only; add --engine onnx")
         self.tile = _check_tile(tile, self.config) or _default_tile(self.config)
         self.tta = tta
         if engine == "onnx":
             self.device, self.dtype = torch.device("cpu"), None
-            self._forward = onnx_forward(self.run_dir)
+            self.model_file: Path | None = onnx_model_path(self.run_dir, onnx_model)
+            self._forward = onnx_forward(self.run_dir, model=onnx_model)
             return
+        self.model_file = None
         self.device = device or pick_device()
         self.dtype = resolve_precision(precision, self.device)
         self.model = load_model(self.run_dir, self.config, weights).to(self.device, memory_format=torch.channels_last)

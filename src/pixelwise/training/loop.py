@@ -25,7 +25,7 @@ from ..data.cache import default_cache_dir
 from ..data.colors import MaskFormat
 from ..data.dataset import Decoded, decode_dataset
 from ..data.naming import Naming
-from ..data.problems import DataError
+from ..data.problems import DataError, SkippableDataError
 from ..data.split import Split, split_by_runs
 from ..data.transforms import IGNORE_INDEX, to_batch
 from ..device import precision_name, resolve_precision
@@ -91,7 +91,7 @@ def prepare_data(images_dir: Path, masks_dir: Path, config: RunConfig, *, skip_i
                              image_resize=config.data.image_resize, cache_dir=cache_dir, progress=progress,
                              mask_format=MaskFormat.for_run(config), naming=Naming.for_run(config))
     if decoded.problems and not skip_invalid:
-        raise DataError(decoded.problems)
+        raise (SkippableDataError if len(decoded.names) else DataError)(decoded.problems)
     if decoded.problems:
         log(f"skipping {len(decoded.skipped)} invalid pair(s) (--skip-invalid):")
         for problem in decoded.problems:
