@@ -40,11 +40,13 @@ class DataConfig:
     image_suffix: str = ""  # pairing (data/naming.py): image NAME{image_suffix}.* with mask NAME{mask_suffix}.*
     mask_suffix: str = ""
     recursive: bool = False  # pair by relative path below the images and masks folders
+    id_map: tuple[int, ...] = ()  # 256 entries: a mask file's value → class id (Cityscapes' labelIds → train ids)
 
     def __post_init__(self) -> None:
         check_resize_mode(self.image_resize)
         check_mask_format(self.mask_format, self.unknown_color)
         Naming(self.image_suffix, self.mask_suffix, self.recursive)  # refuses a suffix with a folder in it
+        object.__setattr__(self, "id_map", MaskFormat(id_map=self.id_map).id_map)  # a tuple of 256 ids, or ()
         if isinstance(self.augment, bool):  # config.json of runs made before flip-only augmentation existed
             object.__setattr__(self, "augment", "full" if self.augment else "none")
         if self.augment not in AUGMENTATIONS:

@@ -13,13 +13,21 @@ from pathlib import Path
 from ..config import RunConfig
 from ..data.colors import unknown_color_summary
 from ..data.dataset import check
+from ..data.layouts import recognise
 from ..data.pairs import locate
+from ..files import files_in, replaced_note
 from ..model.unet import PRESETS, preset
 from ..recipes import recipe
-from ..files import files_in, replaced_note
 from ..rundir import CONFIG_FILE, EVALUATION_DIR, INT8_FILE, load_config
 from ..training.distributed import LaunchFailed, LaunchStopped, launch, launched_rank
-from .data_flags import DATA_SETTINGS, mask_format_from, naming_from
+from .data_flags import (
+    DATA_SETTINGS,
+    check_inputs,
+    evaluate_inputs,
+    layout_folders,
+    official_split,
+    with_layout,
+)
 
 EXIT_ERROR, EXIT_DATA, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -48,11 +56,14 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    images, masks = locate(args.data, args.images, args.masks)
+    images, masks, mask_format, naming, select = check_inputs(args)
     decoded = check(images, masks, args.classes, cache_dir=args.cache_dir, progress=not args.no_progress,
-                    mask_format=mask_format_from(args, args.ignore_index), naming=naming_from(args))
+                    mask_format=mask_format, naming=naming, select=select)
     total = int(decoded.histogram.sum())
     print(f"{images} + {masks}: {len(decoded.names)} valid pairs, {len(decoded.problems)} problem(s)")
+    fits = recognise(args.data) if args.layout is None and args.data is not None else []
+    if fits:
+        print(f"layout: looks like {' or '.join(fits)} (--layout {fits[0]} sets its classes, masks and split)")
     sizes = sorted(set(decoded.original_sizes))
     if sizes:
         print("image sizes (height x width): " + ", ".join(f"{h}x{w}" for h, w in sizes))
@@ -150,8 +161,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.nproc is not None:
         return _launch_torchrun(args)
-    images, masks = locate(args.data, args.images, args.masks)
-    config = _train_config(args)
+    images, masks = layout_folders(args) or locate(args.data, args.images, args.masks)
+    config = with_layout(args, _train_config(args))
     if args.resume and (args.out / CONFIG_FILE).exists():
         saved = load_config(args.out)
         changed = _settings_changed(args, config, saved)
@@ -160,7 +171,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                              f"{args.out / CONFIG_FILE} (only --epochs can be raised)")
         config = saved.with_train(epochs=saved.train.epochs if args.epochs is None else args.epochs)
     result = train(images, masks, args.out, config, resume=args.resume, skip_invalid=args.skip_invalid,
-                   cache_dir=args.cache_dir, progress=not args.no_progress)
+                   cache_dir=args.cache_dir, progress=not args.no_progress, official=official_split(args))
     if launched_rank() not in (None, 0):  # under torchrun, rank 0 alone reports
         return 0
     if result.best_miou is not None:
@@ -175,11 +186,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..evaluation.evaluate import evaluate
     from ..evaluation.report import format_report, write_report
 
-    images, masks = locate(args.data, args.images, args.masks)
+    images, masks, only = evaluate_inputs(args)
     _say_model(args)
     evaluation = evaluate(args.run, images, masks, weights=args.weights, skip_invalid=args.skip_invalid,
                           cache_dir=args.cache_dir, progress=not args.no_progress, size=args.size, tile=args.tile,
-                          tta=args.tta, engine=args.engine, onnx_model=args.onnx_model)
+                          tta=args.tta, engine=args.engine, onnx_model=args.onnx_model, only=only)
     out = args.out or Path(args.run) / EVALUATION_DIR
     before = files_in(out)
     written = write_report(evaluation, out)

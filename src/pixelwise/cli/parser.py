@@ -19,7 +19,12 @@ from ..data.resize import RESIZE_MODES
 from ..inference.tiling import AUTO_TILE
 from ..model.unet import PRESETS
 from ..recipes import DEFAULT_RECIPE, RECIPES
-from .data_flags import add_data_format_args
+from .data_flags import (
+    add_data_format_args,
+    add_evaluate_args,
+    add_layout_arg,
+    add_split_args,
+)
 
 
 def _dims(text: str, n: int, example: str) -> tuple[int, ...]:
@@ -119,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="validate a dataset: every problem, one line each, and the class histogram")
     _add_data_args(p, required=False)
     p.add_argument("--classes", type=_classes, default=CARLA, help="number of classes or a file of names (default: CARLA's 23)")
+    add_layout_arg(p)
     add_data_format_args(p)
     p.add_argument("--ignore-index", type=int, default=None, metavar="ID",
                    help="the class unknown colours become with --unknown-color ignore")
@@ -170,7 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="base filters (default: the preset's: 32 for assignment, 64 for original)")
     p.add_argument("--classes", type=_classes, default=CARLA, help="number of classes or a file of names (default: CARLA's 23)")
     p.add_argument("--skip-invalid", action="store_true", help="train on the valid pairs, listing what was skipped")
+    add_layout_arg(p)
     add_data_format_args(p)
+    add_split_args(p)
     p.add_argument("--nproc", type=int, default=None, metavar="N",
                    help="train data-parallel in N processes on this machine (one per GPU; gloo on a CPU) through "
                         "torchrun; for several machines run torchrun yourself (see the README)")
@@ -179,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="score a run per class on a folder of pairs")
     p.add_argument("run", type=Path, help="run directory written by train")
     _add_data_args(p, required=False)
+    add_evaluate_args(p)
     p.add_argument("--out", type=Path, default=None, help="report folder (default: RUN/evaluation)")
     p.add_argument("--weights", choices=("best", "last"), default="best")
     p.add_argument("--skip-invalid", action="store_true", help="score the valid pairs, listing what was skipped")

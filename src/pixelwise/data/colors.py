@@ -66,9 +66,13 @@ class MaskFormat:
     colors: tuple[tuple[int, int, int], ...] = ()  # class id → (r, g, b)
     unknown: str = "error"
     unlabelled: int | None = None  # the id unknown colours become with unknown="ignore"
+    id_map: tuple[int, ...] = ()  # 256 entries: file id → class id, applied after decoding (Cityscapes' labelIds)
 
     def __post_init__(self) -> None:
         check_mask_format(self.kind, self.unknown)
+        object.__setattr__(self, "id_map", tuple(int(v) for v in self.id_map))
+        if self.id_map and (len(self.id_map) != 256 or not all(0 <= v < 256 for v in self.id_map)):
+            raise ValueError("an id map gives a class id (0-255) for each of the 256 values a mask file can hold")
         object.__setattr__(self, "colors", tuple(tuple(int(v) for v in c) for c in self.colors))
         if self.kind == "colors":
             if not self.colors:
@@ -81,14 +85,20 @@ class MaskFormat:
                              "with --ignore-index ID")
 
     @property
+    def plain(self) -> bool:
+        """Exactly ``read_mask``: ids, no id map."""
+        return self.kind == "ids" and not self.id_map
+
+    @property
     def usable_table(self) -> bool:
         return bool(self.colors) and shared_colors(self.colors) is None
 
     def key(self) -> list:
         """What a decode cache must tell apart: empty for plain ids (so those caches stay as they were)."""
-        if self.kind == "ids":
+        if self.plain:
             return []
-        return [self.kind, [list(c) for c in self.colors], self.unknown, self.unlabelled]
+        key = [self.kind, [list(c) for c in self.colors], self.unknown, self.unlabelled]
+        return key + [list(self.id_map)] if self.id_map else key
 
     @classmethod
     def for_run(cls, config) -> MaskFormat:
@@ -96,7 +106,7 @@ class MaskFormat:
         its ignored class as the unlabelled one."""
         data = config.data
         return cls(getattr(data, "mask_format", "ids"), tuple(config.classes.colors),
-                   getattr(data, "unknown_color", "error"), config.train.ignore_index)
+                   getattr(data, "unknown_color", "error"), config.train.ignore_index, tuple(getattr(data, "id_map", ())))
 
 
 @functools.lru_cache(maxsize=8)
@@ -192,10 +202,11 @@ def _converter(fmt: MaskFormat):
 def read_mask_as(path: str | Path, fmt: MaskFormat | None = None) -> np.ndarray:
     """:func:`~pixelwise.data.decode.read_mask` with a :class:`MaskFormat`: uint8 (H, W) class ids.
     The ids format is exactly ``read_mask``. Raises DataError naming the file."""
-    if fmt is None or fmt.kind == "ids":
+    if fmt is None or fmt.plain:
         from .decode import read_mask
         return read_mask(path)
-    return _decode(path, _converter(fmt))
+    ids = _decode(path, _mask_to_ids if fmt.kind == "ids" else _converter(fmt))
+    return np.asarray(fmt.id_map, np.uint8)[ids] if fmt.id_map else ids
 
 
 def ids_to_colors(ids: np.ndarray, colors: tuple[tuple[int, int, int], ...]) -> np.ndarray:

@@ -4,6 +4,7 @@ with every problem listed (``decode_dataset``); ``check`` is the same without tr
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,12 +45,13 @@ class Decoded:
 def decode_dataset(images_dir: Path, masks_dir: Path, size: tuple[int, int], n_classes: int, *,
                    image_resize: str = "nearest", cache_dir: Path | None = None, workers: int | None = None,
                    progress: bool = True, mask_format: MaskFormat | None = None,
-                   naming: Naming | None = None) -> Decoded:
+                   naming: Naming | None = None, select: Callable | None = None) -> Decoded:
     """Decode, validate and resize every pair, in parallel, collecting ALL problems.
 
     ``naming`` says how files pair (name suffixes, sub-folders; by equal stems by default) and
     ``mask_format`` how a mask becomes ids (colour table; the ids rule by default): both are part of the
-    cache's key.
+    cache's key. ``select(pairs, problems) -> (pairs, problems)`` keeps only some pairs (official split
+    lists) before anything is decoded.
 
     A pair is left out (and listed in ``skipped``) when a file cannot be read, when image and mask
     differ in size, or when the mask holds ids >= ``n_classes``; the caller decides whether any
@@ -72,6 +74,8 @@ def decode_dataset(images_dir: Path, masks_dir: Path, size: tuple[int, int], n_c
         raise ValueError(f"workers must be at least 1, not {workers}")
     images_dir, masks_dir = Path(images_dir), Path(masks_dir)
     pairs, problems = find_pairs(images_dir, masks_dir, naming)
+    if select is not None:
+        pairs, problems = select(pairs, problems)
     decode = PairDecoder(size, image_resize, masks=mask_format)
     table = cache = None
     if cache_dir is not None and pairs:
@@ -152,12 +156,12 @@ def _select(table: Table, pairs: list[Pair], n_classes: int, problems: list[Prob
 
 def check(images_dir: str | Path, masks_dir: str | Path, classes: ClassSet = CARLA, *,
           cache_dir: Path | None = None, progress: bool = True, mask_format: MaskFormat | None = None,
-          naming: Naming | None = None) -> Decoded:
+          naming: Naming | None = None, select: Callable | None = None) -> Decoded:
     """Every problem in a dataset and its class histogram, without training: decodes (and caches) at
     the default training size, so a later ``train`` at that size starts from the cache. ``mask_format`` and
-    ``naming`` as for ``decode_dataset`` (by default: masks in the ``auto`` format with ``classes``'
+    ``naming`` and ``select`` as for ``decode_dataset`` (by default: masks in the ``auto`` format with ``classes``'
     colours, files paired by equal stems)."""
     mask_format = MaskFormat("auto", tuple(classes.colors)) if mask_format is None else mask_format
     return decode_dataset(Path(images_dir), Path(masks_dir), DataConfig.size, len(classes),
                           cache_dir=default_cache_dir() if cache_dir is None else cache_dir, progress=progress,
-                          mask_format=mask_format, naming=naming)
+                          mask_format=mask_format, naming=naming, select=select)

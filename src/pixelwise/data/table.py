@@ -40,7 +40,7 @@ def decode_pair(pair: Pair, size: tuple[int, int], image_resize: str, masks: Mas
     except DataError as exc:
         problems += exc.problems
     try:
-        mask = read_mask(pair.mask) if masks is None or masks.kind == "ids" else read_mask_as(pair.mask, masks)
+        mask = read_mask(pair.mask) if masks is None or masks.plain else read_mask_as(pair.mask, masks)
     except DataError as exc:
         problems += exc.problems
     if image is not None and mask is not None and image.shape[:2] != mask.shape:

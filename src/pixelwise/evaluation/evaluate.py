@@ -18,6 +18,7 @@ from ..data.colors import MaskFormat, read_mask_as
 from ..data.dataset import decode_dataset
 from ..data.decode import read_image
 from ..data.naming import Naming
+from ..data.official import OfficialSplit, keep_listed
 from ..data.pairs import find_pairs
 from ..data.problems import DataError, Problem, SkippableDataError
 from ..data.transforms import to_target
@@ -66,10 +67,11 @@ class Evaluation:
 def evaluate(run_dir: str | Path, images_dir: str | Path, masks_dir: str | Path, *, weights: str = "best",
              skip_invalid: bool = False, cache_dir: Path | None = None, progress: bool = True,
              size: tuple[int, int] | str | None = None, tile: tuple[int, int] | None = None, tta: bool = False,
-             engine: str = "torch", onnx_model: str | None = None) -> Evaluation:
+             engine: str = "torch", onnx_model: str | None = None, only: str | Path | None = None) -> Evaluation:
     """Predict every valid pair and sum one confusion matrix over them all, scored at each mask's own
     size. ``size`` is what the model sees (``Predictor.predict``'s: the training size by default,
-    ``"native"`` for each image's own); ``tile``, ``tta``, ``engine`` and ``onnx_model`` are the Predictor's."""
+    ``"native"`` for each image's own); ``tile``, ``tta``, ``engine`` and ``onnx_model`` are the Predictor's. With ``only``, a split list
+    file (one name per line, as VOC's val.txt), just the frames it names are scored."""
     predictor = Predictor(run_dir, weights=weights, tile=tile, tta=tta, engine=engine, onnx_model=onnx_model)
     n_classes = len(predictor.classes)
     # Validate everything first (cheap, and cached): never report on half a dataset by accident.
@@ -77,7 +79,10 @@ def evaluate(run_dir: str | Path, images_dir: str | Path, masks_dir: str | Path,
     checked = decode_dataset(Path(images_dir), Path(masks_dir), predictor.config.data.size, n_classes,
                              image_resize=predictor.config.data.image_resize,
                              cache_dir=default_cache_dir() if cache_dir is None else cache_dir, progress=progress,
-                             mask_format=mask_format, naming=naming)
+                             mask_format=mask_format, naming=naming,
+                             select=None if only is None else keep_listed(OfficialSplit(train_list=Path(only),
+                                                                                        val_list=Path(only)),
+                                                                          Path(images_dir), Path(masks_dir), naming))
     if checked.problems and not skip_invalid:
         raise (SkippableDataError if checked.names else DataError)(checked.problems)
     if not checked.names:

@@ -1,6 +1,5 @@
-"""Inference at any image size: resize as in training, pad to a size the network takes, crop back,
-upsample the logits to the image's own size, and write class-id, colour and overlay PNGs. Sizes larger
-than a tile are predicted in overlapping, blended tiles (``tiling.py``)."""
+"""``predict`` over files and folders: every image through a Predictor, its outputs written, and
+unreadable or clashing inputs listed as problems while the rest are still written."""
 
 from __future__ import annotations
 
@@ -11,8 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.decode import ids_out_of_range, quiet_bomb_warnings, read_image, read_mask
+from ..data.colors import MaskFormat, read_mask_as
+from ..data.decode import ids_out_of_range, quiet_bomb_warnings, read_image
 from ..data.links import broken_link
+from ..data.naming import Naming
 from ..data.pairs import is_image_file
 from ..data.problems import DataError, Problem
 from ..files import make_folder
@@ -53,7 +54,8 @@ def predict(predictor: Predictor, inputs: Iterable[str | Path], out_dir: str | P
     out_dir = Path(out_dir)
     files, problems = expand_images(inputs)
     result = PredictResult(problems=problems)
-    masks = _masks_by_stem(Path(masks_dir)) if masks_dir is not None else {}
+    naming, mask_format = Naming.for_run(predictor.config), MaskFormat.for_run(predictor.config)
+    masks = _masks_by_stem(Path(masks_dir), naming) if masks_dir is not None else {}
     make_folder(out_dir)  # a bad --out fails once here, not once per image
     by_stem: dict[str, Path] = {}
     for path in dict.fromkeys(files):  # the same file given twice is predicted once
@@ -71,9 +73,10 @@ def predict(predictor: Predictor, inputs: Iterable[str | Path], out_dir: str | P
             with warnings.catch_warnings():
                 quiet_bomb_warnings()
                 image = read_image(path)
-                true = read_mask(masks[path.stem]) if path.stem in masks else None
+                name = naming.pair_name(path.parent, path, "image") or path.stem
+                true = read_mask_as(masks[name], mask_format) if name in masks else None
             if true is not None:
-                _check_true_mask(true, masks[path.stem], path, image, len(predictor.classes))
+                _check_true_mask(true, masks[name], path, image, len(predictor.classes))
         except DataError as exc:
             result.problems.extend(exc.problems)
             continue
@@ -105,9 +108,11 @@ def _check_true_mask(true: np.ndarray, mask_path: Path, image_path: Path, image:
                                             f"(0-{n_classes - 1})")])
 
 
-def _masks_by_stem(masks_dir: Path) -> dict[str, Path]:
-    """Mask files by stem; an image without one still gets a figure, with no true-mask panel."""
+def _masks_by_stem(masks_dir: Path, naming: Naming | None = None) -> dict[str, Path]:
+    """Mask files by stem (less the run's mask suffix); an image without one still gets a figure, with no
+    true-mask panel."""
     if not masks_dir.is_dir():
         raise DataError([Problem(masks_dir, "--masks folder not found")])
-    return {p.stem: p for p in sorted(masks_dir.iterdir())
-            if is_image_file(p)}
+    naming = naming or Naming()
+    found = ((naming.pair_name(masks_dir, p, "mask"), p) for p in sorted(masks_dir.iterdir()) if is_image_file(p))
+    return {name: p for name, p in found if name is not None}

@@ -25,6 +25,7 @@ from ..data.cache import default_cache_dir
 from ..data.colors import MaskFormat
 from ..data.dataset import Decoded, decode_dataset
 from ..data.naming import Naming
+from ..data.official import OfficialSplit, join, keep_listed, split_by_lists
 from ..data.problems import DataError, SkippableDataError
 from ..data.split import Split, split_by_runs
 from ..data.transforms import IGNORE_INDEX, to_batch
@@ -85,11 +86,20 @@ class Progress:
 
 
 def prepare_data(images_dir: Path, masks_dir: Path, config: RunConfig, *, skip_invalid: bool, cache_dir: Path | None,
-                 progress: bool, log: Callable[[str], None]) -> tuple[Decoded, Split]:
-    """Decode and validate every pair up front (refusing bad data before any training), then split."""
-    decoded = decode_dataset(images_dir, masks_dir, config.data.size, config.model.n_classes,
-                             image_resize=config.data.image_resize, cache_dir=cache_dir, progress=progress,
-                             mask_format=MaskFormat.for_run(config), naming=Naming.for_run(config))
+                 progress: bool, log: Callable[[str], None], official: OfficialSplit | None = None
+                 ) -> tuple[Decoded, Split]:
+    """Decode and validate every pair up front (refusing bad data before any training), then split: by
+    drive, or by ``official``'s validation folder or split lists."""
+    official = official or OfficialSplit()
+    naming = Naming.for_run(config)
+    settings = {"image_resize": config.data.image_resize, "cache_dir": cache_dir, "progress": progress,
+                "mask_format": MaskFormat.for_run(config), "naming": naming}
+    decoded = decode_dataset(images_dir, masks_dir, config.data.size, config.model.n_classes, **settings,
+                             select=keep_listed(official, images_dir, masks_dir, naming) if official.lists else None)
+    n_train = len(decoded.names)
+    if official.folders:
+        decoded = join(decoded, decode_dataset(official.val_images, official.val_masks, config.data.size,
+                                               config.model.n_classes, **settings))
     if decoded.problems and not skip_invalid:
         raise (SkippableDataError if len(decoded.names) else DataError)(decoded.problems)
     if decoded.problems:
@@ -98,7 +108,12 @@ def prepare_data(images_dir: Path, masks_dir: Path, config: RunConfig, *, skip_i
             log(f"  {problem}")
     if len(decoded.names) == 0:
         raise DataError(decoded.problems) if decoded.problems else ValueError(f"{images_dir}: no image/mask pairs found")
-    split = split_by_runs(decoded.names, config.data.val_fraction, config.data.split_seed)
+    if official.folders:
+        split = Split(list(range(n_train)), list(range(n_train, len(decoded.names))))
+    elif official.lists:
+        split = split_by_lists(decoded.names, official)
+    else:
+        split = split_by_runs(decoded.names, config.data.val_fraction, config.data.split_seed)
     return decoded, split
 
 
@@ -138,8 +153,9 @@ class _Session:
 
 def train(images_dir: str | Path, masks_dir: str | Path, run_dir: str | Path, config: RunConfig | None = None, *,
           resume: bool = False, skip_invalid: bool = False, cache_dir: Path | None = None, progress: bool = True,
-          log: Callable[[str], None] = print) -> TrainResult:
-    """Train a U-Net on the pairs in ``images_dir``/``masks_dir`` into ``run_dir``.
+          log: Callable[[str], None] = print, official: OfficialSplit | None = None) -> TrainResult:
+    """Train a U-Net on the pairs in ``images_dir``/``masks_dir`` into ``run_dir``, validating on
+    held-out drives, or on ``official``'s validation folder or list.
 
     Without ``resume``, ``config`` defaults to the default recipe and ``run_dir`` must not hold a run.
     With ``resume``, training continues where ``last`` was saved, with the run's own config.json:
@@ -153,7 +169,7 @@ def train(images_dir: str | Path, masks_dir: str | Path, run_dir: str | Path, co
         with hold_run(run_dir, world.is_main, world.any):  # one writer per run, from the first check on
             result = _train(world, Path(images_dir), Path(masks_dir), Path(run_dir), config, resume=resume,
                             skip_invalid=skip_invalid, cache_dir=cache_dir, progress=progress and world.is_main,
-                            log=log if world.is_main else (lambda _: None))
+                            log=log if world.is_main else (lambda _: None), official=official)
         together = True
         return result
     except (TrainingStopped, FloatingPointError):  # every rank stops or diverges at the same step
@@ -165,10 +181,10 @@ def train(images_dir: str | Path, masks_dir: str | Path, run_dir: str | Path, co
 
 def _train(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, config: RunConfig | None, *,
            resume: bool, skip_invalid: bool, cache_dir: Path | None, progress: bool,
-           log: Callable[[str], None]) -> TrainResult:
+           log: Callable[[str], None], official: OfficialSplit | None = None) -> TrainResult:
     config = run_config(run_dir, config, resume)
     run = _set_up(world, images_dir, masks_dir, run_dir, config, skip_invalid=skip_invalid, cache_dir=cache_dir,
-                  progress=progress, log=log)
+                  progress=progress, log=log, official=official)
     state, history = _restore(run) if resume else (Progress(data=run.fingerprint), [])
     if world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -229,7 +245,8 @@ def run_config(run_dir: Path, config: RunConfig | None, resume: bool) -> RunConf
 
 
 def _set_up(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, config: RunConfig, *,
-            skip_invalid: bool, cache_dir: Path | None, progress: bool, log: Callable[[str], None]) -> _Session:
+            skip_invalid: bool, cache_dir: Path | None, progress: bool, log: Callable[[str], None],
+            official: OfficialSplit | None = None) -> _Session:
     """Check the settings, decode the data, build the model, optimiser, objective and augmentation."""
     check_trainable(config)
     check_memory(config, world.device())
@@ -239,7 +256,7 @@ def _set_up(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, conf
     # Every rank decodes (the cache makes the others cheap) so a data error stops all of them alike.
     decoded, split = prepare_data(images_dir, masks_dir, config, skip_invalid=skip_invalid,
                                   cache_dir=default_cache_dir() if cache_dir is None else cache_dir,
-                                  progress=progress, log=log)
+                                  progress=progress, log=log, official=official)
     train_idx, val_idx = np.asarray(split.train, dtype=np.int64), np.asarray(split.val, dtype=np.int64)
     device = world.device()
     dtype = resolve_precision(config.train.precision, device)
