@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from .config import DataConfig, RunConfig, TrainConfig
-from .model.unet import PRESETS
+from .model.unet import PRESETS, preset
 
 RECIPES: dict[str, RunConfig] = {
     "seed": RunConfig(),
@@ -25,6 +25,12 @@ RECIPES: dict[str, RunConfig] = {
         data=DataConfig(size=(240, 320), image_resize="area", augment="flip", crop=0.5, class_crops=0.5),
         train=TrainConfig(epochs=120, batch_size=8, lr=2e-3, optimizer="adamw", weight_decay=1e-4, schedule="cosine",
                           warmup=0.05, loss="ce+dice", class_weights="inverse-sqrt"),
+    ),
+    "pretrained": RunConfig(
+        model=preset("efficientnet-lite0"),
+        data=DataConfig(size=(240, 320), image_resize="area", augment="flip", crop=0.8, class_crops=0.5),
+        train=TrainConfig(epochs=24, batch_size=8, lr=2e-3, encoder_lr=0.1, optimizer="adamw", weight_decay=1e-4,
+                          schedule="cosine", warmup=0.05, loss="ce+dice", class_weights="inverse-sqrt"),
     ),
 }
 

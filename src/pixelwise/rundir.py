@@ -12,11 +12,12 @@ import csv
 import json
 from pathlib import Path
 
+import torch
 from safetensors import SafetensorError, safe_open
 
 from .config import RunConfig
 from .files import atomic_write_text
-from .model.unet import UNet, meta_unet
+from .model.build import build_model, meta_model
 from .training import checkpoint
 
 CONFIG_FILE = "config.json"
@@ -77,12 +78,13 @@ def weights_path(run_dir: Path, weights: str = "best") -> Path:
     return path
 
 
-def load_model(run_dir: Path, config: RunConfig, weights: str = "best") -> UNet:
-    """The run's trained UNet (``best`` or ``last`` weights) on the CPU, in eval mode; a damaged
-    config.json or checkpoint is a one-line error before any large allocation."""
+def load_model(run_dir: Path, config: RunConfig, weights: str = "best") -> torch.nn.Module:
+    """The run's trained network (``best`` or ``last`` weights) on the CPU, in eval mode; a damaged
+    config.json or checkpoint is a one-line error before any large allocation. Every weight comes from
+    the checkpoint: no weight package is imported."""
     path = weights_path(run_dir, weights)
     _check_weights_fit(path, run_dir / CONFIG_FILE, config)
-    model = UNet(config.model)
+    model = build_model(config.model)
     checkpoint.load(path, model)
     return model.eval()
 
@@ -92,7 +94,7 @@ def _check_weights_fit(weights: Path, config_file: Path, config: RunConfig) -> N
     memory is allocated: a damaged config.json (say n_filters 100000000) must be an error message, not
     a model too large for memory that gets the process killed."""
     try:
-        wanted = {k: tuple(v.shape) for k, v in meta_unet(config.model).state_dict().items()}
+        wanted = {k: tuple(v.shape) for k, v in meta_model(config.model).state_dict().items()}
     except ValueError as exc:
         raise ValueError(f"{config_file}: describes a model that cannot be built ({exc})") from None
     try:

@@ -42,7 +42,7 @@ def export_onnx(run_dir: str | Path, out: str | Path | None = None, weights: str
         raise ValueError("ONNX export supports padded ('same') U-Nets, whose valid sizes are multiples of one step; "
                          "this run uses unpadded convolutions")
     out = Path(out) if out is not None else run_dir / ONNX_FILE
-    h, w = config.data.size
+    h, w = (config.model.input_size_for(side) for side in config.data.size)  # an example the network takes
     step = config.model.step
     example = torch.rand(1, config.model.in_channels, h, w)
     dims = torch.export.Dim

@@ -11,6 +11,7 @@ import copy
 import torch
 from torch import nn
 
+from .encoder_unet import Upsample
 from .unet import CenterCrop, Concat, Conv, ConvBlock, UNet, UpBlock, UpConv, preset
 
 
@@ -54,6 +55,20 @@ def _rows(module: nn.Module, out: torch.Tensor) -> list[Row]:
     return [row] if row is not None else []
 
 
+def _encoder_row(module: nn.Module, out: torch.Tensor, inside_conv: set[int]) -> Row | None:
+    """A pretrained encoder's plain convolutions and BatchNorms, and the decoder's upsampling."""
+    if isinstance(module, nn.Conv2d) and not isinstance(module, Conv):
+        params = sum(p.numel() for p in module.parameters())
+        if module.groups > 1:
+            return ["DepthwiseConv2D", _nhwc(out), params, "same", "linear"]
+        return ["Conv2D", _nhwc(out), params, "same", "linear"]
+    if isinstance(module, nn.BatchNorm2d) and id(module) not in inside_conv:
+        return ["BatchNormalization", _nhwc(out), 4 * module.num_features]
+    if isinstance(module, Upsample):
+        return ["UpSampling2D", _nhwc(out), 0, "bilinear"]
+    return None
+
+
 def _row(module: nn.Module, out: torch.Tensor) -> Row | None:
     params = sum(p.numel() for p in module.parameters())
     if isinstance(module, UpConv):
@@ -78,9 +93,12 @@ def summary(model: nn.Module, input_size: tuple[int, int, int] | list[tuple[int,
     sizes = input_size if isinstance(input_size, list) else [input_size]
     traced = copy.deepcopy(model).to("meta").eval()
     rows: list[Row] = [["InputLayer", [(None, *size)], 0] for size in sizes]
+    inside_conv = {id(m.norm) for m in traced.modules() if isinstance(m, Conv) and m.norm is not None}
 
     def hook(module: nn.Module, _inputs, out) -> None:
         rows.extend(_rows(module, out))
+        if (row := _encoder_row(module, out, inside_conv)) is not None:
+            rows.append(row)
 
     handles = [m.register_forward_hook(hook) for m in traced.modules()]
     try:

@@ -26,8 +26,19 @@ class ModelConfig:
     dropout: tuple[float, ...] = (0.0, 0.0, 0.0, 0.3, 0.3)
     head_conv: bool = True
     batch_norm: bool = False  # BatchNorm after each 3x3 conv (before its ReLU); not in the assignment
+    # "unet": the assignment's own encoder (every field above applies); "efficientnet-lite0/1/2": that
+    # backbone under a light U-Net decoder (model/encoder_unet.py; the fields above other than
+    # in_channels and n_classes are then unused). Left out of config.json when "unet", as before.
+    encoder: str = "unet"
+    encoder_weights: str = "none"  # what initialised the encoder: "imagenet", "none" or a state-dict file
 
     def __post_init__(self) -> None:
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"unknown encoder {self.encoder!r}; choose one of: {', '.join(ENCODERS)}")
+        if self.encoder != "unet" and (self.in_channels != 3 or self.padding != "same"):
+            raise ValueError(f"the {self.encoder} encoder takes RGB input (in_channels 3) and pads ('same')")
+        if self.encoder == "unet" and self.encoder_weights != "none":
+            raise ValueError("the assignment's U-Net encoder has no pretrained weights; use --encoder-weights none")
         if self.padding not in ("same", "valid"):
             raise ValueError(f"padding must be 'same' or 'valid', not {self.padding!r}")
         if self.depth < 2:
@@ -39,7 +50,10 @@ class ModelConfig:
         object.__setattr__(self, "dropout", tuple(float(d) for d in self.dropout))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        if self.encoder == "unet":  # config.json of U-Net runs stays as it was before encoders existed
+            del data["encoder"], data["encoder_weights"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelConfig:
@@ -54,10 +68,12 @@ class ModelConfig:
     @property
     def step(self) -> int:
         """A padded U-Net takes sides that are multiples of this (one halving per pooling)."""
-        return 2 ** (self.depth - 1)
+        return 2 ** (self.depth - 1) if self.encoder == "unet" else ENCODER_STEP
 
     def output_size(self, size: int) -> int | None:
         """Output length for one spatial input length, or None if the network cannot take it."""
+        if self.encoder != "unet":
+            return size if size > 0 and size % ENCODER_STEP == 0 else None
         shrink = 4 if self.padding == "valid" else 0
         for _ in range(self.depth - 1):
             size -= shrink
@@ -92,12 +108,18 @@ class ModelConfig:
         return (below or above), above
 
 
+ENCODERS = ("unet", "efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
+ENCODER_STEP = 32  # a pretrained encoder halves five times: sides that are multiples of 32 give whole maps
+
+
 PRESETS: dict[str, ModelConfig] = {
     # The Coursera/DeepLearning.AI assignment: 'same' convs, 3x3 up-convs, 3x3 head conv, dropout 0.3 deep.
     "assignment": ModelConfig(),
     # Ronneberger et al. 2015: unpadded convs, 2x2 up-convs, cropped skips, no extra head conv.
     "original": ModelConfig(in_channels=1, n_classes=2, n_filters=64, padding="valid", up_kernel=2,
                             dropout=(0.0, 0.0, 0.0, 0.5, 0.5), head_conv=False),
+    # ImageNet-trained EfficientNet-Lite under a light U-Net decoder (model/encoder_unet.py).
+    **{name: ModelConfig(encoder=name, encoder_weights="imagenet") for name in ENCODERS[1:]},
 }
 
 
@@ -258,6 +280,9 @@ class UNet(nn.Module):
     def __init__(self, config: ModelConfig | None = None):
         super().__init__()
         self.config = config = config or ModelConfig()
+        if config.encoder != "unet":
+            raise ValueError(f"this config describes an {config.encoder} encoder: build it with "
+                             "pixelwise.model.build.build_model")
         c = config
         widths = [c.n_filters * 2**i for i in range(c.depth)]
         self.encoder = nn.ModuleList()

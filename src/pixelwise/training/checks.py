@@ -14,15 +14,19 @@ import torch
 
 from ..config import RunConfig
 from ..device import available_memory
-from ..model.unet import meta_unet
+from ..model.build import encoder_state, meta_model
 
 
 def check_trainable(config: RunConfig) -> None:
-    """Refuse, before any decoding, a training size the network cannot take or non-RGB input."""
+    """Refuse, before any decoding, a training size the network cannot take, non-RGB input, or
+    encoder weights that are not there or do not fit."""
     model, (h, w) = config.model, config.data.size
     if model.in_channels != 3:
         raise ValueError(f"training reads RGB images, so the model needs in_channels=3, not {model.in_channels}")
-    hints = model.size_hints(h, w)
+    if model.encoder_weights != "none":
+        encoder_state(model)
+    # A pretrained encoder pads any size to its multiple of 32 itself; its crops are multiples of 32.
+    hints = model.size_hints(h, w) if model.encoder == "unet" else []
     if hints:
         raise ValueError(f"--size {h}x{w} does not fit this U-Net: {'; '.join(hints)}")
     ch, cw = config.data.crop_size(model.step)
@@ -43,9 +47,9 @@ def check_memory(config: RunConfig, device: torch.device) -> None:
     the memory free on ``device``: a typo in --filters would otherwise get the process killed without
     a word."""
     try:
-        parameters = sum(p.numel() for p in meta_unet(config.model).parameters())
+        parameters = sum(p.numel() for p in meta_model(config.model).parameters())
     except ValueError as exc:
-        raise ValueError(f"this U-Net cannot be built ({exc})") from None
+        raise ValueError(f"this network cannot be built ({exc})") from None
     need, free = 16 * parameters, available_memory(device)  # four fp32 copies: weights, gradients, 2 moments
     if free is not None and need > free:
         raise ValueError(f"a U-Net of {config.model.n_filters} base filters has {parameters:,} parameters, whose "

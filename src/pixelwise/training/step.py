@@ -37,8 +37,28 @@ def learning_rate(train: TrainConfig, step: int, total: int) -> float:
 
 
 def make_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
+    """Adam or AdamW over all parameters. A pretrained encoder's parameters form a second group whose
+    ``lr_scale`` (``train.encoder_lr``) multiplies the rate the schedule sets, at each step: the
+    encoder already knows images and moves slower than the decoder that is learnt from scratch."""
     kind = torch.optim.AdamW if train.optimizer == "adamw" else torch.optim.Adam
-    return kind(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+    pretrained = getattr(getattr(model, "config", None), "encoder_weights", "none") != "none"
+    if not (pretrained and train.encoder_lr != 1 and hasattr(model, "encoder_parameters")):
+        return kind(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+    encoder = model.encoder_parameters()
+    ids = {id(p) for p in encoder}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in ids], "lr_scale": 1.0},  # first: logged
+              {"params": encoder, "lr_scale": train.encoder_lr}]
+    optimizer = kind(groups, lr=train.lr, weight_decay=train.weight_decay)
+    optimizer.register_step_pre_hook(lambda opt, *_: _scale_lr(opt, up=True))
+    optimizer.register_step_post_hook(lambda opt, *_: _scale_lr(opt, up=False))
+    return optimizer
+
+
+def _scale_lr(optimizer: torch.optim.Optimizer, up: bool) -> None:
+    """Apply each group's ``lr_scale`` for the step only, so ``group["lr"]`` stays the schedule's rate."""
+    for group in optimizer.param_groups:
+        scale = group.get("lr_scale", 1.0)
+        group["lr"] = group["lr"] * scale if up else group["lr"] / scale
 
 
 def step_seed(seed: int, epoch: int, step: int, rank: int) -> int:
