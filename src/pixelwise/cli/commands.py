@@ -25,6 +25,7 @@ from .data_flags import (
     check_inputs,
     evaluate_inputs,
     layout_folders,
+    mask_notes,
     official_split,
     with_layout,
 )
@@ -78,6 +79,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(f"  never occurs: {', '.join(missing)}")
     for problem in decoded.problems:
         print(f"pixelwise check: {problem}", file=sys.stderr)
+    for note in mask_notes(masks, naming, decoded.problems):
+        print(f"pixelwise check: warning: {note}", file=sys.stderr)
     unknown = unknown_color_summary(decoded.problems)
     if unknown:
         print(f"\ncolours no class has ({len(unknown)}; add them to the class file or pass --unknown-color ignore):")

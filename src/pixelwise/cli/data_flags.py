@@ -163,3 +163,26 @@ def evaluate_inputs(args: argparse.Namespace) -> tuple[Path, Path, Path | None]:
     images, masks = preset.folders(args.data)
     only = args.list or (official.val_list if official is not None else None)
     return args.images or images, args.masks or masks, only
+
+
+LOSSY_SUFFIXES = (".jpg", ".jpeg", ".webp")
+
+
+def mask_notes(masks: Path, naming: Naming, problems: list) -> list[str]:
+    """Warnings ``check`` adds: masks in a lossy format (a JPEG mask blurs ids at every edge), and masks
+    whose only out-of-range id is 255, the usual "unlabelled" value."""
+    notes = []
+    try:
+        files = masks.rglob("*") if naming.recursive else masks.iterdir()
+        lossy = sorted(p for p in files if p.suffix.lower() in LOSSY_SUFFIXES and not p.name.startswith("."))
+    except OSError:
+        lossy = []
+    if lossy:
+        notes.append(f"{lossy[0]}: {len(lossy)} mask(s) are JPEG/WebP files: lossy compression blurs the class "
+                     "ids at every edge into ids of other classes; save masks as PNG")
+    lone_255 = [p for p in problems if "mask has ids 255 but" in str(p)]
+    if lone_255:
+        notes.append(f"{lone_255[0].path}: {len(lone_255)} mask(s) hold 255 beside valid ids, the usual value of "
+                     "unlabelled pixels (VOC's object borders): --layout voc makes it its void class, neither "
+                     "trained nor scored")
+    return notes

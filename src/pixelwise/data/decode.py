@@ -1,11 +1,5 @@
-"""Image/mask pairs on disk → validated, resized uint8 arrays, plus a leak-free train/val split.
-
-The flow: :func:`locate` the two folders, :func:`find_pairs` by file stem, decode every pair
-(:func:`read_image`, :func:`read_mask`), validate it, resize it, and cache the result on disk
-(:func:`decode_dataset`). Nothing here raises at the first bad file: every problem is collected as a
-:class:`Problem` naming the file, so a user can fix a whole dataset in one round; the caller decides
-whether to refuse (``raise DataError(problems)``) or to skip the bad pairs.
-"""
+"""Reading one image or mask: any common format and mode to uint8 RGB or class ids, with every
+failure (truncated, not an image, a decompression bomb, a bad mode) a DataError naming the file."""
 
 from __future__ import annotations
 
@@ -20,6 +14,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .links import broken_link
+from .orientation import upright
 from .problems import DataError, Problem
 
 
@@ -120,6 +115,7 @@ def _scale16(values: np.ndarray) -> np.ndarray:
 
 
 def _image_to_rgb(im: Image.Image, path: Path, rawmode: str) -> np.ndarray:
+    im = upright(im)  # a phone photo's EXIF orientation applied, as every viewer shows it
     mode = im.mode
     if mode == "RGB":
         return np.asarray(im)

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from .colors import MaskFormat, read_mask_as
 from .decode import ids_out_of_range, quiet_bomb_warnings, read_image, read_mask
+from .orientation import turned_hint
 from .pairs import Pair
 from .problems import DataError, Problem
 from .resize import resize_image, resize_mask
@@ -46,7 +47,7 @@ def decode_pair(pair: Pair, size: tuple[int, int], image_resize: str, masks: Mas
     if image is not None and mask is not None and image.shape[:2] != mask.shape:
         (ih, iw), (mh, mw) = image.shape[:2], mask.shape
         problems.append(Problem(pair.mask, f"image {pair.image.name} is {iw}x{ih} but mask is {mw}x{mh}; "
-                                           "they must be the same size"))
+                                           "they must be the same size" + turned_hint((ih, iw), (mh, mw))))
     if problems:
         return PairResult(problems=tuple(problems))
     return PairResult(resize_image(image, size, image_resize), resize_mask(mask, size), mask.shape,
