@@ -41,8 +41,8 @@ class WriteError(OSError):
     """A file could not be written (a full disk, no permission, a read-only file system): its message is
     one line naming the file and the reason; the file's previous version, if any, is left as it was."""
 
-    def __str__(self) -> str:
-        return str(self.strerror)
+    def __str__(self) -> str:  # strerror: the reason, with the free space where the disk is full
+        return f"cannot write {self.filename} ({self.strerror})"
 
 
 def _free_space(path: Path) -> str:
@@ -67,7 +67,7 @@ def write_error(path: str | Path, exc: OSError) -> WriteError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         free = _free_space(Path(path).parent)
         reason += f"; {free} there" if free else ""
-    return WriteError(exc.errno, f"cannot write {path} ({reason})")
+    return WriteError(exc.errno, reason, str(path))
 
 
 @contextmanager
