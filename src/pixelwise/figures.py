@@ -16,5 +16,7 @@ __all__ = ["plt", "save_figure"]
 
 def save_figure(fig: plt.Figure, path: str | Path) -> None:
     """Write ``fig`` as a PNG atomically and free it (figures are drawn often during training)."""
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png"))
-    plt.close(fig)
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png"))
+    finally:  # freed even when the file cannot be written (a full disk)
+        plt.close(fig)
