@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/colors.py [--data ../shared/carla] [--frames 257] [--repeats 3]
 
 Writes each CARLA mask (640x480 RGBA, the id in R) a second time as the CARLA colours (RGB PNG, as a
-labelling tool or CARLA's own colour converter saves them), then times, per frame and best of
-``--repeats``:
+labelling tool or CARLA's own colour converter saves them), then times each frame's best of ``--repeats``, the
+cases interleaved frame by frame (so load from other processes on a shared machine hits each alike):
 
 - ids:           ``read_mask`` of the original id mask (PNG decode + max over R, G, B);
 - colors:        ``read_mask_as(.., MaskFormat("colors", CARLA))`` of the colour copy (PNG decode +
@@ -44,15 +44,18 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def best_of(fn, items, repeats: int) -> float:
-    """Seconds per item: the best of ``repeats`` passes over ``items``."""
-    best = float("inf")
+def interleaved(cases: dict, n: int, repeats: int) -> dict[str, float]:
+    """Seconds per item of each case ``name -> (fn, items)``: every item's best of ``repeats``, the cases
+    timed in turn on the same item, so a load spike from other processes on a shared machine hits no
+    case more than another."""
+    best = {name: np.full(n, np.inf) for name in cases}
     for _ in range(repeats):
-        started = time.perf_counter()
-        for item in items:
-            fn(item)
-        best = min(best, time.perf_counter() - started)
-    return best / len(items)
+        for i in range(n):
+            for name, (fn, items) in cases.items():
+                started = time.perf_counter()
+                fn(items[i])
+                best[name][i] = min(best[name][i], time.perf_counter() - started)
+    return {name: float(times.mean()) for name, times in best.items()}
 
 
 def main() -> int:
@@ -79,16 +82,17 @@ def main() -> int:
         if mismatched:
             print(f"colour copies decode to other ids: {', '.join(mismatched[:5])}", file=sys.stderr)
             return 1
-        ids_s = best_of(read_mask, originals, args.repeats)
-        colors_s = best_of(lambda p: read_mask_as(p, colors), copies, args.repeats)
-        auto_ids_s = best_of(lambda p: read_mask_as(p, auto), originals, args.repeats)
-        auto_colors_s = best_of(lambda p: read_mask_as(p, auto), copies, args.repeats)
+        t = interleaved({"ids": (read_mask, originals), "colors": (lambda p: read_mask_as(p, colors), copies),
+                         "auto ids": (lambda p: read_mask_as(p, auto), originals),
+                         "auto colors": (lambda p: read_mask_as(p, auto), copies)}, len(originals), args.repeats)
+        ids_s, colors_s, auto_ids_s, auto_colors_s = t["ids"], t["colors"], t["auto ids"], t["auto colors"]
         rgba = [np.asarray(Image.open(p)) for p in originals[:32]]
         rgb = [np.asarray(Image.open(c)) for c in copies[:32]]
-        rule_s = best_of(lambda a: np.maximum(np.maximum(a[..., 0], a[..., 1]), a[..., 2]), rgba, args.repeats)
-        lookup_s = best_of(lambda a: colors_to_ids(a, colors), rgb, args.repeats)
+        arrays = interleaved({"rule": (lambda a: np.maximum(np.maximum(a[..., 0], a[..., 1]), a[..., 2]), rgba),
+                              "lookup": (lambda a: colors_to_ids(a, colors), rgb)}, len(rgba), args.repeats)
+        rule_s, lookup_s = arrays["rule"], arrays["lookup"]
     h, w = rgba[0].shape[:2]
-    print(f"{len(originals)} CARLA masks, {w}x{h}, on {cpu_name()} (1 thread), best of {args.repeats}:")
+    print(f"{len(originals)} CARLA masks, {w}x{h}, on {cpu_name()} (1 thread), each mask's best of {args.repeats}:")
     print(f"  ids (RGBA id mask)         {ids_s * 1e3:7.2f} ms/mask")
     print(f"  colors (RGB colour copy)   {colors_s * 1e3:7.2f} ms/mask   {colors_s / ids_s:.2f}x ids")
     print(f"  auto on the id masks       {auto_ids_s * 1e3:7.2f} ms/mask   {auto_ids_s / ids_s:.2f}x ids")

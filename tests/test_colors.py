@@ -115,6 +115,9 @@ def test_auto_reads_colours_ids_and_refuses_the_rest():
     red = np.zeros((2, 3, 3), np.uint8)
     red[..., 0] = ids + 5  # CARLA's rule: the id in R, G = B = 0
     assert np.array_equal(colors_to_ids(red, auto), ids + 5)
+    sparse = np.zeros((40, 40, 4), np.uint8)  # black (class 0's colour) but one pixel (7, 0, 0): ids after all
+    sparse[17, 23, 0] = 7
+    assert colors_to_ids(sparse, auto).tolist() == sparse[..., 0].tolist()
     grey = np.repeat((ids + 5)[..., None], 3, axis=2)  # R = G = B
     assert np.array_equal(colors_to_ids(grey, auto), ids + 5)
     neither = ids_to_colors(ids, COLORS)

@@ -2,7 +2,8 @@
 
 Each RGB pixel is packed into one 24-bit number (R | G << 8 | B << 16: on a little-endian machine an
 RGBA row viewed as uint32, masked) and looked up in a table of 2^24 entries built once per colour
-table, so decoding costs one gather per pixel, not a loop over classes or pixels.
+table, so decoding costs one gather per pixel, not a loop over classes or pixels. ``auto`` looks up a
+code (class id and two flags) instead, so one gather and one OR over the mask decide its format.
 
 ``MaskFormat`` says how a mask file becomes ids:
   ids     today's rule: grey value, palette index, or max(R, G, B) of an RGB mask (CARLA's id in R)
@@ -121,6 +122,49 @@ def _lookup_table(colors: tuple[tuple[int, int, int], ...]) -> tuple[np.ndarray,
     return lut, unknown
 
 
+_NOT_IN_TABLE, _NOT_ID_LIKE = 0x100, 0x200
+
+
+@functools.lru_cache(maxsize=4)
+def _auto_table(colors: tuple[tuple[int, int, int], ...]) -> np.ndarray:
+    """For ``auto``: packed colour → a code, the class id in the low byte (when a class has the colour)
+    and flags for "no class has it" and "not an id colour (neither G = B = 0 nor R = G = B)", so one
+    gather and one OR over the mask decide between the colour table and the ids rule."""
+    codes = np.full(1 << 24, _NOT_IN_TABLE | _NOT_ID_LIKE, np.uint16)
+    codes[:256] = _NOT_IN_TABLE  # (r, 0, 0)
+    codes[np.arange(256, dtype=np.int64) * 0x010101] = _NOT_IN_TABLE  # (v, v, v)
+    if colors and shared_colors(colors) is None:
+        packed = np.asarray([r | g << 8 | b << 16 for r, g, b in colors], np.int64)
+        codes[packed] = (codes[packed] & _NOT_ID_LIKE) | np.arange(len(colors), dtype=np.uint16)
+    codes.flags.writeable = False
+    return codes
+
+
+def _auto_to_ids(rgb: np.ndarray, fmt: MaskFormat, path: Path) -> np.ndarray:
+    table = _auto_table(fmt.colors)
+    # The common id mask (CARLA's: G = B = 0) costs no gather and no packing: a sample of pixels shows a
+    # colour no class has, so the table cannot take the whole mask, and G and B are checked in place.
+    h, w, c = rgb.shape
+    sample = pack(rgb.reshape(-1, 1, c)[::97])
+    if int(np.bitwise_or.reduce(np.take(table, sample))) & _NOT_IN_TABLE \
+            and not rgb[..., 1].any() and not rgb[..., 2].any():
+        return np.ascontiguousarray(rgb[..., 0])
+    packed = pack(rgb)
+    codes = np.take(table, packed).reshape(h, w)
+    packed = packed.reshape(h, w)
+    flags = int(np.bitwise_or.reduce(codes, axis=None)) if codes.size else 0
+    if not flags & _NOT_IN_TABLE:
+        return codes.astype(np.uint8)  # every pixel a class colour: the low byte is its id
+    if not flags & _NOT_ID_LIKE:
+        return (packed & np.uint32(0xFF)).astype(np.uint8)  # G = B = 0 or grey: the ids rule (max of R, G, B)
+    unknown = (codes & _NOT_IN_TABLE) != 0
+    if fmt.unknown == "ignore" and fmt.usable_table:
+        ids = codes.astype(np.uint8)
+        ids[unknown] = fmt.unlabelled
+        return ids
+    raise DataError([_unknown_problem(path, packed, unknown, fmt.usable_table)])
+
+
 def pack(rgb: np.ndarray) -> np.ndarray:
     """uint8 (H, W, 3 or 4) → uint32 (H * W,) R | G << 8 | B << 16 (alpha left out)."""
     h, w, c = rgb.shape
@@ -166,24 +210,18 @@ def colors_to_ids(rgb: np.ndarray, fmt: MaskFormat, path: Path | str = "mask") -
     colours no class has (unless ``fmt.unknown`` is "ignore")."""
     h, w = rgb.shape[:2]
     path = Path(path)
-    packed = pack(rgb)
-    table = fmt.usable_table if fmt.kind == "auto" else True
-    if table:
-        lut, unknown_value = _lookup_table(fmt.colors)
-        ids = np.take(lut, packed)
-        unknown = ids == unknown_value
-        if not unknown.any():
-            return ids.astype(np.uint8, copy=False).reshape(h, w)
     if fmt.kind == "auto":
-        red = packed & np.uint32(0xFF)
-        if bool(np.all((packed < 256) | (packed == red * np.uint32(0x010101)))):
-            return red.astype(np.uint8).reshape(h, w)  # G = B = 0 or grey: the ids rule (max of R, G, B)
-        if not table:
-            unknown = np.ones(packed.shape, bool)
-    if fmt.unknown == "ignore" and table:
+        return _auto_to_ids(rgb, fmt, path)
+    packed = pack(rgb)
+    lut, unknown_value = _lookup_table(fmt.colors)
+    ids = np.take(lut, packed)
+    unknown = ids == unknown_value
+    if not unknown.any():
+        return ids.astype(np.uint8, copy=False).reshape(h, w)
+    if fmt.unknown == "ignore":
         ids[unknown] = fmt.unlabelled
         return ids.astype(np.uint8, copy=False).reshape(h, w)
-    raise DataError([_unknown_problem(path, packed, unknown, bool(table))])
+    raise DataError([_unknown_problem(path, packed, unknown, True)])
 
 
 def _converter(fmt: MaskFormat):
