@@ -27,7 +27,7 @@ from PIL import Image, ImageDraw, ImageFont
 from ..classes import ClassSet
 from ..data.problems import DataError, Problem
 from .batch import class_shares, predict_batch
-from .outputs import overlay, save_png
+from .outputs import save_png
 from .predictor import Predictor
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
@@ -142,6 +142,7 @@ class _Writer:
         self.path, self.classes, self.side_by_side, self.masks_dir = path, classes, side_by_side, masks_dir
         self.frames = 0
         self.legend = _Legend(classes, h)
+        self.palette = classes.palette()
         # Fragmented MP4: each fragment is playable as soon as it is written (no index at the end).
         self.container = av.open(str(path), "w", format="mp4",
                                  options={"movflags": "frag_keyframe+empty_moov+default_base_moof"})
@@ -149,7 +150,8 @@ class _Writer:
         out_w = 2 * w if side_by_side else w
         # 4:2:0 needs even sides; odd-sized videos keep their size in 4:4:4 (libx264 only).
         even = out_w % 2 == 0 and h % 2 == 0
-        options = {"preset": "veryfast", "crf": "20", "g": str(max(1, round(2 * rate)))} if codec == "libx264" else {}
+        # ultrafast: 3-4x less CPU per frame than veryfast, for files about 1.6x larger.
+        options = {"preset": "ultrafast", "crf": "20", "g": str(max(1, round(2 * rate)))} if codec == "libx264" else {}
         self.stream = self.container.add_stream(codec, rate=rate, options=options)
         self.stream.width, self.stream.height = out_w, h
         self.stream.pix_fmt = "yuv420p" if even or codec != "libx264" else "yuv444p"
@@ -158,7 +160,7 @@ class _Writer:
     def write(self, index: int, frame: np.ndarray, mask: np.ndarray) -> None:
         import av
 
-        picture = self.legend.draw(overlay(frame, mask, self.classes), mask)
+        picture = self.legend.draw(_blend(frame, np.take(self.palette, mask, axis=0)), mask)
         if self.side_by_side:
             picture = np.concatenate([frame, picture], axis=1)
         video_frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
@@ -173,6 +175,13 @@ class _Writer:
             self.container.mux(self.stream.encode(None))  # flush the encoder's delayed frames
         finally:
             self.container.close()
+
+
+def _blend(frame: np.ndarray, colors: np.ndarray) -> np.ndarray:
+    """Half frame, half class colour, as ``outputs.overlay`` blends, but in uint8 without widening:
+    (a + b + 1) >> 1 computed as (a >> 1) + (b >> 1) + ((a | b) & 1), several times faster per frame
+    (halves round up here, to even there: at most 1 apart in a channel)."""
+    return (frame >> 1) + (colors >> 1) + ((frame | colors) & 1)
 
 
 class _Legend:
