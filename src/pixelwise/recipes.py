@@ -9,6 +9,12 @@ the frame. Crops cost a quarter of a whole frame, so four times the steps fit th
 steering them puts rare classes in front of the network. Zoom and colour jitter (``--augment full``)
 did not help on those drives. Precision is not part of a recipe: ``auto`` picks the fastest safe one
 for the machine either way.
+
+``pretrained`` fine-tunes the ImageNet EfficientNet-Lite0 encoder (``pixelwise[pretrained]``) under a
+light U-Net decoder: the same loss, flips and class-steered 128x160 crops of 240x320 frames as
+``default``, AdamW at 2e-3 for the decoder and a tenth of it for the encoder (whose features already
+work; the usual backbone multiplier of fine-tuning recipes), 5% warm-up then cosine, 12 epochs: a tenth
+of ``default``'s steps, each dearer (docs/quality.md has what it scores).
 """
 
 from __future__ import annotations
@@ -28,8 +34,8 @@ RECIPES: dict[str, RunConfig] = {
     ),
     "pretrained": RunConfig(
         model=preset("efficientnet-lite0"),
-        data=DataConfig(size=(240, 320), image_resize="area", augment="flip", crop=0.8, class_crops=0.5),
-        train=TrainConfig(epochs=24, batch_size=8, lr=2e-3, encoder_lr=0.1, optimizer="adamw", weight_decay=1e-4,
+        data=DataConfig(size=(240, 320), image_resize="area", augment="flip", crop=0.5, class_crops=0.5),
+        train=TrainConfig(epochs=12, batch_size=8, lr=2e-3, encoder_lr=0.1, optimizer="adamw", weight_decay=1e-4,
                           schedule="cosine", warmup=0.05, loss="ce+dice", class_weights="inverse-sqrt"),
     ),
 }
