@@ -41,8 +41,10 @@ class WriteError(OSError):
     """A file could not be written (a full disk, no permission, a read-only file system): its message is
     one line naming the file and the reason; the file's previous version, if any, is left as it was."""
 
-    def __str__(self) -> str:  # strerror: the reason, with the free space where the disk is full
-        return f"cannot write {self.filename} ({self.strerror})"
+    free = ""  # "1.2 MB free" where the disk (or quota) is full
+
+    def __str__(self) -> str:
+        return f"cannot write {self.filename} ({self.strerror}{f'; {self.free} there' if self.free else ''})"
 
 
 def _free_space(path: Path) -> str:
@@ -64,10 +66,10 @@ def write_error(path: str | Path, exc: OSError) -> WriteError:
     if isinstance(exc, WriteError):
         return exc
     reason = exc.strerror or (str(exc).splitlines() or [type(exc).__name__])[0]
+    error = WriteError(exc.errno, reason, str(path))
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        free = _free_space(Path(path).parent)
-        reason += f"; {free} there" if free else ""
-    return WriteError(exc.errno, reason, str(path))
+        error.free = _free_space(Path(path).parent)
+    return error
 
 
 @contextmanager

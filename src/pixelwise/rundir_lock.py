@@ -26,10 +26,13 @@ class RunLocked(RunDirError):
     """Another process is training this run directory."""
 
 
-def _holder(fd: int) -> str:
+def _holder(path: Path) -> str:
     """The PID the holder wrote into the lock file (it writes it right after locking)."""
     for _ in range(20):
-        text = os.pread(fd, 32, 0).decode("ascii", "ignore").strip()
+        try:
+            text = path.read_text(encoding="ascii", errors="ignore").strip()
+        except OSError:
+            text = ""
         if text.isdigit():
             return text
         time.sleep(0.01)
@@ -57,8 +60,9 @@ def hold_run(run_dir: str | Path, held: bool = True,
     another process holds it, ValueError if it cannot be a folder (a file has its name).
 
     ``held=False`` takes no lock (the other ranks of a torchrun launch, whose rank 0 holds it);
-    ``agree`` (``World.any``) makes every rank refuse when one does. If the block wrote nothing of a
-    run, the lock file goes again, and the folder too if this call created it and it is empty."""
+    ``agree`` (``World.any``) makes every rank refuse when one does. The lock file goes again at the end
+    (a killed holder leaves it, unlocked), and so does the folder if this call created it and the block
+    wrote nothing into it."""
     run_dir = Path(run_dir)
     refusal: Exception | None = None
     fd, created = None, False
@@ -66,12 +70,11 @@ def hold_run(run_dir: str | Path, held: bool = True,
         try:
             created = not run_dir.exists()
             make_folder(run_dir, "run folder")
-            fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fd = _lock(run_dir / LOCK_FILE)
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         except BlockingIOError:
-            pid = _holder(fd)
+            pid = _holder(run_dir / LOCK_FILE)
             who = f"process {pid}" if pid else "another process"
             refusal = RunLocked(f"{run_dir}: {who} is training this run right now; wait for it to finish "
                                 "(or stop it), or choose another --out")
@@ -85,13 +88,28 @@ def hold_run(run_dir: str | Path, held: bool = True,
         yield
     finally:
         if fd is not None:
-            try:  # a start that wrote nothing of a run leaves nothing behind (nor a folder it made)
-                from .rundir import CONFIG_FILE, LAST
-
-                if not any((run_dir / name).exists() for name in (CONFIG_FILE, LAST)):
-                    (run_dir / LOCK_FILE).unlink()
-                    if created:
-                        run_dir.rmdir()
+            try:  # removed while still held (see _lock); a start that wrote nothing removes the folder it made
+                (run_dir / LOCK_FILE).unlink()
+                if created and not any(run_dir.iterdir()):
+                    run_dir.rmdir()
             except OSError:
                 pass
             os.close(fd)
+
+
+def _lock(path: Path) -> int:
+    """Open and flock ``path``; BlockingIOError if another process holds it. The holder removes the file
+    when it is done, so a lock taken on a file that has meanwhile been removed (or replaced) is taken
+    again on the file now there: two processes can never hold "the" lock at once."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
