@@ -1,8 +1,5 @@
-"""The U-Net: its conv and up blocks, the two presets, and the assignment's ``unet_model`` factory.
-
-Layers are ordinary ``nn.Module`` attributes named so that a forward pass visits them in the same
-order as the assignment's Keras model lists them; ``pixelwise.summary`` relies on that.
-"""
+"""The assignment's Keras-style API over the U-Net: ``unet_model``, ``conv_block``,
+``upsampling_block``, and ``summary``, the Keras-style layer table (NHWC shapes, parameter counts)."""
 
 from __future__ import annotations
 

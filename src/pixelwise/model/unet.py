@@ -1,8 +1,4 @@
-"""The U-Net: its conv and up blocks, the two presets, and the assignment's ``unet_model`` factory.
-
-Layers are ordinary ``nn.Module`` attributes named so that a forward pass visits them in the same
-order as the assignment's Keras model lists them; ``pixelwise.summary`` relies on that.
-"""
+"""The U-Net: its configuration and presets (``assignment``, ``original``), conv and up blocks."""
 
 from __future__ import annotations
 

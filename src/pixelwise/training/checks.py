@@ -1,10 +1,5 @@
-"""The training loop: decode once, split by drive, train with the run's recipe, validate, checkpoint.
-
-A run directory holds everything: ``config.json``, ``last``/``best`` checkpoints, ``history.csv``
-and ``curves.png``. ``last`` is written after every epoch and when training is asked to stop
-(Ctrl-C, SIGTERM), and holds everything needed to continue exactly: ``resume=True`` picks up at the
-step where the run stopped. Under ``torchrun`` the same loop runs data-parallel (see distributed.py).
-"""
+"""Refusals before any decoding or allocation: a size the network cannot take, a network too large
+for memory, weights that are no longer finite."""
 
 from __future__ import annotations
 

@@ -1,10 +1,5 @@
-"""The training loop: decode once, split by drive, train with the run's recipe, validate, checkpoint.
-
-A run directory holds everything: ``config.json``, ``last``/``best`` checkpoints, ``history.csv``
-and ``curves.png``. ``last`` is written after every epoch and when training is asked to stop
-(Ctrl-C, SIGTERM), and holds everything needed to continue exactly: ``resume=True`` picks up at the
-step where the run stopped. Under ``torchrun`` the same loop runs data-parallel (see distributed.py).
-"""
+"""One optimiser step and one validation pass, and the pure functions of (seed, epoch, step) that
+make a resumed run repeat what it repeats: learning rate, batch order, per-step seeds."""
 
 from __future__ import annotations
 
