@@ -249,6 +249,56 @@ def test_encoder_weights_file_full_or_encoder_only_and_wrong_ones_refused(tmp_pa
         assert "\n" not in str(err.value)
 
 
+def test_damaged_weights_files_are_one_line_errors(tmp_path):
+    (tmp_path / "junk.pth").write_bytes(b"\x80\x02junk, not a pickle of tensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"junk")
+    torch.save([torch.zeros(2)], tmp_path / "list.pth")
+    for name, words in (("junk.pth", "not a readable weights file"), ("junk.safetensors", "not a readable weights"),
+                        ("list.pth", "holds a list, not a state dict")):
+        with pytest.raises(ValueError, match=words) as err:
+            encoder_state(replace(preset("efficientnet-lite0"), encoder_weights=str(tmp_path / name)))
+        assert "\n" not in str(err.value) and name in str(err.value)
+
+
+def _cli_config(*argv: str) -> ModelConfig:
+    from pixelwise.cli.commands import _train_config
+    from pixelwise.cli.parser import build_parser
+
+    return _train_config(build_parser().parse_args(["train", "data", "--out", "run", *argv])).model
+
+
+def test_encoder_flags_reach_the_model_config(tmp_path):
+    assert (_cli_config().encoder, _cli_config().encoder_weights) == ("unet", "none")
+    lite1 = _cli_config("--encoder", "efficientnet-lite1")
+    assert (lite1.encoder, lite1.encoder_weights) == ("efficientnet-lite1", "imagenet")  # chosen for its weights
+    scratch = _cli_config("--encoder", "efficientnet-lite0", "--encoder-weights", "none")
+    assert (scratch.encoder, scratch.encoder_weights) == ("efficientnet-lite0", "none")
+    own = _cli_config("--recipe", "pretrained", "--encoder-weights", str(tmp_path / "w.pth"))
+    assert (own.encoder, own.encoder_weights) == ("efficientnet-lite0", str(tmp_path / "w.pth"))
+    back = _cli_config("--recipe", "pretrained", "--encoder", "unet")  # the recipe's imagenet goes with its encoder
+    assert (back.encoder, back.encoder_weights) == ("unet", "none")
+
+
+def test_a_wrong_weights_file_stops_train_before_decoding(scenes, tmp_path, capsys):
+    from pixelwise.cli.main import main
+
+    (tmp_path / "junk.pth").write_bytes(b"junk")
+    code = main(["train", str(scenes), "--out", str(tmp_path / "run"), "--encoder", "efficientnet-lite0",
+                 "--encoder-weights", str(tmp_path / "junk.pth"), "--cache-dir", str(tmp_path / "cache"),
+                 "--no-progress"])
+    out, err = capsys.readouterr()
+    assert code == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "junk.pth: not a readable weights file" in err
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "run" / "last.safetensors").exists()
+
+
+def test_summary_command_prints_an_encoder_table(capsys):
+    from pixelwise.cli.main import main
+
+    assert main(["summary", "--preset", "efficientnet-lite0"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("DepthwiseConv2D") == 16 and "(None, 96, 128, 23)" in out
+
 def test_missing_weight_package_names_what_to_install(monkeypatch):
     fake = E.LiteSpec("lite0", 1.0, 1.0, 224, 0.2, "efficientnet-lite0-not-installed-model")
     monkeypatch.setitem(E.SPECS, "lite0", fake)

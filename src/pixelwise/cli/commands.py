@@ -34,14 +34,14 @@ EXIT_ERROR, EXIT_DATA, EXIT_INTERRUPTED = 1, 2, 130
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
+    from ..model.build import build_model
     from ..model.keras import format_summary, summary
-    from ..model.unet import UNet
 
     base = PRESETS[args.preset]
     size = args.input or ((96, 128) if base.padding == "same" else (572, 572)) + (base.in_channels,)
     overrides = {k: v for k, v in (("n_classes", args.classes), ("n_filters", args.filters)) if v is not None}
     config = preset(args.preset, **overrides, in_channels=size[2])
-    model = UNet(config)
+    model = build_model(config)
     model.check_input(size[0], size[1])
     print(format_summary(summary(model, size), model))
     return 0
@@ -100,19 +100,24 @@ _SETTINGS = {
     "--split-seed": ("data", "split_seed"),
     "--augment": ("data", "augment"), "--crop": ("data", "crop"),
     "--class-crops": ("data", "class_crops"), "--batch-norm": ("model", "batch_norm"),
-    "--filters": ("model", "n_filters"), **DATA_SETTINGS,
+    "--filters": ("model", "n_filters"), "--encoder": ("model", "encoder"),
+    "--encoder-weights": ("model", "encoder_weights"), **DATA_SETTINGS,
 }
 
 
 def _train_config(args: argparse.Namespace) -> RunConfig:
     base = recipe(args.recipe)
     model = base.model if args.preset is None else preset(args.preset, batch_norm=base.model.batch_norm)
-    sections = {"model": replace(model, n_classes=len(args.classes), in_channels=3), "data": base.data,
-                "train": base.train}
+    changes: dict[str, dict] = {"model": {"n_classes": len(args.classes), "in_channels": 3}, "data": {}, "train": {}}
     for flag, (section, name) in _SETTINGS.items():
         value = getattr(args, flag[2:].replace("-", "_"))
         if value is not None:
-            sections[section] = replace(sections[section], **{name: value})
+            changes[section][name] = value
+    if args.encoder is not None and args.encoder_weights is None:  # a backbone is chosen for its weights
+        changes["model"]["encoder_weights"] = "none" if args.encoder == "unet" else "imagenet"
+    # One replace per section: a half-changed model (a new encoder, the old weights) would be refused.
+    sections = {"model": replace(model, **changes["model"]), "data": replace(base.data, **changes["data"]),
+                "train": replace(base.train, **changes["train"])}
     return RunConfig(classes=args.classes, **sections)
 
 

@@ -17,7 +17,8 @@ from ..config import (
 )
 from ..data.resize import RESIZE_MODES
 from ..inference.tiling import AUTO_TILE
-from ..model.unet import PRESETS
+from ..model.build import WEIGHTS_HELP
+from ..model.unet import ENCODERS, PRESETS
 from ..recipes import DEFAULT_RECIPE, RECIPES
 from .data_flags import (
     add_data_format_args,
@@ -110,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("summary", help="print the Keras-style layer table of a model")
     p.add_argument("--preset", choices=sorted(PRESETS), default="assignment")
     p.add_argument("--input", type=_input_size, default=None,
-                   help="input HxWxC (default: 96x128x3 for 'assignment', 572x572x1 for 'original')")
+                   help="input HxWxC (default: 572x572x1 for 'original', else 96x128x3)")
     p.add_argument("--classes", type=int, default=None, help="number of classes (default: the preset's)")
     p.add_argument("--filters", type=int, default=None, help="base filters (default: the preset's)")
 
@@ -171,9 +172,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of frames held out, whole runs of consecutive frames at a time (default: 0.2)")
     p.add_argument("--split-seed", type=int, default=None,
                    help="which runs of frames are held out (default: 0); --seed leaves the split alone")
-    p.add_argument("--preset", choices=sorted(PRESETS), default=None, help="network (default: assignment)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None, help="network (default: the recipe's)")
+    p.add_argument("--encoder", choices=ENCODERS, default=None,
+                   help="unet = the assignment's own encoder; efficientnet-lite0/1/2 = that ImageNet backbone under "
+                        "a light U-Net decoder (default: the recipe's)")
+    p.add_argument("--encoder-weights", default=None, metavar="imagenet|none|FILE",
+                   help=f"what the encoder starts from: {WEIGHTS_HELP} (default: imagenet for an efficientnet "
+                        "encoder, none for unet)")
     p.add_argument("--filters", type=int, default=None,
-                   help="base filters (default: the preset's: 32 for assignment, 64 for original)")
+                   help="base filters of the unet encoder (default: the preset's: 32 for assignment, 64 for original)")
     p.add_argument("--classes", type=_classes, default=CARLA, help="number of classes or a file of names (default: CARLA's 23)")
     p.add_argument("--skip-invalid", action="store_true", help="train on the valid pairs, listing what was skipped")
     add_layout_arg(p)

@@ -61,8 +61,8 @@ def encoder_state(config: ModelConfig) -> dict[str, torch.Tensor]:
             raise ValueError(f"--encoder-weights {source}: no such file; expected {WEIGHTS_HELP}")
         try:
             state = efficientnet.read_state_file(path)
-        except (OSError, RuntimeError, ValueError) as exc:
-            raise ValueError(f"{path}: unreadable weights ({str(exc).splitlines()[0]})") from None
+        except OSError as exc:
+            raise ValueError(f"{path}: unreadable weights ({exc.strerror or exc})") from None
     # A file may hold the whole ImageNet network or the encoder alone: check it against the one it claims.
     encoder = efficientnet.EfficientNetLite(name)
     if not any(k.startswith("_fc.") for k in state):

@@ -263,7 +263,7 @@ def check_state_dict(model: nn.Module, state: dict, source: str = "weights") -> 
     ]
     if problems:
         what = getattr(getattr(model, "spec", None), "name", type(model).__name__)
-        raise ValueError(f"{source} do not fit efficientnet-{what}: " + "; ".join(problems))
+        raise ValueError(f"{source}: its tensors do not fit efficientnet-{what}: " + "; ".join(problems))
 
 
 def _load_into(model: EfficientNetLite, state: dict, source: str) -> EfficientNetLite:
@@ -299,16 +299,22 @@ def load_pretrained(name: str = "lite0", **kwargs) -> EfficientNetLite:
 def read_state_file(path: str | Path) -> dict:
     """Tensors of a ``.safetensors`` or ``.pth``/``.pt`` file (never unpickles arbitrary objects)."""
     path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    if path.suffix not in (".safetensors", ".pth", ".pt", ".bin"):
+        raise ValueError(f"{path}: expected a .safetensors or .pth file")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        return load_file(str(path), device="cpu")
-    if path.suffix in (".pth", ".pt", ".bin"):
+            return load_file(str(path), device="cpu")
         state = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(state, dict):
-            raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict")
-        return state
-    raise ValueError(f"{path}: expected a .safetensors or .pth file")
+    except OSError:
+        raise
+    except Exception as exc:  # a damaged or foreign file fails deep in the unpickler, with any exception type
+        reason = str(exc).splitlines()[0][:200] if str(exc) else ""
+        raise ValueError(f"{path}: not a readable weights file ({type(exc).__name__}: {reason})") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict")
+    return state
 
 
 def load_state_file(path: str | Path, model: "str | EfficientNetLite" = "lite0") -> EfficientNetLite:

@@ -12,13 +12,14 @@ from ..device import available_memory
 from ..model.build import encoder_state, meta_model
 
 
-def check_trainable(config: RunConfig) -> None:
+def check_trainable(config: RunConfig, pretrained: bool = True) -> None:
     """Refuse, before any decoding, a training size the network cannot take, non-RGB input, or
-    encoder weights that are not there or do not fit."""
+    encoder weights that are not there or do not fit (only when the run starts from them: a resumed
+    run's checkpoint holds every weight)."""
     model, (h, w) = config.model, config.data.size
     if model.in_channels != 3:
         raise ValueError(f"training reads RGB images, so the model needs in_channels=3, not {model.in_channels}")
-    if model.encoder_weights != "none":
+    if pretrained and model.encoder_weights != "none":
         encoder_state(model)
     # A pretrained encoder pads any size to its multiple of 32 itself; its crops are multiples of 32.
     hints = model.size_hints(h, w) if model.encoder == "unet" else []

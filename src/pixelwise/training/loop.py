@@ -248,7 +248,8 @@ def _set_up(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, conf
             skip_invalid: bool, cache_dir: Path | None, progress: bool, log: Callable[[str], None],
             official: OfficialSplit | None = None) -> _Session:
     """Check the settings, decode the data, build the model, optimiser, objective and augmentation."""
-    check_trainable(config)
+    pretrained = not (run_dir / LAST).exists()  # a resumed run: its checkpoint holds every weight
+    check_trainable(config, pretrained)
     check_memory(config, world.device())
     if config.train.batch_size < world.size:
         raise ValueError(f"batch size {config.train.batch_size} is smaller than the {world.size} processes sharing "
@@ -265,7 +266,6 @@ def _set_up(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, conf
         f" on {device.type}{procs} ({precision_name(dtype)})")
 
     torch.manual_seed(config.train.seed)  # the same initial weights on every rank
-    pretrained = not (run_dir / LAST).exists()  # a resumed run: its checkpoint holds every weight
     model = build_model(config.model, pretrained).to(device, memory_format=torch.channels_last)
     net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if world.distributed else model
