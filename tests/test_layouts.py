@@ -166,3 +166,31 @@ def test_val_folder_trains_on_one_dataset_and_validates_on_another(tmp_path):
                  "--cache-dir", str(tmp_path / "cache")]) == 0
     row = (run / "history.csv").read_text().splitlines()[1]
     assert row.count(",,") == 0
+
+
+def test_ignore_index_255_beyond_the_classes_is_neither_trained_nor_scored(tmp_path, capsys):
+    """A user's own masks with 255 borders and 5 classes: --ignore-index 255 instead of a layout."""
+    images, masks = tmp_path / "data" / "CameraRGB", tmp_path / "data" / "CameraMask"
+    border = 0
+    for k in range(8):
+        image, ids = frame(k, 32, 48)
+        ids[0, :] = 255
+        border += int((ids == 255).sum())
+        save(images / f"{k:03d}.png", image[..., :3])
+        save(masks / f"{k:03d}.png", ids)
+    cache, data = ["--cache-dir", str(tmp_path / "cache"), "--no-progress"], str(tmp_path / "data")
+    assert main(["check", data, "--classes", "5", *cache]) == 2
+    assert "mask has ids 255 but there are only 5 classes" in capsys.readouterr().err
+    assert main(["check", data, "--classes", "5", "--ignore-index", "255", *cache]) == 0
+    run = tmp_path / "run"
+    assert main(["train", data, "--out", str(run), "--classes", "5", "--ignore-index", "255", "--recipe", "seed",
+                 "--size", "32x48", "--epochs", "1", "--batch-size", "4", "--filters", "4", *cache]) == 0
+    assert json.loads((run / "config.json").read_text())["train"]["ignore_index"] == 255
+    assert main(["evaluate", str(run), data, *cache]) == 0
+    scored = json.loads((run / "evaluation" / "report.json").read_text())
+    assert sum(c["true_pixels"] for c in scored["per_class"]) == 8 * 32 * 48 - border  # the borders unscored
+    capsys.readouterr()
+    assert main(["predict", str(run), str(images), "--masks", str(masks), "--out", str(tmp_path / "pred"),
+                 "--no-progress"]) == 0  # the true-mask figures show the borders, not refuse them
+    assert main(["train", data, "--out", str(tmp_path / "r2"), "--classes", "5", "--ignore-index", "256", *cache]) == 1
+    assert "ignore index 256 is neither a class id (0-4) nor another mask value" in capsys.readouterr().err

@@ -296,3 +296,19 @@ def test_page_in_a_headless_browser(run, server, images, tmp_path):
             shutil.copy(tmp_path / "serve_page.png", os.environ["PIXELWISE_SCREENSHOT"])
     finally:
         browser.close()
+
+
+def test_onnx_model_choice_is_the_model_that_answers(run, scenes, tmp_path):
+    pytest.importorskip("onnxruntime")
+    import hashlib
+
+    from pixelwise.inference.export import export
+    from pixelwise.inference.serve import fingerprint
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    export(copy, int8=[scenes / IMAGE_DIR], calibration_count=2)
+    for choice, file in ((None, "model.int8.onnx"), ("int8", "model.int8.onnx"), ("fp32", "model.onnx")):
+        predictor = Predictor(copy, engine="onnx", onnx_model=choice)
+        expected = hashlib.sha256((copy / file).read_bytes()).hexdigest()[:16]
+        assert predictor.model_file.name == file and fingerprint(predictor, "onnx", "best") == expected

@@ -164,6 +164,14 @@ def test_precision_choice():
         resolve_precision("fp16", cpu)
 
 
+def test_auto_precision_keeps_depthwise_encoders_in_fp32_on_cpus(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert resolve_precision("auto", cpu) is torch.bfloat16  # the U-Net's convolutions gain from native bf16
+    assert resolve_precision("auto", cpu, depthwise=True) is None
+    assert resolve_precision("bf16", cpu, depthwise=True) is torch.bfloat16  # asked for by name: given
+
+
 def test_original_preset_trains_on_rgb_with_cropped_masks(scenes, tmp_path):
     from dataclasses import replace
 

@@ -81,7 +81,7 @@ class TrainConfig:
     warmup: float = 0.0  # fraction of all steps over which the learning rate rises linearly from 0
     loss: str = "ce"
     class_weights: str = "none"  # "inverse-sqrt": weight classes by 1/sqrt(their training pixel share)
-    ignore_index: int | None = None  # a class id whose pixels are unlabelled: no loss, not scored
+    ignore_index: int | None = None  # a class id, or another mask value (VOC's 255), whose pixels are unlabelled: no loss, not scored
     encoder_lr: float = 1.0  # a pretrained encoder's learning rate as a fraction of ``lr`` (the decoder's)
 
     def __post_init__(self) -> None:
@@ -108,8 +108,9 @@ class RunConfig:
         if len(self.classes) != self.model.n_classes:
             raise ValueError(f"{len(self.classes)} class names but the model has {self.model.n_classes} outputs")
         ignore = self.train.ignore_index
-        if ignore is not None and not 0 <= ignore < self.model.n_classes:
-            raise ValueError(f"ignore index {ignore} is not a class id (0-{self.model.n_classes - 1})")
+        if ignore is not None and not 0 <= ignore <= 255:
+            raise ValueError(f"ignore index {ignore} is neither a class id (0-{self.model.n_classes - 1}) nor another "
+                             "mask value (up to 255)")
         MaskFormat.for_run(self)  # refuses colour-coded masks without one colour per class, or ignoring without a class
 
     def changes(self, other: RunConfig) -> list[str]:

@@ -19,10 +19,12 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def resolve_precision(requested: str, device: torch.device) -> torch.dtype | None:
+def resolve_precision(requested: str, device: torch.device, depthwise: bool = False) -> torch.dtype | None:
     """The autocast dtype for ``requested`` (None = plain fp32). ``auto`` picks bf16 only where the
     hardware computes it natively (CUDA with bf16, CPUs with AVX512-BF16 or AMX); emulated bf16 is
-    slower than fp32."""
+    slower than fp32. A network of ``depthwise`` convolutions (the EfficientNet-Lite encoders) stays
+    fp32 on every CPU: bf16 made it 4-10x slower on AVX512-BF16 and gained at most 7% with AMX
+    (docs/benchmarks.md#pretrained-encoders)."""
     if requested == "fp32":
         return None
     if requested == "fp16":
@@ -37,7 +39,7 @@ def resolve_precision(requested: str, device: torch.device) -> torch.dtype | Non
         native_bf16 = any(probe() for probe in probes if probe is not None)
     if requested == "bf16":
         return torch.bfloat16
-    if native_bf16:
+    if native_bf16 and not (depthwise and device.type == "cpu"):
         return torch.bfloat16
     return torch.float16 if device.type == "cuda" else None
 

@@ -59,7 +59,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     images, masks, mask_format, naming, select = check_inputs(args)
     decoded = check(images, masks, args.classes, cache_dir=args.cache_dir, progress=not args.no_progress,
-                    mask_format=mask_format, naming=naming, select=select)
+                    mask_format=mask_format, naming=naming, select=select, ignore_index=args.ignore_index)
     total = int(decoded.histogram.sum())
     print(f"{images} + {masks}: {len(decoded.names)} valid pairs, {len(decoded.problems)} problem(s)")
     fits = recognise(args.data) if args.layout is None and args.data is not None else []
@@ -282,7 +282,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     options = ServeOptions(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
                            max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels,
                            token=args.token or os.environ.get("PIXELWISE_TOKEN") or None)
-    serve(args.run, host=args.host, port=args.port, engine=args.engine, weights=args.weights, options=options)
+    serve(args.run, host=args.host, port=args.port, engine=args.engine, weights=args.weights,
+          onnx_model=args.onnx_model, options=options)
     return 0
 
 

@@ -183,6 +183,6 @@ def mask_notes(masks: Path, naming: Naming, problems: list) -> list[str]:
     lone_255 = [p for p in problems if "mask has ids 255 but" in str(p)]
     if lone_255:
         notes.append(f"{lone_255[0].path}: {len(lone_255)} mask(s) hold 255 beside valid ids, the usual value of "
-                     "unlabelled pixels (VOC's object borders): --layout voc makes it its void class, neither "
-                     "trained nor scored")
+                     "unlabelled pixels (VOC's object borders): --ignore-index 255 leaves those pixels out of "
+                     "training and scoring (--layout voc does this for VOC)")
     return notes

@@ -84,12 +84,10 @@ def _cache_args(p: argparse.ArgumentParser) -> None:
     _progress_arg(p)
 
 
-def _engine_arg(p: argparse.ArgumentParser, model_choice: bool = False) -> None:
+def _engine_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", choices=("torch", "onnx"), default="torch",
                    help="torch (CPU or CUDA), or onnx: ONNX Runtime on the CPU with the model written by "
                         "`pixelwise export` (int8 when exported with --int8)")
-    if not model_choice:
-        return
     p.add_argument("--onnx-model", choices=("fp32", "int8"), default=None,
                    help="which exported model --engine onnx runs (default: int8 where `pixelwise export --int8` "
                         "wrote it, else fp32)")
@@ -128,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_layout_arg(p)
     add_data_format_args(p)
     p.add_argument("--ignore-index", type=int, default=None, metavar="ID",
-                   help="the class unknown colours become with --unknown-color ignore")
+                   help="a class id or other mask value (such as 255) that marks unlabelled pixels, and the id "
+                        "unknown colours become with --unknown-color ignore")
     _cache_args(p)
 
     # No abbreviated flags: --resume checks the flags given by their full names.
@@ -151,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss", choices=LOSSES, default=None)
     p.add_argument("--class-weights", choices=CLASS_WEIGHTS, default=None)
     p.add_argument("--ignore-index", type=int, default=None, metavar="ID",
-                   help="a class id whose pixels count as unlabelled: no loss, not scored")
+                   help="a class id, or another mask value such as 255, whose pixels are unlabelled: no loss, "
+                        "not scored")
     p.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--augment", choices=AUGMENTATIONS, default=None,
                    help="flip = random horizontal mirror (image and mask alike); full = also random zoom "
@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "than --size); each side a size the network takes")
     p.add_argument("--tta", action="store_true",
                    help="average each prediction with that of the mirrored image (two passes per image)")
-    _engine_arg(p, model_choice=True)
+    _engine_arg(p)
     _cache_args(p)
 
     p = sub.add_parser("export", help="export a run's model to ONNX (dynamic size), optionally quantised to int8")
@@ -227,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=_predict_size, default=None,
                    help="HEIGHTxWIDTH the model sees, or 'native' for each image's own size (default: the training size)")
     p.add_argument("--weights", choices=("best", "last"), default="best")
-    _engine_arg(p, model_choice=True)
+    _engine_arg(p)
     p.add_argument("--tile", type=_size, default=None, metavar="HxW",
                    help="where the size the model sees is larger than this on a side, predict in tiles of this size "
                         "overlapping by at least 25%%, Gaussian-blended, so the network's memory depends on the tile; each "

@@ -45,7 +45,8 @@ class Decoded:
 def decode_dataset(images_dir: Path, masks_dir: Path, size: tuple[int, int], n_classes: int, *,
                    image_resize: str = "nearest", cache_dir: Path | None = None, workers: int | None = None,
                    progress: bool = True, mask_format: MaskFormat | None = None,
-                   naming: Naming | None = None, select: Callable | None = None) -> Decoded:
+                   naming: Naming | None = None, select: Callable | None = None,
+                   ignore_index: int | None = None) -> Decoded:
     """Decode, validate and resize every pair, in parallel, collecting ALL problems.
 
     ``naming`` says how files pair (name suffixes, sub-folders; by equal stems by default) and
@@ -54,8 +55,8 @@ def decode_dataset(images_dir: Path, masks_dir: Path, size: tuple[int, int], n_c
     lists) before anything is decoded.
 
     A pair is left out (and listed in ``skipped``) when a file cannot be read, when image and mask
-    differ in size, or when the mask holds ids >= ``n_classes``; the caller decides whether any
-    problem means refusing.
+    differ in size, or when the mask holds ids >= ``n_classes`` other than ``ignore_index`` (the
+    value that marks unlabelled pixels); the caller decides whether any problem means refusing.
 
     With ``cache_dir``, the decoded dataset is stored there as one images and one masks ``.npy`` file
     and returned memory-mapped (see :class:`Decoded`); a later call with unchanged files, size and
@@ -96,8 +97,8 @@ def decode_dataset(images_dir: Path, masks_dir: Path, size: tuple[int, int], n_c
                           stacklevel=2)
             table = cache = None
     if table is None:
-        table = decode_in_memory(pairs, decode, workers, progress, n_classes)
-    return _select(table, pairs, n_classes, problems, cache)
+        table = decode_in_memory(pairs, decode, workers, progress, n_classes, ignore_index)
+    return _select(table, pairs, n_classes, problems, cache, ignore_index)
 
 
 def _with_current_problems(table: Table | None, pairs: list[Pair], decode: PairDecoder,
@@ -117,15 +118,16 @@ def _with_current_problems(table: Table | None, pairs: list[Pair], decode: PairD
 
 
 def _select(table: Table, pairs: list[Pair], n_classes: int, problems: list[Problem],
-            cache: Cache | None) -> Decoded:
+            cache: Cache | None, ignore_index: int | None = None) -> Decoded:
     """The pairs that are valid for ``n_classes`` as a :class:`Decoded`, every problem in pair order."""
     bad_rows = set(np.flatnonzero(table.histograms[:, n_classes:].any(axis=1)).tolist())
     names, skipped, keep = [], [], []
     for i, pair in enumerate(pairs):
         r = int(table.rows[i])
         found = list(table.problems.get(i, ()))
-        if r in bad_rows:
-            found.append(ids_problem(pair, table.histograms[r], n_classes))
+        bad_ids = ids_problem(pair, table.histograms[r], n_classes, ignore_index) if r in bad_rows else None
+        if bad_ids:
+            found.append(bad_ids)
         if found:
             problems += found
             skipped.append(pair.name)
@@ -156,7 +158,7 @@ def _select(table: Table, pairs: list[Pair], n_classes: int, problems: list[Prob
 
 def check(images_dir: str | Path, masks_dir: str | Path, classes: ClassSet = CARLA, *,
           cache_dir: Path | None = None, progress: bool = True, mask_format: MaskFormat | None = None,
-          naming: Naming | None = None, select: Callable | None = None) -> Decoded:
+          naming: Naming | None = None, select: Callable | None = None, ignore_index: int | None = None) -> Decoded:
     """Every problem in a dataset and its class histogram, without training: decodes (and caches) at
     the default training size, so a later ``train`` at that size starts from the cache. ``mask_format`` and
     ``naming`` and ``select`` as for ``decode_dataset`` (by default: masks in the ``auto`` format with ``classes``'
@@ -164,4 +166,4 @@ def check(images_dir: str | Path, masks_dir: str | Path, classes: ClassSet = CAR
     mask_format = MaskFormat("auto", tuple(classes.colors)) if mask_format is None else mask_format
     return decode_dataset(Path(images_dir), Path(masks_dir), DataConfig.size, len(classes),
                           cache_dir=default_cache_dir() if cache_dir is None else cache_dir, progress=progress,
-                          mask_format=mask_format, naming=naming, select=select)
+                          mask_format=mask_format, naming=naming, select=select, ignore_index=ignore_index)

@@ -180,9 +180,11 @@ def read_mask(path: str | Path) -> np.ndarray:
     return _decode(path, _mask_to_ids)
 
 
-def ids_out_of_range(histogram: np.ndarray, n_classes: int) -> str | None:
-    """The ids ≥ n_classes a mask's histogram holds, listed for a message ("23, 40"), or None."""
+def ids_out_of_range(histogram: np.ndarray, n_classes: int, ignore_index: int | None = None) -> str | None:
+    """The ids ≥ n_classes a mask's histogram holds, listed for a message ("23, 40"), or None. The
+    ``ignore_index`` value is unlabelled, never out of range (VOC's 255 borders)."""
     bad = np.flatnonzero(histogram[n_classes:]) + n_classes
+    bad = bad[bad != ignore_index]
     if not bad.size:
         return None
     return ", ".join(str(i) for i in bad[:20]) + (f" and {bad.size - 20} more" if bad.size > 20 else "")

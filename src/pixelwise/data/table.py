@@ -54,9 +54,10 @@ def decode_pair(pair: Pair, size: tuple[int, int], image_resize: str, masks: Mas
                        np.bincount(mask.ravel(), minlength=1).astype(np.int64))
 
 
-def ids_problem(pair: Pair, histogram: np.ndarray, n_classes: int) -> Problem | None:
-    """The problem with a mask whose histogram has ids >= n_classes (None if it has none)."""
-    ids = ids_out_of_range(histogram, n_classes)
+def ids_problem(pair: Pair, histogram: np.ndarray, n_classes: int, ignore_index: int | None = None) -> Problem | None:
+    """The problem with a mask whose histogram has ids >= n_classes other than ``ignore_index``
+    (None if it has none)."""
+    ids = ids_out_of_range(histogram, n_classes, ignore_index)
     if ids is None:
         return None
     return Problem(pair.mask, f"mask has ids {ids} but there are only {n_classes} classes (0-{n_classes - 1})")
@@ -127,7 +128,8 @@ class PairDecoder:
 
 
 def decode_into(put: Callable[[np.ndarray, np.ndarray], None], pairs: list[Pair], keys: list[bytes | None],
-                 decode: PairDecoder, workers: int, progress: bool, n_classes: int | None = None) -> dict:
+                 decode: PairDecoder, workers: int, progress: bool, n_classes: int | None = None,
+                 ignore_index: int | None = None) -> dict:
     """Decode every pair in parallel, handing each good one to ``put(image, mask)`` in pair order as it
     arrives (nothing is held back, so memory does not grow with the dataset). With ``n_classes``,
     pairs with larger ids are left out here already. Returns the :class:`Table` fields but the arrays."""
@@ -141,7 +143,7 @@ def decode_into(put: Callable[[np.ndarray, np.ndarray], None], pairs: list[Pair]
         for i, result in enumerate(parallel_map(decode, list(zip(pairs, keys)), workers)):
             bar.update()
             if not result.problems and n_classes is not None:
-                bad_ids = ids_problem(pairs[i], result.histogram, n_classes)
+                bad_ids = ids_problem(pairs[i], result.histogram, n_classes, ignore_index)
                 result = PairResult(problems=(bad_ids,)) if bad_ids else result
             if result.problems:
                 problems[i] = result.problems
@@ -160,7 +162,7 @@ def decode_into(put: Callable[[np.ndarray, np.ndarray], None], pairs: list[Pair]
 
 
 def decode_in_memory(pairs: list[Pair], decode: PairDecoder, workers: int, progress: bool,
-                      n_classes: int) -> Table:
+                      n_classes: int, ignore_index: int | None = None) -> Table:
     h, w = decode.size
     images = np.empty((len(pairs), h, w, 3), np.uint8)  # untouched spare rows never take up memory
     masks = np.empty((len(pairs), h, w), np.uint8)
@@ -170,5 +172,5 @@ def decode_in_memory(pairs: list[Pair], decode: PairDecoder, workers: int, progr
         k = next(count)
         images[k], masks[k] = image, mask
 
-    fields = decode_into(put, pairs, [None] * len(pairs), decode, workers, progress, n_classes)
+    fields = decode_into(put, pairs, [None] * len(pairs), decode, workers, progress, n_classes, ignore_index)
     return Table(images, masks, **fields)

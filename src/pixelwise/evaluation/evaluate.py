@@ -79,7 +79,7 @@ def evaluate(run_dir: str | Path, images_dir: str | Path, masks_dir: str | Path,
     checked = decode_dataset(Path(images_dir), Path(masks_dir), predictor.config.data.size, n_classes,
                              image_resize=predictor.config.data.image_resize,
                              cache_dir=default_cache_dir() if cache_dir is None else cache_dir, progress=progress,
-                             mask_format=mask_format, naming=naming,
+                             mask_format=mask_format, naming=naming, ignore_index=predictor.config.train.ignore_index,
                              select=None if only is None else keep_listed(OfficialSplit(train_list=Path(only),
                                                                                         val_list=Path(only)),
                                                                           Path(images_dir), Path(masks_dir), naming))

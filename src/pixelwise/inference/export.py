@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from contextlib import contextmanager
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -48,17 +49,25 @@ def export_onnx(run_dir: str | Path, out: str | Path | None = None, weights: str
     dims = torch.export.Dim
     dynamic = {"x": {0: dims("batch", min=1, max=1024), 2: step * dims("h", min=1, max=4096 // step),
                      3: step * dims("w", min=1, max=4096 // step)}}
-    onnx_log = logging.getLogger("torch.onnx")
-    level = onnx_log.level
-    onnx_log.setLevel(logging.ERROR)  # the exporter's chatter (e.g. about torchvision) is not the user's concern
-    try:
-        with atomic_path(out) as tmp, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(model, (example,), str(tmp), input_names=["image"], output_names=["logits"],
-                              dynamic_shapes=dynamic, dynamo=True, external_data=False, optimize=True, verbose=False)
-    finally:
-        onnx_log.setLevel(level)
+    with atomic_path(out) as tmp, warnings.catch_warnings(), _quiet("torch.onnx"):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (example,), str(tmp), input_names=["image"], output_names=["logits"],
+                          dynamic_shapes=dynamic, dynamo=True, external_data=False, optimize=True, verbose=False)
     return out
+
+
+@contextmanager
+def _quiet(logger: str | None) -> Iterator[None]:
+    """Silence a library's chatter (the exporter's notes; the quantiser's per-layer warnings such as
+    'Axis 1 is out-of-range' for BatchNorm weights, which it then quantises per tensor): not the
+    user's concern."""
+    log = logging.getLogger(logger)
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def _calibration_batches(images: Iterable[Path], config: RunConfig) -> Iterator[dict]:
@@ -100,8 +109,9 @@ def quantize_int8(run_dir: str | Path, calibration: list[Path], source: str | Pa
         prepared = tmp.with_name(tmp.name + ".pre.onnx")  # an intermediate, removed whatever happens
         try:
             quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-            quantize_static(str(prepared), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+            with _quiet(None):  # onnxruntime.quantization logs through the root logger
+                quantize_static(str(prepared), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
         finally:
             prepared.unlink(missing_ok=True)
     return out

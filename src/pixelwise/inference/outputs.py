@@ -15,8 +15,10 @@ from ..files import atomic_write
 
 
 def colorize(mask: np.ndarray, classes: ClassSet) -> np.ndarray:
-    """(H, W) class ids → (H, W, 3) uint8 in the class colours."""
-    return classes.palette()[np.clip(mask, 0, len(classes) - 1)]
+    """(H, W) class ids → (H, W, 3) uint8 in the class colours; any other value (an unlabelled
+    true-mask pixel such as VOC's 255) black."""
+    palette = np.vstack([classes.palette(), np.zeros((1, 3), np.uint8)])
+    return palette[np.minimum(mask, len(classes))]
 
 
 def overlay(image: np.ndarray, mask: np.ndarray, classes: ClassSet, alpha: float = 0.5) -> np.ndarray:

@@ -76,7 +76,8 @@ def predict(predictor: Predictor, inputs: Iterable[str | Path], out_dir: str | P
                 name = naming.pair_name(path.parent, path, "image") or path.stem
                 true = read_mask_as(masks[name], mask_format) if name in masks else None
             if true is not None:
-                _check_true_mask(true, masks[name], path, image, len(predictor.classes))
+                _check_true_mask(true, masks[name], path, image, len(predictor.classes),
+                                 predictor.config.train.ignore_index)
         except DataError as exc:
             result.problems.extend(exc.problems)
             continue
@@ -97,12 +98,13 @@ def predict(predictor: Predictor, inputs: Iterable[str | Path], out_dir: str | P
     return result
 
 
-def _check_true_mask(true: np.ndarray, mask_path: Path, image_path: Path, image: np.ndarray, n_classes: int) -> None:
+def _check_true_mask(true: np.ndarray, mask_path: Path, image_path: Path, image: np.ndarray, n_classes: int,
+                     ignore_index: int | None = None) -> None:
     """A true mask must fit its image and the run's classes, or its figure would show something false."""
     if true.shape != image.shape[:2]:
         raise DataError([Problem(mask_path, f"mask is {true.shape[0]}x{true.shape[1]} (height x width) but its image "
                                             f"{image_path.name} is {image.shape[0]}x{image.shape[1]}")])
-    ids = ids_out_of_range(np.bincount(true.ravel(), minlength=256), n_classes)
+    ids = ids_out_of_range(np.bincount(true.ravel(), minlength=256), n_classes, ignore_index)
     if ids:
         raise DataError([Problem(mask_path, f"mask has ids {ids} but the run has only {n_classes} classes "
                                             f"(0-{n_classes - 1})")])

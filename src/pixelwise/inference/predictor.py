@@ -57,7 +57,7 @@ class Predictor:
             return
         self.model_file = None
         self.device = device or pick_device()
-        self.dtype = resolve_precision(precision, self.device)
+        self.dtype = resolve_precision(precision, self.device, depthwise=self.config.model.encoder != "unet")
         self.model = load_model(self.run_dir, self.config, weights).to(self.device, memory_format=torch.channels_last)
 
         def forward(x: torch.Tensor) -> torch.Tensor:

@@ -30,7 +30,7 @@ from PIL import Image
 from ..data.decode import read_image_bytes
 from ..data.problems import DataError
 from ..device import precision_name
-from ..rundir import INT8_FILE, ONNX_FILE, WEIGHTS
+from ..rundir import WEIGHTS
 from .batch import class_shares, predict_batch
 from .outputs import colorize, overlay
 from .predictor import Predictor
@@ -117,9 +117,7 @@ class Batcher:
 
 def fingerprint(predictor: Predictor, engine: str, weights: str) -> str:
     """The first 16 hex digits of the SHA-256 of the file the engine runs: which model answered."""
-    run = predictor.run_dir
-    path = next((run / n for n in (INT8_FILE, ONNX_FILE) if (run / n).exists()), None) if engine == "onnx" \
-        else run / WEIGHTS[weights]
+    path = predictor.model_file if engine == "onnx" else predictor.run_dir / WEIGHTS[weights]
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -265,8 +263,9 @@ def create_app(predictor: Predictor, options: ServeOptions = ServeOptions(), *, 
 
 
 def serve(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000, engine: str = "torch",
-          weights: str = "best", options: ServeOptions = ServeOptions(), log: Callable[[str], None] = print) -> None:
-    """Serve the run until interrupted."""
+          weights: str = "best", onnx_model: str | None = None, options: ServeOptions = ServeOptions(),
+          log: Callable[[str], None] = print) -> None:
+    """Serve the run until interrupted (``onnx_model``: "fp32" or "int8", as for ``Predictor``)."""
     require_serve()
     import uvicorn
 
@@ -276,12 +275,13 @@ def serve(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000, eng
             probe.bind((host, port))
         except OSError as exc:
             raise ValueError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
-    predictor = Predictor(run_dir, weights=weights, engine=engine)
+    predictor = Predictor(run_dir, weights=weights, engine=engine, onnx_model=onnx_model)
     app = create_app(predictor, options, engine=engine, weights=weights)
     # Requests beyond those the queue and a batch in progress can hold get uvicorn's own 503.
     limit = options.max_queue + 2 * options.max_batch + 16
     if host not in ("127.0.0.1", "localhost", "::1") and options.token is None:
         log(f"warning: serving on {host} without --token: anyone who can reach this machine can use the model")
-    log(f"serving {run_dir} ({engine}, batches of up to {options.max_batch}, {options.max_wait_ms:g} ms wait) "
+    model = f"{engine} {predictor.model_file.name}" if predictor.model_file else engine
+    log(f"serving {run_dir} ({model}, batches of up to {options.max_batch}, {options.max_wait_ms:g} ms wait) "
         f"on http://{host}:{port}/")
     uvicorn.run(app, host=host, port=port, limit_concurrency=limit, log_level="warning", access_log=False)

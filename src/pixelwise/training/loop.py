@@ -93,7 +93,7 @@ def prepare_data(images_dir: Path, masks_dir: Path, config: RunConfig, *, skip_i
     official = official or OfficialSplit()
     naming = Naming.for_run(config)
     settings = {"image_resize": config.data.image_resize, "cache_dir": cache_dir, "progress": progress,
-                "mask_format": MaskFormat.for_run(config), "naming": naming}
+                "mask_format": MaskFormat.for_run(config), "naming": naming, "ignore_index": config.train.ignore_index}
     decoded = decode_dataset(images_dir, masks_dir, config.data.size, config.model.n_classes, **settings,
                              select=keep_listed(official, images_dir, masks_dir, naming) if official.lists else None)
     n_train = len(decoded.names)
@@ -260,7 +260,7 @@ def _set_up(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, conf
                                   progress=progress, log=log, official=official)
     train_idx, val_idx = np.asarray(split.train, dtype=np.int64), np.asarray(split.val, dtype=np.int64)
     device = world.device()
-    dtype = resolve_precision(config.train.precision, device)
+    dtype = resolve_precision(config.train.precision, device, depthwise=config.model.encoder != "unet")
     procs = f" x {world.size} processes" if world.distributed else ""
     log(f"{len(train_idx)} training and {len(val_idx)} validation pairs at {config.data.size[0]}x{config.data.size[1]}"
         f" on {device.type}{procs} ({precision_name(dtype)})")

@@ -93,6 +93,6 @@ def make_criterion(config: RunConfig, masks: np.ndarray, train_idx: np.ndarray) 
     if config.train.class_weights == "none":
         return Criterion(config.train.loss)
     counts = pixel_counts(masks, train_idx, config.model.n_classes)
-    if config.train.ignore_index is not None:
+    if config.train.ignore_index is not None and config.train.ignore_index < len(counts):
         counts[config.train.ignore_index] = 0
     return Criterion(config.train.loss, class_weights(counts))
