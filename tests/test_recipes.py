@@ -183,9 +183,14 @@ def test_bad_train_settings_are_refused(bad):
         TrainConfig(**bad)
 
 
-def test_ignore_index_must_be_a_class():
-    with pytest.raises(ValueError, match="ignore index 23"):
-        RunConfig(train=TrainConfig(ignore_index=23))
+@pytest.mark.parametrize("bad", [-1, 256])
+def test_ignore_index_must_be_a_mask_value(bad):
+    with pytest.raises(ValueError, match=f"ignore index {bad} is neither a class id"):
+        RunConfig(train=TrainConfig(ignore_index=bad))
+
+
+def test_ignore_index_beyond_the_classes_is_a_mask_value():
+    assert RunConfig(train=TrainConfig(ignore_index=255)).train.ignore_index == 255
 
 
 def test_a_crop_the_network_cannot_take_is_refused_before_training():

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from ..data.resize import resize_image
 from ..evaluation.metrics import class_ids
-from .predictor import Predictor, flip_tta
+from .predictor import Predictor
 
 
 @torch.no_grad()
@@ -28,20 +28,11 @@ def predict_batch(predictor: Predictor, images: Sequence[np.ndarray],
     if size == "native" and len({image.shape[:2] for image in images}) > 1:
         return [predictor.predict(image, size) for image in images]
     h, w = images[0].shape[:2] if size == "native" else (size or config.data.size)
-    cfg = config.model
-    in_h, in_w = cfg.input_size_for(h), cfg.input_size_for(w)
-    if predictor.tile is not None and (in_h > predictor.tile[0] or in_w > predictor.tile[1]):
+    if predictor.tiled(h, w):
         return [predictor.predict(image, size) for image in images]  # tiled: one image at a time
-    inputs = np.stack([image if image.shape[:2] == (h, w) else resize_image(image, (h, w), config.data.image_resize)
-                       for image in images])
-    x = torch.from_numpy(inputs).to(predictor.device).permute(0, 3, 1, 2).float().div_(255)
-    top, left = (in_h - cfg.output_size(in_h)) // 2, (in_w - cfg.output_size(in_w)) // 2
-    pads = (left, in_w - w - left, top, in_h - h - top)
-    if any(pads):  # the rule of Predictor.logits
-        mode = "reflect" if max(pads[0], pads[1]) < w and max(pads[2], pads[3]) < h else "replicate"
-        x = F.pad(x, pads, mode=mode)
-    forward = flip_tta(predictor._forward) if predictor.tta else predictor._forward
-    logits = forward(x)[:, :, :h, :w].float()
+    logits = predictor.batch_logits(np.stack([
+        image if image.shape[:2] == (h, w) else resize_image(image, (h, w), config.data.image_resize)
+        for image in images]))
     masks = []
     for i, image in enumerate(images):
         one = logits[i: i + 1]

@@ -75,8 +75,20 @@ class Predictor:
         h, w = image.shape[:2] if size == "native" else (size or self.config.data.size)
         if image.shape[:2] != (h, w):
             image = resize_image(image, (h, w), self.config.data.image_resize)
+        return self.batch_logits(image[None])[0]
+
+    def tiled(self, height: int, width: int) -> bool:
+        """Whether an input of this size the network sees goes through in tiles."""
+        cfg = self.config.model
+        return self.tile is not None and (cfg.input_size_for(height) > self.tile[0]
+                                          or cfg.input_size_for(width) > self.tile[1])
+
+    def batch_logits(self, images: np.ndarray) -> torch.Tensor:
+        """(N, n_classes, h, w) float logits of uint8 (N, h, w, 3) images already at the size the network
+        sees: padded as it needs, in tiles where larger than the tile, with flip TTA if asked."""
+        h, w = images.shape[1:3]
         # A copy: images read with PIL are read-only arrays, which torch.from_numpy warns about.
-        x = to_input(np.array(image[None], order="C"), self.device)
+        x = to_input(np.array(images, order="C"), self.device)
         cfg = self.config.model
         in_h, in_w = cfg.input_size_for(h), cfg.input_size_for(w)
         # The output of an unpadded network is centred in its input: place the image at that offset.
@@ -86,9 +98,9 @@ class Predictor:
             mode = "reflect" if max(pads[0], pads[1]) < w and max(pads[2], pads[3]) < h else "replicate"
             x = F.pad(x, pads, mode=mode)
         forward = flip_tta(self._forward) if self.tta else self._forward
-        if self.tile is not None and (in_h > self.tile[0] or in_w > self.tile[1]):
-            return sliding_window(forward, x, self.tile, TILE_OVERLAP)[0, :, :h, :w]
-        return forward(x)[0, :, :h, :w].float()
+        if self.tiled(h, w):
+            return sliding_window(forward, x, self.tile, TILE_OVERLAP)[:, :, :h, :w]
+        return forward(x)[:, :, :h, :w].float()
 
     def predict(self, image: np.ndarray, size: tuple[int, int] | str | None = None) -> np.ndarray:
         """(H, W) uint8 class ids at the image's own size; logits are upsampled bilinearly, then argmax.

@@ -319,15 +319,5 @@ class UNet(nn.Module):
         return self.classifier(x)
 
 
-def meta_unet(config: ModelConfig) -> UNet:
-    """The network with shapes but no storage, so that a config can be checked before any memory is
-    spent on it. A config no network can be built from raises ValueError with the reason."""
-    try:
-        with torch.device("meta"):
-            return UNet(config)
-    except (RuntimeError, ValueError, OverflowError) as exc:
-        raise ValueError(str(exc).splitlines()[0]) from None
-
-
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

@@ -10,6 +10,7 @@ import torch
 from ..config import RunConfig
 from ..device import available_memory
 from ..model.build import encoder_state, meta_model
+from ..model.unet import count_parameters
 
 
 def check_trainable(config: RunConfig, pretrained: bool = True) -> None:
@@ -43,7 +44,7 @@ def check_memory(config: RunConfig, device: torch.device) -> None:
     the memory free on ``device``: a typo in --filters would otherwise get the process killed without
     a word."""
     try:
-        parameters = sum(p.numel() for p in meta_model(config.model).parameters())
+        parameters = count_parameters(meta_model(config.model))
     except ValueError as exc:
         raise ValueError(f"this network cannot be built ({exc})") from None
     need, free = 16 * parameters, available_memory(device)  # four fp32 copies: weights, gradients, 2 moments
