@@ -83,6 +83,7 @@ class Predictor:
         return self.tile is not None and (cfg.input_size_for(height) > self.tile[0]
                                           or cfg.input_size_for(width) > self.tile[1])
 
+    @torch.no_grad()
     def batch_logits(self, images: np.ndarray) -> torch.Tensor:
         """(N, n_classes, h, w) float logits of uint8 (N, h, w, 3) images already at the size the network
         sees: padded as it needs, in tiles where larger than the tile, with flip TTA if asked."""
