@@ -12,10 +12,10 @@ for the machine either way.
 
 ``pretrained`` fine-tunes the ImageNet EfficientNet-Lite0 encoder (``pixelwise[pretrained]``) under a
 light U-Net decoder: the same loss, flips and class-steered crops as ``default``, but 240x320 crops of
-the full 480x640 frames (the encoder's stride-32 features need the pixels; 128x160 crops of 240x320
-scored 0.24 against 0.31), AdamW at 2e-3 for the decoder and a tenth of it for the encoder (whose
+the full 480x640 frames (128x160 crops of 240x320 frames for 12 epochs scored 0.24 against 0.31),
+AdamW at 2e-3 for the decoder and a tenth of it for the encoder (whose
 features already work; the usual backbone multiplier of fine-tuning recipes), 5% warm-up then cosine,
-30 epochs: held-out mIoU was flat over the last third (docs/quality.md has what it scores).
+30 epochs: validation mIoU was flat over the last third (docs/quality.md has what it scores).
 """
 
 from __future__ import annotations

@@ -9,10 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ..data.resize import resize_image
-from ..evaluation.metrics import class_ids
 from .predictor import Predictor
 
 
@@ -30,16 +27,8 @@ def predict_batch(predictor: Predictor, images: Sequence[np.ndarray],
     h, w = images[0].shape[:2] if size == "native" else (size or config.data.size)
     if predictor.tiled(h, w):
         return [predictor.predict(image, size) for image in images]  # tiled: one image at a time
-    logits = predictor.batch_logits(np.stack([
-        image if image.shape[:2] == (h, w) else resize_image(image, (h, w), config.data.image_resize)
-        for image in images]))
-    masks = []
-    for i, image in enumerate(images):
-        one = logits[i: i + 1]
-        if one.shape[2:] != image.shape[:2]:
-            one = F.interpolate(one, size=image.shape[:2], mode="bilinear", align_corners=False)
-        masks.append(class_ids(one[0], 0).to(torch.uint8).cpu().numpy())
-    return masks
+    logits = predictor.batch_logits(np.stack([predictor.resized(image, (h, w)) for image in images]))
+    return [predictor.mask(logits[i], image.shape[:2]) for i, image in enumerate(images)]
 
 
 def class_shares(mask: np.ndarray, n_classes: int) -> np.ndarray:

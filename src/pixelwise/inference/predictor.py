@@ -71,11 +71,15 @@ class Predictor:
         """(n_classes, H, W) float logits at ``size``: the training size by default, ``"native"`` for the
         image's own; any size works, in tiles where it is larger than the tile (see the class). ``image`` is
         any array :func:`~pixelwise.data.arrays.image_array` takes (RGB, RGBA, grey; uint8, 16 bits, floats)."""
-        image = image_array(image)
+        return self._logits(image_array(image), size)
+
+    def _logits(self, image: np.ndarray, size: tuple[int, int] | str | None) -> torch.Tensor:
         h, w = image.shape[:2] if size == "native" else (size or self.config.data.size)
-        if image.shape[:2] != (h, w):
-            image = resize_image(image, (h, w), self.config.data.image_resize)
-        return self.batch_logits(image[None])[0]
+        return self.batch_logits(self.resized(image, (h, w))[None])[0]
+
+    def resized(self, image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """A uint8 (H, W, 3) image at ``size`` (height, width), resized as the run's training data was."""
+        return image if image.shape[:2] == size else resize_image(image, size, self.config.data.image_resize)
 
     def tiled(self, height: int, width: int) -> bool:
         """Whether an input of this size the network sees goes through in tiles."""
@@ -88,8 +92,8 @@ class Predictor:
         """(N, n_classes, h, w) float logits of uint8 (N, h, w, 3) images already at the size the network
         sees: padded as it needs, in tiles where larger than the tile, with flip TTA if asked."""
         h, w = images.shape[1:3]
-        # A copy: images read with PIL are read-only arrays, which torch.from_numpy warns about.
-        x = to_input(np.array(images, order="C"), self.device)
+        # images read with PIL are read-only arrays, which torch.from_numpy warns about: copy only those
+        x = to_input(images if images.flags.writeable else images.copy(), self.device)
         cfg = self.config.model
         in_h, in_w = cfg.input_size_for(h), cfg.input_size_for(w)
         # The output of an unpadded network is centred in its input: place the image at that offset.
@@ -107,9 +111,13 @@ class Predictor:
         """(H, W) uint8 class ids at the image's own size; logits are upsampled bilinearly, then argmax.
         An array that cannot be an image (channels first, empty, NaN) is a one-line ValueError."""
         image = image_array(image)
-        logits = self.logits(image, size)
-        if logits.shape[1:] != image.shape[:2]:
-            logits = F.interpolate(logits[None], size=image.shape[:2], mode="bilinear", align_corners=False)[0]
+        return self.mask(self._logits(image, size), image.shape[:2])
+
+    @staticmethod
+    def mask(logits: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
+        """(H, W) uint8 class ids of (n_classes, h, w) logits at ``shape``: upsampled bilinearly, then argmax."""
+        if logits.shape[1:] != shape:
+            logits = F.interpolate(logits[None], size=shape, mode="bilinear", align_corners=False)[0]
         return class_ids(logits, 0).to(torch.uint8).cpu().numpy()
 
 
