@@ -117,7 +117,10 @@ class Predictor:
     def mask(logits: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
         """(H, W) uint8 class ids of (n_classes, h, w) logits at ``shape``: upsampled bilinearly, then argmax."""
         if logits.shape[1:] != shape:
-            logits = F.interpolate(logits[None], size=shape, mode="bilinear", align_corners=False)[0]
+            # A fresh (1, C, h, w) copy: a view of one image of a channels-last batch, batch stride C,
+            # sends interpolate down a generic path about 9x slower on CPU (torch 2.13).
+            one = logits[None].clone(memory_format=torch.channels_last)
+            logits = F.interpolate(one, size=shape, mode="bilinear", align_corners=False)[0]
         return class_ids(logits, 0).to(torch.uint8).cpu().numpy()
 
 
