@@ -1,10 +1,15 @@
 """Video pipeline against bare inference: frames/s of ``predict_video`` on a 640x480 drive made from the
 CARLA frames, against ``predict_batch`` on the same frames already decoded in memory (the model,
-upsampling and argmax, nothing else), for the torch and onnx engines.
+upsampling and argmax, nothing else), for the torch and onnx engines and each recipe's network.
 
-    .venv/bin/python benchmarks/video.py [--data ../shared/carla] [--frames 120] [--batch-size 8] [--size 96x128]
+    .venv/bin/python benchmarks/video.py [--data ../shared/carla] [--frames 96] [--batch-size 8] \
+        [--recipes seed default] [--engines torch onnx] [--rounds 3]
 
-The model is the assignment's U-Net, untrained (speed does not depend on the weights). The pipeline
+Each recipe's network runs at its own training size (``seed``: the assignment's U-Net at 96x128,
+``default``: the BatchNorm U-Net at 240x320), untrained: speed does not depend on the weights. Bare
+and pipeline runs alternate (A B A B …) and the best of ``--rounds`` each is reported, as noise on a
+shared machine only ever slows a run down; the CPU time of the whole process per frame (user + system,
+all threads) is printed beside them, a figure the noise moves much less than wall time. The pipeline
 adds decoding, the overlay with its legend and H.264 encoding; those run in threads beside inference,
 so on a machine with spare cores they cost little, on 2 shared cores they compete with it.
 """
@@ -12,6 +17,7 @@ so on a machine with spare cores they cost little, on 2 shared cores they compet
 from __future__ import annotations
 
 import argparse
+import resource
 import sys
 import tempfile
 import time
@@ -19,13 +25,16 @@ from pathlib import Path
 
 import torch
 
-from pixelwise.config import DataConfig, RunConfig
+from dataclasses import replace
+
+from pixelwise.config import RunConfig
 from pixelwise.data.decode import read_image
 from pixelwise.data.problems import DataError
 from pixelwise.inference.batch import predict_batch
 from pixelwise.inference.predictor import Predictor
 from pixelwise.inference.video import VideoOptions, predict_video, require_av
-from pixelwise.model.unet import UNet
+from pixelwise.model.build import build_model
+from pixelwise.recipes import recipe
 from pixelwise.rundir import BEST, save_config
 from pixelwise.training import checkpoint
 
@@ -42,13 +51,11 @@ def cpu_name() -> str:
     return f"{model}, {torch.get_num_threads()} torch threads, flags: {' '.join(wide) or 'no avx512/amx'}"
 
 
-def make_run(work: Path, size: tuple[int, int]) -> Path:
-    run = work / "run"
+def make_run(run: Path, config: RunConfig) -> Path:
     run.mkdir()
-    config = RunConfig(data=DataConfig(size=size))
     save_config(run, config)
     torch.manual_seed(0)
-    checkpoint.save(run / BEST, UNet(config.model))
+    checkpoint.save(run / BEST, build_model(config.model))  # untrained, no weight package needed
     return run
 
 
@@ -63,28 +70,40 @@ def make_drive(frames: list, path: Path, rate: int = 10) -> Path:
     return path
 
 
-def bare_rate(predictor: Predictor, frames: list, batch: int) -> float:
-    predict_batch(predictor, frames[:batch])  # warm-up: kernels for this shape
+def timed(work, frames: int) -> tuple[float, float]:
+    """(frames/s, CPU milliseconds of the whole process per frame) of ``work()``."""
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
     started = time.perf_counter()
-    for i in range(0, len(frames), batch):
-        predict_batch(predictor, frames[i: i + batch])
-    return len(frames) / (time.perf_counter() - started)
+    work()
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    used = after.ru_utime - cpu.ru_utime + after.ru_stime - cpu.ru_stime
+    return frames / wall, 1000 * used / frames
 
 
-def pipeline_rate(predictor: Predictor, drive: Path, out: Path, batch: int) -> float:
-    started = time.perf_counter()
-    result = predict_video(predictor, drive, out, VideoOptions(batch_size=batch, progress=False))
-    assert not result.problems, result.problems
-    return result.frames / (time.perf_counter() - started)
+def bare(predictor: Predictor, frames: list, batch: int) -> tuple[float, float]:
+    def work() -> None:
+        for i in range(0, len(frames), batch):
+            predict_batch(predictor, frames[i: i + batch])
+    return timed(work, len(frames))
+
+
+def pipeline(predictor: Predictor, drive: Path, out: Path, batch: int, frames: int) -> tuple[float, float]:
+    def work() -> None:
+        result = predict_video(predictor, drive, out, VideoOptions(batch_size=batch, progress=False))
+        assert not result.problems and result.frames == frames, (result.problems, result.frames)
+    return timed(work, frames)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "carla")
-    parser.add_argument("--frames", type=int, default=120)
+    parser.add_argument("--frames", type=int, default=96)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--size", default="96x128", help="the model's input HEIGHTxWIDTH")
+    parser.add_argument("--recipes", nargs="+", default=["seed", "default"],
+                        help="whose network to run, each at its recipe's training size")
     parser.add_argument("--engines", nargs="+", default=["torch", "onnx"])
+    parser.add_argument("--rounds", type=int, default=3, help="bare and pipeline runs each, alternated; best kept")
     args = parser.parse_args()
     source = args.data / "CameraRGB"
     if not source.is_dir():
@@ -96,24 +115,37 @@ def main() -> None:
             frames.append(read_image(path))
         except DataError as exc:
             print(f"skipping {exc.problems[0]}", file=sys.stderr)
-    size = tuple(int(v) for v in args.size.split("x"))
     print(f"CPU: {cpu_name()}")
-    print(f"{len(frames)} frames of {frames[0].shape[1]}x{frames[0].shape[0]}, model input {size[0]}x{size[1]}, "
-          f"batch {args.batch_size}")
+    print(f"{len(frames)} frames of {frames[0].shape[1]}x{frames[0].shape[0]}, batch {args.batch_size}, "
+          f"best of {args.rounds} alternated runs; cpu = process CPU ms per frame, all threads")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        run = make_run(work, size)
         drive = make_drive(frames, work / "drive.mp4")
-        for engine in args.engines:
-            if engine == "onnx":
-                from pixelwise.inference.export import export_onnx
+        for name in args.recipes:
+            config = recipe(name)
+            if config.model.encoder != "unet":  # untrained: the ImageNet weights would change nothing here
+                config = replace(config, model=replace(config.model, encoder_weights="none"))
+            run = make_run(work / name, config)
+            size = "x".join(map(str, config.data.size))
+            for engine in args.engines:
+                if engine == "onnx":
+                    from pixelwise.inference.export import export_onnx
 
-                export_onnx(run)
-            predictor = Predictor(run, engine=engine)
-            bare = bare_rate(predictor, frames, args.batch_size)
-            piped = pipeline_rate(predictor, drive, work / f"out-{engine}", args.batch_size)
-            print(f"{engine:>5}: bare inference {bare:6.1f} frames/s, video pipeline {piped:6.1f} frames/s "
-                  f"(decode + overlay + encode cost {100 * (1 - piped / bare):4.1f}%)")
+                    export_onnx(run)
+                predictor = Predictor(run, engine=engine)
+                predict_batch(predictor, frames[: args.batch_size])  # warm-up: kernels for this shape
+                bares, pipes = [], []
+                for round_ in range(args.rounds):
+                    bares.append(bare(predictor, frames, args.batch_size))
+                    pipes.append(pipeline(predictor, drive, work / f"out-{name}-{engine}-{round_}", args.batch_size,
+                                          len(frames)))
+                (b_rate, b_cpu), (p_rate, p_cpu) = max(bares), max(pipes)
+                precision = str(predictor.dtype or torch.float32).removeprefix("torch.")
+                print(f"{name:>8} at {size:>7}, {engine:>5} ({precision}): bare {b_rate:6.1f} frames/s "
+                      f"(cpu {b_cpu:5.1f} ms), pipeline {p_rate:6.1f} frames/s (cpu {p_cpu:5.1f} ms): "
+                      f"costs {100 * (1 - p_rate / b_rate):4.1f}% "
+                      f"[all rounds: bare {' '.join(f'{r:.1f}' for r, _ in bares)}; "
+                      f"pipeline {' '.join(f'{r:.1f}' for r, _ in pipes)}]")
 
 
 if __name__ == "__main__":

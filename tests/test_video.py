@@ -127,3 +127,17 @@ def test_missing_pyav_says_how_to_install(monkeypatch):
 def test_options_are_checked():
     with pytest.raises(ValueError, match="--every"):
         VideoOptions(every=0)
+
+
+def test_legend_lists_the_classes_in_view_most_pixels_first(predictor):
+    from pixelwise.inference.video import _Legend
+
+    mask = np.zeros((480, 640), np.uint8)
+    mask[:, :200] = 5  # 31%
+    mask[:40, 600:] = 7  # 0.5% (exactly the threshold)
+    mask[400:404, 300:304] = 9  # 0.005%: below it
+    legend = _Legend(predictor.classes, 480)
+    assert legend.shown(mask) == (0, 5, 7)
+    picture = np.full((480, 640, 3), 128, np.uint8)
+    drawn = legend.draw(picture.copy(), mask)
+    assert (drawn[:20, :20] != 128).any() and (drawn[240:] == 128).all()  # top-left corner only

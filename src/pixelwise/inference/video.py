@@ -197,9 +197,14 @@ class _Legend:
             self.font = ImageFont.load_default()
         self.cache: dict[tuple[int, ...], np.ndarray] = {}
 
+    def shown(self, mask: np.ndarray) -> tuple[int, ...]:
+        """The classes to list, most pixels first. Counted on every 4th pixel of every 4th row: shares
+        within a fraction of a percent of the exact ones, at a sixteenth of the cost per frame."""
+        shares = class_shares(mask[::4, ::4], len(self.classes))
+        return tuple(int(i) for i in np.argsort(-shares, kind="stable")[: self.most] if shares[i] >= self.min_share)
+
     def draw(self, picture: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        shares = class_shares(mask, len(self.classes))
-        shown = tuple(int(i) for i in np.argsort(-shares, kind="stable")[: self.most] if shares[i] >= self.min_share)
+        shown = self.shown(mask)
         if shown not in self.cache:
             self.cache[shown] = self._render(shown)
         legend = self.cache[shown]
