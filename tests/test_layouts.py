@@ -194,3 +194,12 @@ def test_ignore_index_255_beyond_the_classes_is_neither_trained_nor_scored(tmp_p
                  "--no-progress"]) == 0  # the true-mask figures show the borders, not refuse them
     assert main(["train", data, "--out", str(tmp_path / "r2"), "--classes", "5", "--ignore-index", "256", *cache]) == 1
     assert "ignore index 256 is neither a class id (0-4) nor another mask value" in capsys.readouterr().err
+
+
+def test_a_list_may_name_files_with_their_suffix(tmp_path):
+    """`ls CameraRGB > list.txt` names files; they stand for their pairs (named without suffix)."""
+    (tmp_path / "train.txt").write_text("a.png\nb.JPG\n# c.png\n")
+    (tmp_path / "val.txt").write_text("c.png\nd.v2\n")  # a dot that is no image suffix stays in the name
+    split = split_by_lists(["a", "b", "c", "d.v2"],
+                           OfficialSplit(train_list=tmp_path / "train.txt", val_list=tmp_path / "val.txt"))
+    assert (split.train, split.val) == ([0, 1], [2, 3])

@@ -11,7 +11,7 @@ import numpy as np
 
 from .dataset import Decoded
 from .naming import Naming
-from .pairs import Pair
+from .pairs import IMAGE_SUFFIXES, Pair
 from .problems import DataError, Problem
 from .split import Split
 
@@ -45,18 +45,24 @@ class OfficialSplit:
 
 def read_list(path: Path) -> list[tuple[int, str]]:
     """(line number, name) for each name in a split list: one per line, the first word of the line
-    (VOC's lists hold names; some lists add columns), blank lines and ``#`` comments skipped."""
+    (VOC's lists hold names; some lists add columns), blank lines and ``#`` comments skipped. A file
+    name (``000026.png``, as ``ls`` writes them) stands for its pair's name, which has no suffix."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise DataError([Problem(Path(path), f"cannot read the split list ({exc.strerror or exc})")]) from None
     except UnicodeDecodeError:
         raise DataError([Problem(Path(path), "split list is not UTF-8 text")]) from None
-    names = [(n, line.split()[0]) for n, line in enumerate(text.splitlines(), 1)
+    names = [(n, _pair_name(line.split()[0])) for n, line in enumerate(text.splitlines(), 1)
              if line.strip() and not line.lstrip().startswith("#")]
     if not names:
         raise DataError([Problem(Path(path), "split list names no frames")])
     return names
+
+
+def _pair_name(entry: str) -> str:
+    suffix = Path(entry).suffix
+    return entry[: -len(suffix)] if suffix.lower() in IMAGE_SUFFIXES else entry
 
 
 def keep_listed(split: OfficialSplit, images_dir: Path, masks_dir: Path, naming: Naming | None
