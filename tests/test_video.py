@@ -134,7 +134,7 @@ def test_legend_lists_the_classes_in_view_most_pixels_first(predictor):
 
     mask = np.zeros((480, 640), np.uint8)
     mask[:, :200] = 5  # 31%
-    mask[:40, 600:] = 7  # 0.5% (exactly the threshold)
+    mask[:40, 600:] = 7  # 0.52%: just above the 0.5% threshold
     mask[400:404, 300:304] = 9  # 0.005%: below it
     legend = _Legend(predictor.classes, 480)
     assert legend.shown(mask) == (0, 5, 7)
