@@ -4,8 +4,8 @@ The encoder gives maps at strides 2, 4, 8, 16 and 32. Each decoder block upsampl
 bilinearly to its skip's size, concatenates ``[up, skip]`` and applies two 3x3 conv + BatchNorm + ReLU;
 the decoder stops at stride 2, where a 1x1 conv gives the class logits, upsampled bilinearly to the
 input's size. Kept light on purpose: a decoder of 256-16 channels up to full resolution spent 5.5 of
-6 GFLOP per 240x320 image, the encoder 0.6; this one has 128, 64, 32, 16 channels and no full-size
-stage.
+6 GFLOP per 240x320 image, the encoder 0.6; this one has ``config.decoder_channels`` (128, 64, 48, 32)
+and no full-size stage. Narrower still (16 at stride 2) starved the small classes (model/unet.py).
 
 Input, like every pixelwise model's, is RGB scaled to [0, 1] by the preprocessing contract
 (data/transforms.py). The network itself applies the affine map its pretrained weights expect
@@ -22,8 +22,6 @@ from torch import nn
 
 from .efficientnet import PIXEL_MEAN, PIXEL_STD, EfficientNetLite
 from .unet import ENCODER_STEP, Concat, Conv, ModelConfig
-
-DECODER_CHANNELS = (128, 64, 32, 16)  # at strides 16, 8, 4, 2
 
 
 class Upsample(nn.Module):
@@ -61,7 +59,7 @@ class EncoderUNet(nn.Module):
         channels = self.encoder.out_channels
         self.decoder = nn.ModuleList()
         cin = channels[-1]
-        for skip, width in zip(reversed(channels[:-1]), DECODER_CHANNELS):
+        for skip, width in zip(reversed(channels[:-1]), config.decoder_channels):
             self.decoder.append(DecoderBlock(cin, skip, width))
             cin = width
         self.classifier = Conv(cin, config.n_classes, 1, "same", relu=False)

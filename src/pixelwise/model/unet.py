@@ -27,6 +27,11 @@ class ModelConfig:
     # in_channels and n_classes are then unused). Left out of config.json when "unet", as before.
     encoder: str = "unet"
     encoder_weights: str = "none"  # what initialised the encoder: "imagenet", "none" or a state-dict file
+    # The pretrained encoders' decoder widths at strides 16, 8, 4 and 2. 16 channels at stride 2 (the
+    # first design, still what config.json files without this field mean) never learnt Pedestrian,
+    # TrafficSign or TrafficLight, not even on the training frames; 48 and 32 at the two finest
+    # strides did (docs/quality.md).
+    decoder_channels: tuple[int, ...] = (128, 64, 48, 32)
 
     def __post_init__(self) -> None:
         if self.encoder not in ENCODERS:
@@ -43,12 +48,15 @@ class ModelConfig:
             raise ValueError(f"dropout needs one rate per encoder block ({self.depth}), got {len(self.dropout)}")
         if not 2 <= self.n_classes <= 256 or self.in_channels < 1 or self.n_filters < 1:
             raise ValueError("n_classes must be in 2-256 (masks are 8-bit), in_channels and n_filters ≥ 1")
+        if len(self.decoder_channels) != 4 or min(self.decoder_channels) < 1:
+            raise ValueError(f"decoder_channels needs 4 widths ≥ 1 (strides 16, 8, 4, 2), got {self.decoder_channels}")
         object.__setattr__(self, "dropout", tuple(float(d) for d in self.dropout))
+        object.__setattr__(self, "decoder_channels", tuple(int(c) for c in self.decoder_channels))
 
     def to_dict(self) -> dict:
         data = asdict(self)
         if self.encoder == "unet":  # config.json of U-Net runs stays as it was before encoders existed
-            del data["encoder"], data["encoder_weights"]
+            del data["encoder"], data["encoder_weights"], data["decoder_channels"]
         return data
 
     @classmethod
@@ -57,6 +65,8 @@ class ModelConfig:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown model settings: {', '.join(sorted(unknown))}")
+        if data.get("encoder", "unet") != "unet":
+            data = {"decoder_channels": LEGACY_DECODER_CHANNELS, **data}  # runs saved before the field existed
         return cls(**{**data, "dropout": tuple(data.get("dropout", cls.dropout))})
 
     # --- sizes -------------------------------------------------------------------------------
@@ -105,6 +115,7 @@ class ModelConfig:
 
 
 ENCODERS = ("unet", "efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
+LEGACY_DECODER_CHANNELS = (128, 64, 32, 16)
 ENCODER_STEP = 32  # a pretrained encoder halves five times: sides that are multiples of 32 give whole maps
 
 
