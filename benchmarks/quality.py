@@ -76,7 +76,8 @@ def held_out_folder(data: Path, out: Path, cache: Path, part: str = "val") -> Pa
 
 
 def configure(name: str) -> RunConfig:
-    """``RECIPE@HxW`` with optional ``,setting=value`` changes, e.g. ``default@96x128,augment=flip``."""
+    """``RECIPE@HxW`` with optional ``,setting=value`` changes, e.g. ``default@96x128,augment=flip``; a
+    setting that takes several numbers is written with slashes: ``decoder_channels=128/96/64/48``."""
     spec, *changes = name.split(",")
     recipe_name, size = spec.split("@")
     config = recipe(recipe_name)
@@ -85,7 +86,7 @@ def configure(name: str) -> RunConfig:
     for change in changes:
         key, text = change.split("=")
         try:
-            value = json.loads(text)
+            value = [json.loads(part) for part in text.split("/")] if "/" in text else json.loads(text)
         except json.JSONDecodeError:
             value = text
         section = next(s for s, part in sections.items() if key in part.__dataclass_fields__)
