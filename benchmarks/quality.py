@@ -101,7 +101,7 @@ def run(name: str, data: Path, out: Path, cache: Path, held_out: Path, epochs: i
                          f"validation fraction {VAL_FRACTION}); another split would train on some of them")
     if epochs is not None:
         config = config.with_train(epochs=epochs)
-    run_dir = out / name.replace("@", "-").replace(",", "-").replace("=", "-")
+    run_dir = out / name.replace("@", "-").replace(",", "-").replace("=", "-").replace("/", "-")
     summary_file = run_dir / "quality.json"
     if (run_dir / "config.json").exists() and load_config(run_dir) != config:
         raise SystemExit(f"{run_dir} was trained with other settings than {name} now means (a recipe changed?): "
