@@ -21,11 +21,10 @@ import resource
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
-
-from dataclasses import replace
 
 from pixelwise.config import RunConfig
 from pixelwise.data.decode import read_image
@@ -88,11 +87,11 @@ def bare(predictor: Predictor, frames: list, batch: int) -> tuple[float, float]:
     return timed(work, len(frames))
 
 
-def pipeline(predictor: Predictor, drive: Path, out: Path, batch: int, frames: int) -> tuple[float, float]:
+def pipeline(predictor: Predictor, drive: Path, out: Path, batch: int, count: int) -> tuple[float, float]:
     def work() -> None:
         result = predict_video(predictor, drive, out, VideoOptions(batch_size=batch, progress=False))
-        assert not result.problems and result.frames == frames, (result.problems, result.frames)
-    return timed(work, frames)
+        assert not result.problems and result.frames == count, (result.problems, result.frames)
+    return timed(work, count)
 
 
 def main() -> None:

@@ -23,9 +23,11 @@ def resolve_precision(requested: str, device: torch.device, depthwise: bool = Fa
     """The autocast dtype for ``requested`` (None = plain fp32). ``auto`` picks bf16 only where the
     hardware computes it natively (CUDA with bf16, CPUs with AVX512-BF16 or AMX); emulated bf16 is
     slower than fp32. A network of ``depthwise`` convolutions (the EfficientNet-Lite encoders) stays
-    fp32 on every CPU: measured on AMX and AVX512-BF16, bf16 ran it at 0.87-1.34x of fp32 (slower at
-    the pretrained recipe's 240x320 crops on AVX512-BF16, 7% faster there with AMX), against 1.6-3.5x
-    for the U-Net, too little to pay for its lost precision (docs/benchmarks.md#pretrained-encoders)."""
+    fp32 on every CPU: measured on AMX and AVX512-BF16 with the first, narrower decoder, bf16 ran it at
+    0.87-1.34x of fp32 (slower at the pretrained recipe's 240x320 crops on AVX512-BF16, 7% faster
+    there with AMX), against 1.6-3.5x for the U-Net. With today's wider decoder one AVX512-BF16 run
+    gave 1.27x at 240x320: to be measured again before this rule changes
+    (docs/benchmarks.md#pretrained-encoders)."""
     if requested == "fp32":
         return None
     if requested == "fp16":
