@@ -1,7 +1,7 @@
 """Speed of the pretrained-encoder networks against the default recipe's U-Net, side by side in one run.
 
     .venv/bin/python benchmarks/encoders.py [--models default lite0 lite1 lite2] [--steps 4]
-        [--precisions fp32 bf16] [--no-onnx]
+        [--precisions fp32 bf16] [--no-onnx] [--decoder-channels 128 96 64 48]
 
 Training: images/s of one optimiser step (forward, backward, AdamW) at batch 8, on the default
 recipe's 128x160 crops and on whole 240x320 frames, in fp32 and under bf16 autocast. Inference: a
@@ -98,7 +98,11 @@ def main() -> int:
     parser.add_argument("--precisions", nargs="+", choices=sorted(DTYPES), default=["fp32", "bf16"])
     parser.add_argument("--steps", type=int, default=4, help="timed steps per measurement (default: %(default)s)")
     parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime inference columns")
+    parser.add_argument("--decoder-channels", nargs=4, type=int, metavar="C",
+                        help="the Lite networks' decoder widths at strides 16/8/4/2 (default: ModelConfig's)")
     args = parser.parse_args()
+    models = {name: (replace(MODELS[name], decoder_channels=tuple(args.decoder_channels))
+                     if args.decoder_channels and name.startswith("lite") else MODELS[name]) for name in args.models}
     print(f"CPU: {cpu_name()}\n")
 
     rates: dict[tuple[str, str], float] = {}
@@ -106,7 +110,7 @@ def main() -> int:
         for precision in args.precisions:
             for name in args.models:
                 column = f"train {size[0]}x{size[1]} {precision}"
-                rates[name, column] = train_rate(MODELS[name], size, DTYPES[precision], args.steps)
+                rates[name, column] = train_rate(models[name], size, DTYPES[precision], args.steps)
                 print(f"  {name} {column}: {rates[name, column]:.2f} img/s", flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -114,7 +118,7 @@ def main() -> int:
 
         scenes = write_dataset(Path(tmp) / "scenes", 8, seed=0, progress=False)
         frame = read_image(sorted((scenes / "CameraRGB").iterdir())[0])
-        runs = {name: write_run(MODELS[name], Path(tmp) / name) for name in args.models}
+        runs = {name: write_run(config, Path(tmp) / name) for name, config in models.items()}
         if not args.no_onnx:
             from pixelwise.inference.export import export
 

@@ -11,7 +11,8 @@ the full-size mask. The LAST weights are scored (not the epoch with the best val
 nothing is chosen on the held-out drives. Prints mIoU (over the classes present in the held-out
 truth), pixel accuracy, per-class IoU, the training wall time, when (in training seconds) each run
 first reached the seed run's final validation mIoU, and for a configuration run with several
-``seed=N`` the mean and range over those seeds. Writes ``quality.json``, ``quality.md``, a per-class
+``seed=N`` the mean and range over those seeds, and how many pixels, frames and drives of the held-out
+set hold each small class. Writes ``quality.json``, ``quality.md``, a per-class
 IoU figure and Input | True | Predicted figures for a few held-out frames into ``--out``. A finished
 run is reused, not retrained.
 Not part of the test run; needs exclusive use of the CPU for meaningful wall times.
@@ -43,8 +44,9 @@ import numpy as np
 from pixelwise.classes import CARLA
 from pixelwise.config import RunConfig
 from pixelwise.data.dataset import decode_dataset
+from pixelwise.data.decode import read_mask
 from pixelwise.data.pairs import IMAGE_DIR, MASK_DIR, find_pairs
-from pixelwise.data.split import split_by_runs
+from pixelwise.data.split import frame_runs, split_by_runs
 from pixelwise.evaluation.evaluate import evaluate
 from pixelwise.evaluation.report import write_report
 from pixelwise.inference.predict import predict
@@ -73,6 +75,13 @@ def held_out_folder(data: Path, out: Path, cache: Path, part: str = "val") -> Pa
             if not link.exists():
                 os.symlink(source.resolve(), link)
     return folder
+
+
+def drives(data: Path, cache: Path) -> list[list[str]]:
+    """Every drive's frame names, as the split groups them."""
+    names = decode_dataset(data / IMAGE_DIR, data / MASK_DIR, (96, 128), len(CARLA), cache_dir=cache,
+                           progress=False).names
+    return [[names[i] for i in run] for run in frame_runs(names)]
 
 
 def configure(name: str) -> RunConfig:
@@ -176,8 +185,26 @@ def spread(results: list[dict]) -> str:
                       "|" + "---|" * (3 + len(WATCH)), *lines])
 
 
-def report(results: list[dict]) -> str:
-    return "\n\n".join(part for part in (table(results), spread(results)) if part)
+def support(held_out: Path, by_drive: list[list[str]]) -> str:
+    """How much of each small class the held-out drives hold: a class whose pixels are one object seen
+    in a few frames is scored on that object alone, so its IoU swings from run to run."""
+    masks = sorted((held_out / MASK_DIR).iterdir())
+    row = {m.stem: i for i, m in enumerate(masks)}
+    drives = [[row[name] for name in drive if name in row] for drive in by_drive]
+    drives = [drive for drive in drives if drive]
+    counts = np.array([np.bincount(read_mask(m).ravel(), minlength=len(CARLA))[:len(CARLA)] for m in masks])
+    lines = ["| class | held-out pixels | frames holding it | drives holding it | pixels in its largest drive |",
+             "|---|---:|---:|---:|---:|"]
+    for c in WATCH:
+        column = counts[:, CARLA.names.index(c)]
+        per_drive = [int(column[run].sum()) for run in drives]
+        lines.append(f"| {c} | {int(column.sum()):,} | {int((column > 0).sum())} of {len(masks)} | "
+                     f"{sum(n > 0 for n in per_drive)} of {len(drives)} | {max(per_drive):,} |")
+    return "\n".join(lines)
+
+
+def report(results: list[dict], held_out: Path, by_drive: list[list[str]]) -> str:
+    return "\n\n".join(part for part in (table(results), spread(results), support(held_out, by_drive)) if part)
 
 
 def plot(results: list[dict], path: Path) -> None:
@@ -229,12 +256,13 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     cache = args.out / "cache"
     held_out = held_out_folder(args.data, args.out, cache)
+    by_drive = drives(args.data, cache)
     results = []
     for name in args.runs:
         results.append(run(name, args.data, args.out, cache, held_out, args.epochs))
-        print(report(results), flush=True)
+        print(report(results, held_out, by_drive), flush=True)
     (args.out / "quality.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.out / "quality.md").write_text(report(results) + f"\n\nCPU: {cpu_kind()}\n")
+    (args.out / "quality.md").write_text(report(results, held_out, by_drive) + f"\n\nCPU: {cpu_kind()}\n")
     plot(results, args.out / "per_class_iou.png")
     print(f"\nwritten: {args.out / 'quality.md'}, {args.out / 'per_class_iou.png'}, {args.out / 'figures'}")
     return 0

@@ -203,13 +203,13 @@ def test_decoder_widths_are_saved_and_runs_saved_before_them_keep_their_narrow_d
     """config.json of Lite runs trained before ``decoder_channels`` existed holds no such field: those
     checkpoints have the first decoder (16 channels at stride 2), and must load into it."""
     wide = preset("efficientnet-lite0", n_classes=5)
-    assert wide.decoder_channels == (128, 64, 48, 32)
+    assert wide.decoder_channels == (128, 96, 64, 48)
     assert ModelConfig.from_dict(json.loads(json.dumps(wide.to_dict()))) == wide
     saved_before = {k: v for k, v in wide.to_dict().items() if k != "decoder_channels"}
     old = ModelConfig.from_dict(saved_before)
     assert old.decoder_channels == (128, 64, 32, 16)
     assert build_model(old).classifier.in_channels == 16
-    assert build_model(wide).classifier.in_channels == 32
+    assert build_model(wide).classifier.in_channels == 48
 
 
 def test_encoder_unet_any_size_and_its_own_normalisation():

@@ -164,12 +164,16 @@ def test_precision_choice():
         resolve_precision("fp16", cpu)
 
 
-def test_auto_precision_keeps_depthwise_encoders_in_fp32_on_cpus(monkeypatch):
+def test_auto_precision_for_depthwise_encoders_follows_the_cpu_kind(monkeypatch):
+    """EfficientNet-Lite's decoder gains from bf16 on AVX512-BF16 (its encoder stays fp32 on CPUs);
+    on AMX bf16 measured slower for it, and without native bf16 nothing gains."""
     cpu = torch.device("cpu")
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
-    assert resolve_precision("auto", cpu) is torch.bfloat16  # the U-Net's convolutions gain from native bf16
-    assert resolve_precision("auto", cpu, depthwise=True) is None
-    assert resolve_precision("bf16", cpu, depthwise=True) is torch.bfloat16  # asked for by name: given
+    for avx512_bf16, amx, lite in ((True, False, torch.bfloat16), (True, True, None), (False, False, None)):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v, raising=False)
+        assert resolve_precision("auto", cpu, depthwise=True) is lite
+        assert resolve_precision("auto", cpu) is (torch.bfloat16 if avx512_bf16 or amx else None)  # the U-Net
+        assert resolve_precision("bf16", cpu, depthwise=True) is torch.bfloat16  # asked for by name: given
 
 
 def test_original_preset_trains_on_rgb_with_cropped_masks(scenes, tmp_path):

@@ -19,30 +19,35 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def _cpu_has(probe: str) -> bool:
+    """A private torch CPU probe, read defensively: a torch without it means no (fp32)."""
+    check = getattr(torch.cpu, probe, None)
+    return bool(check()) if check is not None else False
+
+
 def resolve_precision(requested: str, device: torch.device, depthwise: bool = False) -> torch.dtype | None:
     """The autocast dtype for ``requested`` (None = plain fp32). ``auto`` picks bf16 only where the
     hardware computes it natively (CUDA with bf16, CPUs with AVX512-BF16 or AMX); emulated bf16 is
-    slower than fp32. A network of ``depthwise`` convolutions (the EfficientNet-Lite encoders) stays
-    fp32 on every CPU: measured on AMX and AVX512-BF16 with the first, narrower decoder, bf16 ran it at
-    0.87-1.34x of fp32 (slower at the pretrained recipe's 240x320 crops on AVX512-BF16, 7% faster
-    there with AMX), against 1.6-3.5x for the U-Net. With today's wider decoder one AVX512-BF16 run
-    gave 1.27x at 240x320: to be measured again before this rule changes
-    (docs/benchmarks.md#pretrained-encoders)."""
+    slower than fp32. A network with a ``depthwise`` encoder (EfficientNet-Lite) runs that encoder in
+    fp32 on CPUs whatever the autocast (model/encoder_unet.py), so bf16 reaches its decoder only: on
+    AVX512-BF16 without AMX that trained the 128/96/64/48 decoder 1.23x and predicted 1.32x as fast
+    as fp32 (docs/benchmarks.md#pretrained-encoders), while on AMX, measured with the first, narrower
+    decoder only, it predicted at 0.87x, so there it stays fp32 until measured again."""
     if requested == "fp32":
         return None
     if requested == "fp16":
         if device.type != "cuda":
             raise ValueError("fp16 training needs a CUDA GPU; use --precision bf16 or fp32 on a CPU")
         return torch.float16
+    amx = False
     if device.type == "cuda":
         native_bf16 = torch.cuda.is_bf16_supported()
     else:
-        # Private torch probes: read defensively so a torch without them falls back to fp32.
-        probes = (getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
-        native_bf16 = any(probe() for probe in probes if probe is not None)
+        amx = _cpu_has("_is_amx_tile_supported")
+        native_bf16 = amx or _cpu_has("_is_avx512_bf16_supported")
     if requested == "bf16":
         return torch.bfloat16
-    if native_bf16 and not (depthwise and device.type == "cpu"):
+    if native_bf16 and not (depthwise and amx):
         return torch.bfloat16
     return torch.float16 if device.type == "cuda" else None
 

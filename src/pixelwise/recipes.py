@@ -11,7 +11,7 @@ did not help on those drives. Precision is not part of a recipe: ``auto`` picks 
 for the machine either way.
 
 ``pretrained`` fine-tunes the ImageNet EfficientNet-Lite0 encoder (``pixelwise[pretrained]``) under a
-light U-Net decoder (128/64/48/32 channels: 16 at stride 2 lost the small classes): the same loss,
+light U-Net decoder (128/96/64/48 channels: 16 at stride 2 lost the small classes): the same loss,
 flips and class-steered crops as ``default``, but 240x320 crops of the full 480x640 frames (128x160
 crops of 240x320 frames for 12 epochs scored 0.24 against 0.31), AdamW at 2e-3 for the decoder and a
 tenth of it for the encoder (whose features already work; the usual backbone multiplier of

@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "hold a class picked evenly among those in the mask, so rare classes are seen often")
     p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="auto (the default) = bf16 where the CPU/GPU computes it natively, else fp32 (fp16 on older "
-                        "GPUs)")
+                        "GPUs); EfficientNet-Lite networks stay fp32 on AMX CPUs, where bf16 measured slower")
     p.add_argument("--seed", type=int, default=None, help="initial weights, batch order and augmentation draws")
     p.add_argument("--size", type=_size, default=None, help="training HEIGHTxWIDTH (the images are resized to it)")
     p.add_argument("--image-resize", choices=RESIZE_MODES, default=None,

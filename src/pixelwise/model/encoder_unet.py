@@ -4,7 +4,7 @@ The encoder gives maps at strides 2, 4, 8, 16 and 32. Each decoder block upsampl
 bilinearly to its skip's size, concatenates ``[up, skip]`` and applies two 3x3 conv + BatchNorm + ReLU;
 the decoder stops at stride 2, where a 1x1 conv gives the class logits, upsampled bilinearly to the
 input's size. Kept light on purpose: a decoder of 256-16 channels up to full resolution spent 5.5 of
-6 GFLOP per 240x320 image, the encoder 0.6; this one has ``config.decoder_channels`` (128, 64, 48, 32)
+6 GFLOP per 240x320 image, the encoder 0.6; this one has ``config.decoder_channels`` (128, 96, 64, 48)
 and no full-size stage. Narrower still (16 at stride 2) starved the small classes (model/unet.py).
 
 Input, like every pixelwise model's, is RGB scaled to [0, 1] by the preprocessing contract
