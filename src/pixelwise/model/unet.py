@@ -30,7 +30,7 @@ class ModelConfig:
     # The pretrained encoders' decoder widths at strides 16, 8, 4 and 2. 16 channels at stride 2 (the
     # first design, still what config.json files without this field mean) never learnt Pedestrian,
     # TrafficSign or TrafficLight, not even on the training frames; 48 and 32 at the two finest
-    # strides did, and 96/64/48 at strides 8/4/2 doubled Pedestrian's and tripled TrafficSign's
+    # strides did, and 96/64/48 at strides 8/4/2 doubled Pedestrian's and nearly tripled TrafficSign's
     # held-out IoU again over three seeds (docs/quality.md).
     decoder_channels: tuple[int, ...] = (128, 96, 64, 48)
 
