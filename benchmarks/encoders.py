@@ -102,7 +102,7 @@ def main() -> int:
                         help="the Lite networks' decoder widths at strides 16/8/4/2 (default: ModelConfig's)")
     args = parser.parse_args()
     models = {name: (replace(MODELS[name], decoder_channels=tuple(args.decoder_channels))
-                     if args.decoder_channels and name.startswith("lite") else MODELS[name]) for name in args.models}
+                     if args.decoder_channels and MODELS[name].encoder != "unet" else MODELS[name]) for name in args.models}
     print(f"CPU: {cpu_name()}\n")
 
     rates: dict[tuple[str, str], float] = {}

@@ -189,22 +189,22 @@ def support(held_out: Path, by_drive: list[list[str]]) -> str:
     """How much of each small class the held-out drives hold: a class whose pixels are one object seen
     in a few frames is scored on that object alone, so its IoU swings from run to run."""
     masks = sorted((held_out / MASK_DIR).iterdir())
-    row = {m.stem: i for i, m in enumerate(masks)}
-    drives = [[row[name] for name in drive if name in row] for drive in by_drive]
-    drives = [drive for drive in drives if drive]
+    index = {m.stem: i for i, m in enumerate(masks)}
+    runs = [[index[name] for name in drive if name in index] for drive in by_drive]
+    runs = [run for run in runs if run]
     counts = np.array([np.bincount(read_mask(m).ravel(), minlength=len(CARLA))[:len(CARLA)] for m in masks])
     lines = ["| class | held-out pixels | frames holding it | drives holding it | pixels in its largest drive |",
              "|---|---:|---:|---:|---:|"]
     for c in WATCH:
         column = counts[:, CARLA.names.index(c)]
-        per_drive = [int(column[run].sum()) for run in drives]
+        per_drive = [int(column[run].sum()) for run in runs]
         lines.append(f"| {c} | {int(column.sum()):,} | {int((column > 0).sum())} of {len(masks)} | "
-                     f"{sum(n > 0 for n in per_drive)} of {len(drives)} | {max(per_drive):,} |")
+                     f"{sum(n > 0 for n in per_drive)} of {len(runs)} | {max(per_drive):,} |")
     return "\n".join(lines)
 
 
-def report(results: list[dict], held_out: Path, by_drive: list[list[str]]) -> str:
-    return "\n\n".join(part for part in (table(results), spread(results), support(held_out, by_drive)) if part)
+def report(results: list[dict], held_out_support: str) -> str:
+    return "\n\n".join(part for part in (table(results), spread(results), held_out_support) if part)
 
 
 def plot(results: list[dict], path: Path) -> None:
@@ -256,13 +256,13 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     cache = args.out / "cache"
     held_out = held_out_folder(args.data, args.out, cache)
-    by_drive = drives(args.data, cache)
+    held_out_support = support(held_out, drives(args.data, cache))  # the same for every run: read once
     results = []
     for name in args.runs:
         results.append(run(name, args.data, args.out, cache, held_out, args.epochs))
-        print(report(results, held_out, by_drive), flush=True)
+        print(report(results, held_out_support), flush=True)
     (args.out / "quality.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.out / "quality.md").write_text(report(results, held_out, by_drive) + f"\n\nCPU: {cpu_kind()}\n")
+    (args.out / "quality.md").write_text(report(results, held_out_support) + f"\n\nCPU: {cpu_kind()}\n")
     plot(results, args.out / "per_class_iou.png")
     print(f"\nwritten: {args.out / 'quality.md'}, {args.out / 'per_class_iou.png'}, {args.out / 'figures'}")
     return 0
