@@ -11,8 +11,8 @@ the full-size mask. The LAST weights are scored (not the epoch with the best val
 nothing is chosen on the held-out drives. Prints mIoU (over the classes present in the held-out
 truth), pixel accuracy, per-class IoU, the training wall time, when (in training seconds) each run
 first reached the seed run's final validation mIoU, and for a configuration run with several
-``seed=N`` the mean and range over those seeds, and how many pixels, frames and drives of the held-out
-set hold each small class. Writes ``quality.json``, ``quality.md``, a per-class
+``seed=N`` the mean and range over those seeds, and how many pixels of each class the training drives
+hold and how many pixels, frames and drives of the held-out set. Writes ``quality.json``, ``quality.md``, a per-class
 IoU figure and Input | True | Predicted figures for a few held-out frames into ``--out``. A finished
 run is reused, not retrained.
 Not part of the test run; needs exclusive use of the CPU for meaningful wall times.
@@ -185,20 +185,32 @@ def spread(results: list[dict]) -> str:
                       "|" + "---|" * (3 + len(WATCH)), *lines])
 
 
-def support(held_out: Path, by_drive: list[list[str]]) -> str:
-    """How much of each small class the held-out drives hold: a class whose pixels are one object seen
-    in a few frames is scored on that object alone, so its IoU swings from run to run."""
-    masks = sorted((held_out / MASK_DIR).iterdir())
+def class_pixels(folder: Path) -> tuple[list[Path], np.ndarray]:
+    """Every mask of ``folder`` and its pixel count per class (masks x classes)."""
+    masks = sorted((folder / MASK_DIR).iterdir())
+    return masks, np.array([np.bincount(read_mask(m).ravel(), minlength=len(CARLA))[:len(CARLA)] for m in masks])
+
+
+def support(held_out: Path, training: Path, by_drive: list[list[str]]) -> str:
+    """How much of each class the training and held-out drives hold: a class whose held-out pixels are
+    one object seen in a few frames is scored on that object alone, so its IoU swings from run to run,
+    and one the training drives barely show cannot be learnt from them."""
+    masks, counts = class_pixels(held_out)
+    train_masks, train_counts = class_pixels(training)
     index = {m.stem: i for i, m in enumerate(masks)}
     runs = [[index[name] for name in drive if name in index] for drive in by_drive]
     runs = [run for run in runs if run]
-    counts = np.array([np.bincount(read_mask(m).ravel(), minlength=len(CARLA))[:len(CARLA)] for m in masks])
-    lines = ["| class | held-out pixels | frames holding it | drives holding it | pixels in its largest drive |",
-             "|---|---:|---:|---:|---:|"]
-    for c in WATCH:
-        column = counts[:, CARLA.names.index(c)]
+    lines = ["| class | training pixels | training frames holding it | held-out pixels | frames holding it | "
+             "drives holding it | pixels in its largest drive |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for c in CARLA.names:
+        k = CARLA.names.index(c)
+        column, train_column = counts[:, k], train_counts[:, k]
+        if not column.any():
+            continue  # not scored
         per_drive = [int(column[run].sum()) for run in runs]
-        lines.append(f"| {c} | {int(column.sum()):,} | {int((column > 0).sum())} of {len(masks)} | "
+        name = f"**{c}**" if c in WATCH else c
+        lines.append(f"| {name} | {int(train_column.sum()):,} | {int((train_column > 0).sum())} of {len(train_masks)} | "
+                     f"{int(column.sum()):,} | {int((column > 0).sum())} of {len(masks)} | "
                      f"{sum(n > 0 for n in per_drive)} of {len(runs)} | {max(per_drive):,} |")
     return "\n".join(lines)
 
@@ -256,7 +268,8 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     cache = args.out / "cache"
     held_out = held_out_folder(args.data, args.out, cache)
-    held_out_support = support(held_out, drives(args.data, cache))  # the same for every run: read once
+    training = held_out_folder(args.data, args.out, cache, part="train")
+    held_out_support = support(held_out, training, drives(args.data, cache))  # the same for every run: read once
     results = []
     for name in args.runs:
         results.append(run(name, args.data, args.out, cache, held_out, args.epochs))
