@@ -200,8 +200,8 @@ def support(held_out: Path, training: Path, by_drive: list[list[str]]) -> str:
     index = {m.stem: i for i, m in enumerate(masks)}
     runs = [[index[name] for name in drive if name in index] for drive in by_drive]
     runs = [run for run in runs if run]
-    lines = ["| class | training pixels | training frames holding it | held-out pixels | frames holding it | "
-             "drives holding it | pixels in its largest drive |", "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| class | training pixels | training frames | held-out pixels | held-out frames | held-out drives | "
+             "pixels in its largest held-out drive |", "|---|---:|---:|---:|---:|---:|---:|"]
     for c in CARLA.names:
         k = CARLA.names.index(c)
         column, train_column = counts[:, k], train_counts[:, k]
