@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from quality import held_out_folder
+from quality import frame_names, held_out_folder
 
 from pixelwise.data.pairs import IMAGE_DIR, MASK_DIR
 from pixelwise.evaluation.evaluate import evaluate
@@ -30,8 +30,9 @@ def main() -> int:
     parser.add_argument("--weights", choices=("best", "last"), default="last")
     args = parser.parse_args()
     cache = args.out / "cache"
-    held_out = held_out_folder(args.data, args.out, cache)
-    training = held_out_folder(args.data, args.out, cache, part="train")
+    names = frame_names(args.data, cache)
+    held_out = held_out_folder(args.data, args.out, names)
+    training = held_out_folder(args.data, args.out, names, part="train")
     frames = sorted((training / IMAGE_DIR).iterdir())
     calibration = frames[:: max(1, len(frames) // 64)][:64]
 

@@ -59,17 +59,22 @@ WATCH = ("Vehicles", "Pole", "Pedestrian", "TrafficSign", "TrafficLight")
 SPLIT_SEED, VAL_FRACTION = 0, 0.2  # the held-out drives: train's own split with these settings
 
 
-def held_out_folder(data: Path, out: Path, cache: Path, part: str = "val") -> Path:
+def frame_names(data: Path, cache: Path) -> list[str]:
+    """The valid pairs' names in the order ``train`` splits them (decoded once, from the cache)."""
+    return decode_dataset(data / IMAGE_DIR, data / MASK_DIR, (96, 128), len(CARLA), cache_dir=cache,
+                          progress=False).names
+
+
+def held_out_folder(data: Path, out: Path, names: list[str], part: str = "val") -> Path:
     """Links to the validation drives' pairs, exactly the frames ``train`` holds out (or, with
     ``part="train"``, to the training frames)."""
-    decoded = decode_dataset(data / IMAGE_DIR, data / MASK_DIR, (96, 128), len(CARLA), cache_dir=cache, progress=False)
-    split = split_by_runs(decoded.names, VAL_FRACTION, SPLIT_SEED)
+    split = split_by_runs(names, VAL_FRACTION, SPLIT_SEED)
     pairs = {p.name: p for p in find_pairs(data / IMAGE_DIR, data / MASK_DIR)[0]}
     folder = out / ("held-out" if part == "val" else "training")
     for sub in (IMAGE_DIR, MASK_DIR):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     for i in getattr(split, part):
-        pair = pairs[decoded.names[i]]
+        pair = pairs[names[i]]
         for source, sub in ((pair.image, IMAGE_DIR), (pair.mask, MASK_DIR)):
             link = folder / sub / source.name
             if not link.exists():
@@ -77,10 +82,8 @@ def held_out_folder(data: Path, out: Path, cache: Path, part: str = "val") -> Pa
     return folder
 
 
-def drives(data: Path, cache: Path) -> list[list[str]]:
+def drives(names: list[str]) -> list[list[str]]:
     """Every drive's frame names, as the split groups them."""
-    names = decode_dataset(data / IMAGE_DIR, data / MASK_DIR, (96, 128), len(CARLA), cache_dir=cache,
-                           progress=False).names
     return [[names[i] for i in run] for run in frame_runs(names)]
 
 
@@ -196,7 +199,7 @@ def support(held_out: Path, training: Path, by_drive: list[list[str]]) -> str:
     one object seen in a few frames is scored on that object alone, so its IoU swings from run to run,
     and one the training drives barely show cannot be learnt from them."""
     masks, counts = class_pixels(held_out)
-    train_masks, train_counts = class_pixels(training)
+    train_counts = class_pixels(training)[1]
     index = {m.stem: i for i, m in enumerate(masks)}
     runs = [[index[name] for name in drive if name in index] for drive in by_drive]
     runs = [run for run in runs if run]
@@ -208,7 +211,7 @@ def support(held_out: Path, training: Path, by_drive: list[list[str]]) -> str:
             continue  # not scored
         per_drive = [int(column[run].sum()) for run in runs]
         name = f"**{c}**" if c in WATCH else c
-        lines.append(f"| {name} | {int(train_column.sum()):,} | {int((train_column > 0).sum())} of {len(train_masks)} | "
+        lines.append(f"| {name} | {int(train_column.sum()):,} | {int((train_column > 0).sum())} of {len(train_counts)} | "
                      f"{int(column.sum()):,} | {int((column > 0).sum())} of {len(masks)} | "
                      f"{sum(n > 0 for n in per_drive)} of {len(runs)} | {max(per_drive):,} |")
     return "\n".join(lines)
@@ -266,9 +269,10 @@ def main() -> int:
         return 1
     args.out.mkdir(parents=True, exist_ok=True)
     cache = args.out / "cache"
-    held_out = held_out_folder(args.data, args.out, cache)
-    training = held_out_folder(args.data, args.out, cache, part="train")
-    held_out_support = support(held_out, training, drives(args.data, cache))  # the same for every run: read once
+    names = frame_names(args.data, cache)
+    held_out = held_out_folder(args.data, args.out, names)
+    training = held_out_folder(args.data, args.out, names, part="train")
+    held_out_support = support(held_out, training, drives(names))  # the same for every run: read once
     results = []
     for name in args.runs:
         results.append(run(name, args.data, args.out, cache, held_out, args.epochs))
