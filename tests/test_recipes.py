@@ -247,6 +247,16 @@ def test_training_transform_of_each_augmentation():
     assert xa.shape == (4, 3, 16, 32) and not torch.equal(xa, xc)
 
 
+def test_zoom_resamples_like_full_without_its_colour_jitter():
+    x, y = torch.full((4, 3, 32, 48), 0.5), _coded(4, 32, 48)[1]
+    torch.manual_seed(2)
+    xz, yz = training_transform("zoom", (32, 48), (16, 32))(x, y)
+    torch.manual_seed(2)
+    xf, yf = training_transform("full", (32, 48), (16, 32))(x, y)
+    assert torch.equal(yz, yf) and not torch.equal(yz, y[:, :16, :32])  # the same zooms and shifts
+    assert torch.allclose(xz, torch.tensor(0.5)) and not torch.allclose(xf, torch.tensor(0.5))
+
+
 def test_configs_written_before_flip_only_augmentation_still_load(tmp_path):
     for old, new in ((True, "full"), (False, "none")):
         config = RunConfig()

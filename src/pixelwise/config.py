@@ -15,7 +15,7 @@ from .data.naming import Naming
 from .data.resize import check_resize_mode
 from .model.unet import ModelConfig
 
-AUGMENTATIONS = ("none", "flip", "full")
+AUGMENTATIONS = ("none", "flip", "zoom", "full")
 LOSSES = ("ce", "ce+dice")
 CLASS_WEIGHTS = ("none", "inverse-sqrt")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -32,7 +32,7 @@ class DataConfig:
     image_resize: str = "nearest"  # the assignment resizes images with nearest-neighbour too
     val_fraction: float = 0.2
     split_seed: int = 0  # picks the held-out drives; apart from the training seed, so seeds compare on one split
-    augment: str = "none"  # one of AUGMENTATIONS: "flip" mirrors; "full" also zooms, shifts and jitters colour
+    augment: str = "none"  # one of AUGMENTATIONS: "flip" mirrors; "zoom" also zooms and shifts; "full" also jitters colour
     crop: float = 1.0  # training crops cover this fraction of each side of ``size``; inference sees it all
     class_crops: float = 0.0  # share of training crops placed to hold a class picked evenly among those in the mask
     mask_format: str = "auto"  # ids | colors | auto: how a mask becomes ids (colours: the classes' colours), data/colors.py

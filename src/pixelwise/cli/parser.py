@@ -156,12 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "not scored")
     p.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--augment", choices=AUGMENTATIONS, default=None,
-                   help="flip = random horizontal mirror (image and mask alike); full = also random zoom "
-                        "0.75-1.5x, shift and colour jitter")
+                   help="flip = random horizontal mirror (image and mask alike); zoom = also random zoom "
+                        "0.75-1.5x and shift; full = also colour jitter")
     p.add_argument("--crop", type=float, default=None,
                    help="train on random crops covering this fraction of each side of --size")
     p.add_argument("--class-crops", type=float, default=None, metavar="F",
-                   help="place this share of the training crops (--crop below 1, or --augment full's zoom) to "
+                   help="place this share of the training crops (--crop below 1, or --augment zoom/full's zoom) to "
                         "hold a class picked evenly among those in the mask, so rare classes are seen often")
     p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="auto (the default) = bf16 where the CPU/GPU computes it natively, else fp32 (fp16 on older "

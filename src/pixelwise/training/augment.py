@@ -1,6 +1,6 @@
 """Paired augmentation on whole batches, on the training device: random scale, crop and horizontal
-flip applied identically to image and mask, and colour jitter applied to the image alone; or the
-horizontal flip alone, which keeps every pixel exact. Crops can be steered to rare classes
+flip applied identically to image and mask (``zoom``), plus colour jitter applied to the image alone
+(``full``); or the horizontal flip alone (``flip``), which keeps every pixel exact. Crops can be steered to rare classes
 (``class_crops``), as nnU-Net oversamples foreground: a class picked uniformly among those in a mask is
 usually a small one, so Pedestrian or TrafficSign fill training crops far more often than their pixel
 share.
@@ -145,9 +145,9 @@ def training_transform(augment: str, size: tuple[int, int], crop: tuple[int, int
                        class_crops: float = 0.0) -> Transform:
     """What every training batch goes through: ``augment`` (one of AUGMENTATIONS) and the random
     ``crop`` out of the full training ``size``, a ``class_crops`` share of them steered to a class."""
-    if augment == "full":
-        full = Augment(class_crops=class_crops)
-        return lambda x, y: full(x, y, crop)
+    if augment in ("zoom", "full"):
+        resample = Augment(color=Augment.color if augment == "full" else 0.0, class_crops=class_crops)
+        return lambda x, y: resample(x, y, crop)
 
     def transform(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if augment == "flip":

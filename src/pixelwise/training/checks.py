@@ -30,9 +30,9 @@ def check_trainable(config: RunConfig, pretrained: bool = True) -> None:
     if config.data.crop < 1 and (ch, cw) == (h, w):
         raise ValueError(f"--crop {config.data.crop} rounds to the whole {h}x{w} image (crops are multiples of "
                          f"{model.step}); choose a smaller --crop")
-    if config.data.class_crops > 0 and config.data.crop == 1 and config.data.augment != "full":
+    if config.data.class_crops > 0 and config.data.crop == 1 and config.data.augment not in ("zoom", "full"):
         raise ValueError("--class-crops places crops smaller than the image, so it needs --crop below 1 "
-                         "or --augment full (whose zoom crops)")
+                         "or --augment zoom|full (whose zoom crops)")
     hints = model.size_hints(ch, cw)
     if hints:
         raise ValueError(f"--crop {config.data.crop} gives {ch}x{cw} crops, which do not fit this U-Net: "
