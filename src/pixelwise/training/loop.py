@@ -20,6 +20,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from ..allocator import keep_freed_memory
 from ..config import RunConfig
 from ..data.cache import default_cache_dir
 from ..data.colors import MaskFormat
@@ -163,6 +164,7 @@ def train(images_dir: str | Path, masks_dir: str | Path, run_dir: str | Path, co
     settings). Raises TrainingStopped after a Ctrl-C/SIGTERM, with everything saved. Started by
     ``torchrun``, each process runs this and they train one model data-parallel.
     """
+    keep_freed_memory()  # 1.5x faster training steps on CPUs (allocator.py)
     world = init_world()
     together = False  # all ranks reach the end (or a requested stop) at once
     try:
