@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import subprocess
 import sys
 import time
+
+from encoders import cpu_name
 
 SETTINGS = ("glibc default", "keep_freed_memory")
 
@@ -68,7 +69,7 @@ def main() -> None:
     if args.worker:
         print(json.dumps(measure(args.worker[0], args.worker[1] == "1", args.steps)))
         return
-    print(f"CPU: {platform.processor() or platform.machine()}, {args.steps} timed steps per process\n")
+    print(f"CPU: {cpu_name()}, {args.steps} timed steps per process\n")
     print("| recipe | batch | precision | malloc | s/step | minor faults/step | kernel s/step | peak GB |")
     print("|---|---|---|---|---:|---:|---:|---:|")
     for name in args.recipes:

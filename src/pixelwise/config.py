@@ -16,6 +16,7 @@ from .data.resize import check_resize_mode
 from .model.unet import ModelConfig
 
 AUGMENTATIONS = ("none", "flip", "zoom", "full")
+ZOOMING = ("zoom", "full")  # the augmentations that resample a zoomed crop (training/augment.py)
 LOSSES = ("ce", "ce+dice")
 CLASS_WEIGHTS = ("none", "inverse-sqrt")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")

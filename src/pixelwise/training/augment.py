@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..config import ZOOMING
 from ..data.transforms import IGNORE_INDEX
 
 Transform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -145,7 +146,7 @@ def training_transform(augment: str, size: tuple[int, int], crop: tuple[int, int
                        class_crops: float = 0.0) -> Transform:
     """What every training batch goes through: ``augment`` (one of AUGMENTATIONS) and the random
     ``crop`` out of the full training ``size``, a ``class_crops`` share of them steered to a class."""
-    if augment in ("zoom", "full"):
+    if augment in ZOOMING:
         resample = Augment(color=Augment.color if augment == "full" else 0.0, class_crops=class_crops)
         return lambda x, y: resample(x, y, crop)
 

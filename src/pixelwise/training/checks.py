@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import RunConfig
+from ..config import ZOOMING, RunConfig
 from ..device import available_memory
 from ..model.build import encoder_state, meta_model
 from ..model.unet import count_parameters
@@ -30,7 +30,7 @@ def check_trainable(config: RunConfig, pretrained: bool = True) -> None:
     if config.data.crop < 1 and (ch, cw) == (h, w):
         raise ValueError(f"--crop {config.data.crop} rounds to the whole {h}x{w} image (crops are multiples of "
                          f"{model.step}); choose a smaller --crop")
-    if config.data.class_crops > 0 and config.data.crop == 1 and config.data.augment not in ("zoom", "full"):
+    if config.data.class_crops > 0 and config.data.crop == 1 and config.data.augment not in ZOOMING:
         raise ValueError("--class-crops places crops smaller than the image, so it needs --crop below 1 "
                          "or --augment zoom|full (whose zoom crops)")
     hints = model.size_hints(ch, cw)
