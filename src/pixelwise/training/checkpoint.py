@@ -74,11 +74,19 @@ def load(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | 
             if key.startswith(_OPT):
                 index, slot = key[len(_OPT):].split(".", 1)
                 state.setdefault(int(index), {})[slot] = value
-        optimizer.load_state_dict({"state": state, "param_groups": json.loads(metadata["optimizer_groups"])})
-        scaler_state = json.loads(metadata.get("scaler", "{}"))
+        optimizer.load_state_dict({"state": state, "param_groups": _metadata(path, metadata, "optimizer_groups")})
+        scaler_state = _metadata(path, metadata, "scaler")
         if scaler is not None and scaler_state:
             scaler.load_state_dict(scaler_state)
         torch.set_rng_state(tensors[_RNG])
         if _CUDA_RNG in tensors and torch.cuda.is_available():
             torch.cuda.set_rng_state(tensors[_CUDA_RNG])
-    return json.loads(metadata.get("meta", "{}"))
+    return _metadata(path, metadata, "meta")
+
+
+def _metadata(path: Path, metadata: dict[str, str], key: str) -> dict | list:
+    """One JSON entry of the checkpoint's header ({} when absent); a damaged one is refused by file name."""
+    try:
+        return json.loads(metadata.get(key, "{}"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: damaged checkpoint ({key} in its header: {exc})") from None
