@@ -12,8 +12,9 @@ for the machine either way.
 
 ``pretrained`` fine-tunes the ImageNet EfficientNet-Lite0 encoder (``pixelwise[pretrained]``) under a
 light U-Net decoder (128/96/64/48 channels: 16 at stride 2 lost the small classes): the same loss,
-flips and class-steered crops as ``default``, but 240x320 crops of the full 480x640 frames (128x160
-crops of 240x320 frames for 12 epochs scored 0.24 against 0.31), AdamW at 2e-3 for the decoder and a
+flips and class-steered crops as ``default``, but 256x320 crops (half of each side, rounded to the
+encoder's stride of 32) of the full 480x640 frames (128x160 crops of 240x320 frames for 12 epochs
+scored 0.24 against 0.31), AdamW at 2e-3 for the decoder and a
 tenth of it for the encoder (whose features already work: one rate for both shook the validation
 score in the first epochs and ended 0.017 lower), 5% warm-up then cosine, 30 epochs: validation mIoU
 was flat over the last third. Random zoom (``--augment zoom``) lost TrafficSign outright (docs/quality.md

@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: BatchNorm, class-weighted CE + Dice, AdamW + cosine, batch 8, 120 epochs of "
                         "128x160 crops of 240x320 frames, flipped, half of them on a rare class (timings: docs/benchmarks.md); "
                         "pretrained: the ImageNet EfficientNet-Lite0 encoder (pixelwise[pretrained]) under a light "
-                        "decoder, the same loss, 30 epochs of 240x320 crops of 480x640 frames, the encoder at a tenth "
+                        "decoder, the same loss, 30 epochs of 256x320 crops of 480x640 frames, the encoder at a tenth "
                         "of the rate; seed: the assignment exactly (Adam 1e-3, CE, batch 32, 40 "
                         "epochs, 96x128). The flags below change single settings of the recipe")
     p.add_argument("--epochs", type=int, default=None)
