@@ -1,6 +1,6 @@
 """Training steps with glibc's default malloc against ``keep_freed_memory`` (src/pixelwise/allocator.py).
 
-    .venv/bin/python benchmarks/allocator.py [--steps 12] [--rounds 2] [--recipes default pretrained]
+    .venv/bin/python benchmarks/allocator.py [--steps 12] [--rounds 2] [--recipes scratch default]
 
 Each measurement is a fresh process (the malloc setting lasts for a process) that builds a recipe's
 network, takes three warm-up steps and then times ``--steps`` training steps on one random batch of
@@ -63,7 +63,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--rounds", type=int, default=2, help="A B pairs per recipe")
-    parser.add_argument("--recipes", nargs="+", default=["default", "pretrained"])
+    parser.add_argument("--recipes", nargs="+", default=["scratch", "default"])
     parser.add_argument("--worker", nargs=2, metavar=("RECIPE", "KEEP"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:

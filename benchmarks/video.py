@@ -3,10 +3,10 @@ CARLA frames, against ``predict_batch`` on the same frames already decoded in me
 upsampling and argmax, nothing else), for the torch and onnx engines and each recipe's network.
 
     .venv/bin/python benchmarks/video.py [--data ../shared/carla] [--frames 96] [--batch-size 8] \
-        [--recipes seed default] [--engines torch onnx] [--rounds 3]
+        [--recipes seed scratch] [--engines torch onnx] [--rounds 3]
 
 Each recipe's network runs at its own training size (``seed``: the assignment's U-Net at 96x128,
-``default``: the BatchNorm U-Net at 240x320), untrained: speed does not depend on the weights. Bare
+``scratch``: the BatchNorm U-Net at 240x320, ``default``: EfficientNet-Lite0 at 480x640), untrained: speed does not depend on the weights. Bare
 and pipeline runs alternate (A B A B …) and the best of ``--rounds`` each is reported, as noise on a
 shared machine only ever slows a run down; the CPU time of the whole process per frame (user + system,
 all threads) is printed beside them, a figure the noise moves much less than wall time. The pipeline
@@ -99,7 +99,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "carla")
     parser.add_argument("--frames", type=int, default=96)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--recipes", nargs="+", default=["seed", "default"],
+    parser.add_argument("--recipes", nargs="+", default=["seed", "scratch"],
                         help="whose network to run, each at its recipe's training size")
     parser.add_argument("--engines", nargs="+", default=["torch", "onnx"])
     parser.add_argument("--rounds", type=int, default=3, help="bare and pipeline runs each, alternated; best kept")

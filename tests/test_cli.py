@@ -23,8 +23,8 @@ def test_synth_train_evaluate_predict(tmp_path, capsys):
     assert run_cli(capsys, "synth", data, "--count", 12, "--size", "96x128", "--no-progress")[0] == 0
     code, out, _ = run_cli(capsys, "check", data, "--cache-dir", cache, "--no-progress")
     assert code == 0 and "12 valid pairs" in out and "Road" in out
-    code, out, _ = run_cli(capsys, "train", data, "--out", run, "--epochs", 1, "--batch-size", 4, "--size", "48x64",
-                           "--filters", 8, "--cache-dir", cache, "--no-progress")
+    code, out, _ = run_cli(capsys, "train", data, "--out", run, "--recipe", "scratch", "--epochs", 1, "--batch-size", 4,
+                           "--size", "48x64", "--filters", 8, "--cache-dir", cache, "--no-progress")
     assert code == 0 and "best epoch 1" in out
     code, out, _ = run_cli(capsys, "evaluate", run, data, "--cache-dir", cache, "--no-progress")
     assert code == 0 and "mIoU" in out and "Pedestrian" in out
@@ -87,7 +87,7 @@ def test_console_script_is_installed():
 
 def test_resume_via_cli_extends_and_refuses_changed_settings(scenes, tmp_path, capsys):
     run, cache = tmp_path / "run", tmp_path / "cache"
-    common = ["--size", "48x64", "--filters", 8, "--batch-size", 8, "--cache-dir", cache, "--no-progress"]
+    common = ["--recipe", "scratch", "--size", "48x64", "--filters", 8, "--batch-size", 8, "--cache-dir", cache, "--no-progress"]
     assert run_cli(capsys, "train", scenes, "--out", run, "--epochs", 1, *common)[0] == 0
     code, _, err = run_cli(capsys, "train", scenes, "--out", run, "--epochs", 2, "--resume", "--lr", "0.1")
     assert code == 1 and "--lr cannot change when resuming" in err
@@ -99,9 +99,9 @@ def test_resume_via_cli_extends_and_refuses_changed_settings(scenes, tmp_path, c
     with pytest.raises(SystemExit) as usage:  # no abbreviations: --resume must see every flag by its full name
         run_cli(capsys, "train", scenes, "--out", run, "--epochs", 2, "--resume", "--sched", "constant")
     assert usage.value.code == 2
-    code, out, _ = run_cli(capsys, "train", scenes, "--out", run, "--epochs", 2, "--resume", "--cache-dir", cache,
-                           "--no-progress", "--preset", "assignment", "--filters", 8)
-    assert code == 0 and "epoch   2/2" in out
+    code, out, err = run_cli(capsys, "train", scenes, "--out", run, "--epochs", 2, "--resume", "--cache-dir", cache,
+                             "--no-progress", "--preset", "assignment", "--batch-norm", "--filters", 8)
+    assert code == 0 and "epoch   2/2" in out, err
     code, _, err = run_cli(capsys, "train", scenes, "--out", run, "--epochs", 1, *common)
     assert code == 1 and "already holds a run" in err
 
@@ -111,7 +111,7 @@ def test_train_skip_invalid_lists_what_it_skipped(scenes, tmp_path, capsys):
     shutil.copytree(scenes, data)
     broken = sorted((data / "CameraMask").iterdir())[0]
     broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
-    args = ["train", data, "--out", tmp_path / "run", "--epochs", 1, "--size", "48x64", "--filters", 8,
+    args = ["train", data, "--out", tmp_path / "run", "--recipe", "scratch", "--epochs", 1, "--size", "48x64", "--filters", 8,
             "--cache-dir", tmp_path / "cache", "--no-progress"]
     code, _, err = run_cli(capsys, *args)
     assert code == 2 and broken.name in err and "--skip-invalid" in err
@@ -121,7 +121,9 @@ def test_train_skip_invalid_lists_what_it_skipped(scenes, tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["train", "x", "--out", "r", "--epochs", "0"], "epochs and batch size must be ≥ 1"),
-    (["train", "x", "--out", "r", "--preset", "original"], "does not fit this U-Net"),
+    (["train", "x", "--out", "r", "--recipe", "scratch", "--preset", "original"], "does not fit this U-Net"),
+    (["train", "x", "--out", "r", "--filters", "8"], "--filters: only the assignment's U-Net has this setting"),
+    (["train", "x", "--out", "r", "--no-batch-norm"], "the efficientnet-lite0 network has its own widths and BatchNorm"),
 ])
 def test_bad_training_settings_are_one_line_errors(tmp_path, capsys, monkeypatch, argv, message):
     (tmp_path / "x" / "CameraRGB").mkdir(parents=True)

@@ -60,7 +60,7 @@ def test_two_gloo_processes_match_one_process(scenes, tmp_path):
 
 def test_nproc_shortcut_launches_torchrun(scenes, tmp_path):
     out = _run([sys.executable, "-m", "pixelwise", "train", str(scenes), "--out", str(tmp_path / "run"), "--nproc", "2",
-                "--epochs", "1", "--size", "32x48", "--filters", "4", "--batch-size", "4",
+                "--recipe", "scratch", "--epochs", "1", "--size", "32x48", "--filters", "4", "--batch-size", "4",
                 "--cache-dir", str(tmp_path / "cache"), "--no-progress"])
     assert "x 2 processes" in out.stdout and out.stdout.count("best epoch 1") == 1
     assert sorted(p.name for p in Path(tmp_path / "run").iterdir()) == [

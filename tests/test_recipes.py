@@ -136,13 +136,17 @@ def test_batch_norm_model_summary_trains_and_keeps_the_assignment_exact():
     assert not any(r[0] == "BatchNormalization" for r in summary(UNet(), (96, 128, 3)))
 
 
-def test_seed_recipe_is_the_assignment_and_default_differs_only_where_it_should():
+def test_seed_recipe_is_the_assignment_and_the_others_differ_only_where_they_should():
     assert RECIPES["seed"] == RunConfig()
-    seed, default = recipe("seed"), recipe("default")
+    seed, scratch, default = recipe("seed"), recipe("scratch"), recipe("default")
     assert (seed.train.optimizer, seed.train.lr, seed.train.batch_size, seed.train.epochs) == ("adam", 1e-3, 32, 40)
     assert seed.data == DataConfig() and not seed.model.batch_norm
-    assert default.model == replace(seed.model, batch_norm=True)
-    assert default.train.precision == seed.train.precision == "auto"  # precision is the machine's, not the recipe's
+    assert scratch.model == replace(seed.model, batch_norm=True)
+    assert (default.model.encoder, default.model.encoder_weights) == ("efficientnet-lite0", "imagenet")
+    # default is scratch's training on the full frames, with an encoder that learns at a tenth of the rate
+    assert default.data == replace(scratch.data, size=(480, 640))
+    assert default.train == replace(scratch.train, epochs=60, encoder_lr=0.1)
+    assert {r.train.precision for r in RECIPES.values()} == {"auto"}  # precision is the machine's, not the recipe's
     with pytest.raises(ValueError, match="unknown recipe"):
         recipe("fast")
 
@@ -166,7 +170,8 @@ def test_cli_flags_change_single_settings_of_the_recipe():
     assert changed.data.class_crops == 0.5
     assert changed.train.loss == "ce+dice" and changed.model.batch_norm and changed.data.size == (64, 64)
     assert changed.data.augment == "full" and changed.train.ignore_index == 0 and changed.train.lr == 1e-3
-    assert not config("--no-batch-norm").model.batch_norm and config("--no-batch-norm").train == recipe("default").train
+    assert not config("--recipe", "scratch", "--no-batch-norm").model.batch_norm
+    assert config("--recipe", "scratch", "--no-batch-norm").train == recipe("scratch").train
     assert config("--preset", "original").model.padding == "valid"
 
 

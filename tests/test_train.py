@@ -216,8 +216,8 @@ def test_a_network_too_large_for_memory_is_refused_before_anything_is_allocated(
     import pixelwise.training.checks as checks_module
     from pixelwise.cli.main import main
 
-    code = main(["train", str(scenes), "--out", str(tmp_path / "huge"), "--filters", "200000", "--no-progress",
-                 "--cache-dir", str(tmp_path / "cache")])  # ~3.4e14 parameters: petabytes of weights
+    code = main(["train", str(scenes), "--out", str(tmp_path / "huge"), "--recipe", "scratch", "--filters", "200000",
+                 "--no-progress", "--cache-dir", str(tmp_path / "cache")])  # ~3.4e14 parameters: petabytes of weights
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1 and "choose fewer --filters" in err and "Traceback" not in err
     assert not (tmp_path / "huge").exists() and not (tmp_path / "cache").exists()  # refused before decoding

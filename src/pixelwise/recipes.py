@@ -1,24 +1,23 @@
 """Named training recipes: complete run configurations that command-line flags then adjust.
 
 ``seed`` is the assignment exactly (its model, Adam 1e-3, plain cross-entropy, batch 32, 40 epochs,
-96x128 with nearest-neighbour resizing). ``default`` is the best recipe measured on held-out CARLA
-drives on a 2-core CPU (benchmarks/quality.py): BatchNorm, class-weighted cross-entropy plus Dice,
-AdamW with warm-up and cosine decay, batch 8, 120 epochs of 128x160 crops out of 240x320 frames
-(area-averaged), mirrored at random, half of the crops placed on a class picked evenly among those in
-the frame. Crops cost a quarter of a whole frame, so four times the steps fit the same time, and
-steering them puts rare classes in front of the network. Zoom and colour jitter (``--augment full``)
-did not help on those drives. Precision is not part of a recipe: ``auto`` picks the fastest safe one
-for the machine either way.
+96x128 with nearest-neighbour resizing). ``default`` is the recipe that scores best on held-out CARLA
+drives on a 2-core CPU (benchmarks/quality.py, docs/quality.md): the ImageNet EfficientNet-Lite0
+encoder under a light U-Net decoder (128/96/64/48 channels: 16 at stride 2 lost the small classes),
+class-weighted cross-entropy plus Dice, AdamW at 2e-3 for the decoder and a tenth of it for the
+encoder (whose features already work: one rate for both shook the validation score in the first
+epochs and ended 0.017 lower), 5% warm-up then cosine decay, batch 8, 60 epochs of 256x320 crops
+(half of each side, rounded to the encoder's stride of 32) of the full 480x640 frames, mirrored at
+random, half of the crops placed on a class picked evenly among those in the frame. 60 epochs
+instead of 30 lifted every small class (TrafficSign most); random zoom (``--augment zoom``) lost
+TrafficSign outright.
 
-``pretrained`` fine-tunes the ImageNet EfficientNet-Lite0 encoder (``pixelwise[pretrained]``) under a
-light U-Net decoder (128/96/64/48 channels: 16 at stride 2 lost the small classes): the same loss,
-flips and class-steered crops as ``default``, but 256x320 crops (half of each side, rounded to the
-encoder's stride of 32) of the full 480x640 frames (128x160 crops of 240x320 frames for 12 epochs
-scored 0.24 against 0.31), AdamW at 2e-3 for the decoder and a
-tenth of it for the encoder (whose features already work: one rate for both shook the validation
-score in the first epochs and ended 0.017 lower), 5% warm-up then cosine, 30 epochs: validation mIoU
-was flat over the last third. Random zoom (``--augment zoom``) lost TrafficSign outright (docs/quality.md
-has what each scores).
+``scratch`` is the best recipe without pretrained weights (``default`` until EfficientNet-Lite came):
+the assignment's U-Net with BatchNorm, the same loss and optimiser, 120 epochs of 128x160 crops out
+of 240x320 frames (area-averaged), flipped and class-steered the same way. Crops cost a quarter of a
+whole frame, so four times the steps fit the same time. Zoom and colour jitter (``--augment full``)
+did not help it either. Precision is not part of a recipe: ``auto`` picks the fastest safe one for
+the machine and model.
 """
 
 from __future__ import annotations
@@ -28,20 +27,17 @@ from dataclasses import replace
 from .config import DataConfig, RunConfig, TrainConfig
 from .model.unet import PRESETS, preset
 
+# What ``scratch`` and ``default`` share: the loss, optimiser and schedule, flips and class-steered crops.
+_SCRATCH_DATA = DataConfig(size=(240, 320), image_resize="area", augment="flip", crop=0.5, class_crops=0.5)
+_SCRATCH_TRAIN = TrainConfig(epochs=120, batch_size=8, lr=2e-3, optimizer="adamw", weight_decay=1e-4,
+                             schedule="cosine", warmup=0.05, loss="ce+dice", class_weights="inverse-sqrt")
+
 RECIPES: dict[str, RunConfig] = {
     "seed": RunConfig(),
-    "default": RunConfig(
-        model=replace(PRESETS["assignment"], batch_norm=True),
-        data=DataConfig(size=(240, 320), image_resize="area", augment="flip", crop=0.5, class_crops=0.5),
-        train=TrainConfig(epochs=120, batch_size=8, lr=2e-3, optimizer="adamw", weight_decay=1e-4, schedule="cosine",
-                          warmup=0.05, loss="ce+dice", class_weights="inverse-sqrt"),
-    ),
-    "pretrained": RunConfig(
-        model=preset("efficientnet-lite0"),
-        data=DataConfig(size=(480, 640), image_resize="area", augment="flip", crop=0.5, class_crops=0.5),
-        train=TrainConfig(epochs=30, batch_size=8, lr=2e-3, encoder_lr=0.1, optimizer="adamw", weight_decay=1e-4,
-                          schedule="cosine", warmup=0.05, loss="ce+dice", class_weights="inverse-sqrt"),
-    ),
+    "default": RunConfig(model=preset("efficientnet-lite0"), data=replace(_SCRATCH_DATA, size=(480, 640)),
+                         train=replace(_SCRATCH_TRAIN, epochs=60, encoder_lr=0.1)),
+    "scratch": RunConfig(model=replace(PRESETS["assignment"], batch_norm=True), data=_SCRATCH_DATA,
+                         train=_SCRATCH_TRAIN),
 }
 
 

