@@ -6,7 +6,8 @@ upsampling and argmax, nothing else), for the torch and onnx engines and each re
         [--recipes seed scratch] [--engines torch onnx] [--rounds 3]
 
 Each recipe's network runs at its own training size (``seed``: the assignment's U-Net at 96x128,
-``scratch``: the BatchNorm U-Net at 240x320, ``default``: EfficientNet-Lite0 at 480x640), untrained: speed does not depend on the weights. Bare
+``scratch``: the BatchNorm U-Net at 240x320, ``default``: EfficientNet-Lite0 at 480x640), untrained:
+speed does not depend on the weights. Bare
 and pipeline runs alternate (A B A B …) and the best of ``--rounds`` each is reported, as noise on a
 shared machine only ever slows a run down; the CPU time of the whole process per frame (user + system,
 all threads) is printed beside them, a figure the noise moves much less than wall time. The pipeline
