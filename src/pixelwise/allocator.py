@@ -6,8 +6,8 @@ its own and hands it back to the kernel when freed; the next step maps it again 
 every page of it once more. A training step of the ``default`` recipe (Lite0, batch 8 of 256x320 crops)
 took ~300,000 page faults and 0.7-1.1 s of kernel time that way. With no mmap'd blocks and the heap
 trimmed only above 1 GiB, the same step took ~2,000 faults and ran 1.5-1.9x as fast, for ~0.3 GB more
-peak memory (benchmarks/allocator.py; the U-Net of ``scratch``, with smaller blocks, gained 1.1x). Other C libraries, or glibc replaced by jemalloc or
-tcmalloc through ``LD_PRELOAD``, are left as they are.
+peak memory (benchmarks/allocator.py; the U-Net of ``scratch``, with smaller blocks, gained 1.1x).
+Other C libraries, or glibc replaced by jemalloc or tcmalloc through ``LD_PRELOAD``, are left as they are.
 """
 
 from __future__ import annotations

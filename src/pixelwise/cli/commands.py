@@ -118,7 +118,7 @@ def _train_config(args: argparse.Namespace) -> RunConfig:
     # One replace per section: a half-changed model (a new encoder, the old weights) would be refused.
     sections = {"model": replace(model, **changes["model"]), "data": replace(base.data, **changes["data"]),
                 "train": replace(base.train, **changes["train"])}
-    unet_only = [flag for flag in ("--filters", "--batch-norm") if getattr(args, flag[2:].replace("-", "_")) is not None]
+    unet_only = [flag for flag in ("--filters", "--batch-norm") if _SETTINGS[flag][1] in changes["model"]]
     if unet_only and sections["model"].encoder != "unet":
         raise ValueError(f"{' and '.join(unet_only)}: only the assignment's U-Net has this setting; the "
                          f"{sections['model'].encoder} network has its own widths and BatchNorm "

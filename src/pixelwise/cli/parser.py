@@ -182,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"what the encoder starts from: {WEIGHTS_HELP} (default: imagenet for an efficientnet "
                         "encoder, none for unet)")
     p.add_argument("--filters", type=int, default=None,
-                   help="base filters of the unet encoder (default: the preset's: 32 for assignment, 64 for original)")
+                   help="base filters of the unet encoder (default: the preset's: 32 for assignment, 64 for original; "
+                        "refused with an efficientnet encoder, as is --batch-norm)")
     p.add_argument("--classes", type=_classes, default=CARLA, help="number of classes or a file of names (default: CARLA's 23)")
     p.add_argument("--skip-invalid", action="store_true", help="train on the valid pairs, listing what was skipped")
     add_layout_arg(p)

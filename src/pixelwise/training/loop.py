@@ -164,7 +164,7 @@ def train(images_dir: str | Path, masks_dir: str | Path, run_dir: str | Path, co
     settings). Raises TrainingStopped after a Ctrl-C/SIGTERM, with everything saved. Started by
     ``torchrun``, each process runs this and they train one model data-parallel.
     """
-    keep_freed_memory()  # pretrained steps 1.5-1.9x as fast on CPUs (allocator.py)
+    keep_freed_memory()  # the default (Lite0) recipe's steps 1.5-1.9x as fast on CPUs (allocator.py)
     world = init_world()
     together = False  # all ranks reach the end (or a requested stop) at once
     try:
