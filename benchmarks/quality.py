@@ -131,7 +131,7 @@ def run(name: str, data: Path, out: Path, cache: Path, held_out: Path, epochs: i
     write_report(evaluation, run_dir / "evaluation")
     s = evaluation.scores
     elapsed = np.cumsum([row["seconds"] for row in result.history])
-    summary = {"run": name, "epochs": config.train.epochs, "wall_s": wall, "miou": s.miou,
+    summary = {"run": name, "epochs": len(result.history), "wall_s": wall, "miou": s.miou,
                "pixel_accuracy": s.pixel_accuracy, "cpu": cpu_kind(),
                "iou": {c: (None if np.isnan(s.iou[i]) or s.support[i] == 0 else float(s.iou[i]))
                        for i, c in enumerate(CARLA.names)},

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from pixelwise.cli.main import main
+from pixelwise.rundir import load_config
 
 
 def run_cli(capsys, *argv):
@@ -102,6 +103,9 @@ def test_resume_via_cli_extends_and_refuses_changed_settings(scenes, tmp_path, c
     code, out, err = run_cli(capsys, "train", scenes, "--out", run, "--epochs", 2, "--resume", "--cache-dir", cache,
                              "--no-progress", "--preset", "assignment", "--batch-norm", "--filters", 8)
     assert code == 0 and "epoch   2/2" in out, err
+    code, out, err = run_cli(capsys, "train", scenes, "--out", run, "--epochs", 3, "--resume", "--time-limit", 5,
+                             "--cache-dir", cache, "--no-progress")
+    assert code == 0 and "epoch   3/3" in out and load_config(run).train.time_limit == 5, err
     code, _, err = run_cli(capsys, "train", scenes, "--out", run, "--epochs", 1, *common)
     assert code == 1 and "already holds a run" in err
 

@@ -1,6 +1,7 @@
 """Training really learns, checkpoints and history are complete, resume continues exactly."""
 
 import csv
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 import torch
 from conftest import small_config
 
-from pixelwise.config import RunConfig
+from pixelwise.config import RunConfig, TrainConfig
 from pixelwise.data.pairs import IMAGE_DIR, MASK_DIR
 from pixelwise.data.problems import DataError
 from pixelwise.device import resolve_precision
@@ -16,7 +17,8 @@ from pixelwise.model.unet import UNet
 from pixelwise.rundir import RunDirError, load_config
 from pixelwise.training import checkpoint
 from pixelwise.training.loop import prepare_data, train
-from pixelwise.training.step import epoch_order
+from pixelwise.training import loop
+from pixelwise.training.step import epoch_order, planned_epochs
 
 
 def _train(scenes, run_dir, config, tmp_path, **kw):
@@ -103,6 +105,46 @@ def test_resume_continues_exactly(scenes, tmp_path):
     checkpoint.load(tmp_path / "resumed" / "last.safetensors", w2)
     for p1, p2 in zip(w1.parameters(), w2.parameters()):
         torch.testing.assert_close(p1, p2, rtol=1e-5, atol=1e-6)
+
+
+def test_time_limit_plans_the_epochs_that_fit_at_the_pace_so_far():
+    rows = [{"seconds": 30.0}, {"seconds": 50.0}]  # 40 s an epoch
+    assert planned_epochs(TrainConfig(epochs=60), rows) == 60  # no limit
+    assert planned_epochs(TrainConfig(epochs=60, time_limit=10), []) == 60  # nothing measured yet
+    assert planned_epochs(TrainConfig(epochs=60, time_limit=10), rows) == 15
+    assert planned_epochs(TrainConfig(epochs=12, time_limit=10), rows) == 12  # the epochs stay the most
+    assert planned_epochs(TrainConfig(epochs=60, time_limit=0.5), rows) == 2  # never fewer than are done
+
+
+def test_time_limited_run_decays_over_the_epochs_that_fit_and_resumes_without_the_limit(scenes, tmp_path,
+                                                                                         monkeypatch):
+    class Clock:  # every epoch takes 30 s
+        now = 0.0
+
+        def perf_counter(self) -> float:
+            self.now += 30.0
+            return self.now
+
+        monotonic = staticmethod(time.monotonic)
+
+    monkeypatch.setattr(loop, "time", Clock())
+    config = small_config(epochs=5, schedule="cosine", time_limit=1.0)  # 2 epochs fit
+    lines = []
+    limited = train(scenes / IMAGE_DIR, scenes / MASK_DIR, tmp_path / "run", config, cache_dir=tmp_path / "cache",
+                    progress=False, log=lines.append)
+    assert [r["epoch"] for r in limited.history] == [1, 2]
+    assert limited.history[-1]["lr"] < 0.05 * config.train.lr  # the cosine ended with the last epoch that fit
+    assert any(line.startswith("time limit: 2 of 5 epochs fit in 1 minutes") for line in lines)
+    unlimited = _train(scenes, tmp_path / "full", small_config(epochs=5, schedule="cosine"), tmp_path)
+    assert unlimited.history[1]["lr"] > 0.5 * config.train.lr  # without the limit: still high after 2 of 5
+
+    lines.clear()
+    train(scenes / IMAGE_DIR, scenes / MASK_DIR, tmp_path / "run", config, resume=True, cache_dir=tmp_path / "cache",
+          progress=False, log=lines.append)
+    assert any("all 2 epochs that fit its --time-limit already done" in line for line in lines)
+    resumed = _train(scenes, tmp_path / "run", config.with_train(time_limit=0), tmp_path, resume=True)
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4, 5]
+    assert load_config(tmp_path / "run").train.time_limit == 0
 
 
 def test_refuses_to_overwrite_a_run_and_to_resume_nothing(scenes, tmp_path):

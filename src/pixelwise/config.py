@@ -84,6 +84,7 @@ class TrainConfig:
     class_weights: str = "none"  # "inverse-sqrt": weight classes by 1/sqrt(their training pixel share)
     ignore_index: int | None = None  # a class id, or another mask value (VOC's 255), whose pixels are unlabelled: no loss, not scored
     encoder_lr: float = 1.0  # a pretrained encoder's learning rate as a fraction of ``lr`` (the decoder's)
+    time_limit: float = 0.0  # minutes the epochs may take; 0: none. The schedule spans the epochs that fit (training/step.py)
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or not (0 < self.lr < math.inf) or not 0 < self.encoder_lr <= 1:
@@ -96,6 +97,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
         if not 0 <= self.warmup < 1 or not 0 <= self.weight_decay < math.inf:
             raise ValueError("warmup must be a fraction in [0, 1) and weight decay a finite number ≥ 0")
+        if not 0 <= self.time_limit < math.inf:
+            raise ValueError(f"time limit must be a number of minutes ≥ 0 (0: none), not {self.time_limit}")
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ _SCRATCH_TRAIN = TrainConfig(epochs=120, batch_size=8, lr=2e-3, optimizer="adamw
 RECIPES: dict[str, RunConfig] = {
     "seed": RunConfig(),
     "default": RunConfig(model=preset("efficientnet-lite0"), data=replace(_SCRATCH_DATA, size=(480, 640)),
-                         train=replace(_SCRATCH_TRAIN, epochs=60, encoder_lr=0.1)),
+                         train=replace(_SCRATCH_TRAIN, epochs=60, encoder_lr=0.1, time_limit=28)),
     "scratch": RunConfig(model=replace(PRESETS["assignment"], batch_norm=True), data=_SCRATCH_DATA,
                          train=_SCRATCH_TRAIN),
 }

@@ -91,7 +91,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 # Flags that replace one setting of the recipe: flag → (config section, field).
 _SETTINGS = {
-    "--epochs": ("train", "epochs"), "--batch-size": ("train", "batch_size"), "--lr": ("train", "lr"),
+    "--epochs": ("train", "epochs"), "--time-limit": ("train", "time_limit"),
+    "--batch-size": ("train", "batch_size"), "--lr": ("train", "lr"),
     "--optimizer": ("train", "optimizer"), "--weight-decay": ("train", "weight_decay"),
     "--schedule": ("train", "schedule"), "--warmup": ("train", "warmup"), "--loss": ("train", "loss"),
     "--class-weights": ("train", "class_weights"), "--ignore-index": ("train", "ignore_index"),
@@ -126,8 +127,12 @@ def _train_config(args: argparse.Namespace) -> RunConfig:
     return RunConfig(classes=args.classes, **sections)
 
 
+_RESUMABLE = ("--epochs", "--time-limit")  # the settings a resumed run may change
+
+
 def _settings_changed(args: argparse.Namespace, config: RunConfig, saved: RunConfig) -> list[str]:
-    """The flags given with --resume that would change the run's config.json (only --epochs may)."""
+    """The flags given with --resume that would change the run's config.json (only --epochs and
+    --time-limit may)."""
     def given(flag: str) -> bool:
         return any(t == flag or t.startswith(flag + "=") or t == "--no-" + flag[2:] for t in args.argv)
 
@@ -135,8 +140,9 @@ def _settings_changed(args: argparse.Namespace, config: RunConfig, saved: RunCon
         section, name = _SETTINGS[flag]
         return getattr(getattr(c, section), name)
 
-    changed = [flag for flag in _SETTINGS if flag != "--epochs" and given(flag) and value(config, flag) != value(saved, flag)]
-    whole = {"--recipe": lambda c: c.with_train(epochs=1),
+    changed = [flag for flag in _SETTINGS if flag not in _RESUMABLE and given(flag)
+               and value(config, flag) != value(saved, flag)]
+    whole = {"--recipe": lambda c: c.with_train(epochs=1, time_limit=0),
              "--preset": lambda c: {k: v for k, v in c.model.to_dict().items() if k != "n_filters"},
              "--classes": lambda c: c.classes}
     return changed + [flag for flag, part in whole.items() if given(flag) and part(config) != part(saved)]
@@ -181,8 +187,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         changed = _settings_changed(args, config, saved)
         if changed:  # named by their flags here; train() refuses any change too, named by setting
             raise ValueError(f"{', '.join(changed)} cannot change when resuming: the run keeps the settings in "
-                             f"{args.out / CONFIG_FILE} (only --epochs can be raised)")
-        config = saved.with_train(epochs=saved.train.epochs if args.epochs is None else args.epochs)
+                             f"{args.out / CONFIG_FILE} (only --epochs and --time-limit can change)")
+        config = saved.with_train(epochs=saved.train.epochs if args.epochs is None else args.epochs,
+                                  time_limit=saved.train.time_limit if args.time_limit is None else args.time_limit)
     result = train(images, masks, args.out, config, resume=args.resume, skip_invalid=args.skip_invalid,
                    cache_dir=args.cache_dir, progress=not args.no_progress, official=official_split(args))
     if launched_rank() not in (None, 0):  # under torchrun, rank 0 alone reports

@@ -143,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "240x320 frames; seed: the assignment exactly (Adam 1e-3, CE, batch 32, 40 epochs, 96x128). "
                         "Scores and timings: docs/quality.md. The flags below change single settings of the recipe")
     p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
+                   help="stop after the epochs that fit in this many minutes of training and validation, with the "
+                        "learning-rate schedule fitted to them (0: no limit; the default recipe has 28)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None, help="(peak) learning rate")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=None)

@@ -57,6 +57,7 @@ from .step import (
     epoch_order,
     learning_rate,
     make_optimizer,
+    planned_epochs,
     step_seed,
     train_step,
     validate,
@@ -160,7 +161,7 @@ def train(images_dir: str | Path, masks_dir: str | Path, run_dir: str | Path, co
 
     Without ``resume``, ``config`` defaults to the default recipe and ``run_dir`` must not hold a run.
     With ``resume``, training continues where ``last`` was saved, with the run's own config.json:
-    ``config`` may raise the epoch count and change nothing else (a change is refused, naming the
+    ``config`` may change the epoch count and time limit and nothing else (a change is refused, naming the
     settings). Raises TrainingStopped after a Ctrl-C/SIGTERM, with everything saved. Started by
     ``torchrun``, each process runs this and they train one model data-parallel.
     """
@@ -193,16 +194,18 @@ def _train(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, confi
         save_config(run_dir, config)
     if not resume:  # from the start on, a run directory can always be resumed, whenever it is killed
         run.save_last(state)
-    epochs = config.train.epochs
     plotted = -math.inf
+    epoch = state.epoch
     with StopRequest(log) as stop:
-        for epoch in range(state.epoch, epochs + 1):
+        while epoch <= (epochs := planned_epochs(config.train, history)):
             started = time.perf_counter()
-            steps = _train_epoch(run, state, epoch, stop)
+            steps = _train_epoch(run, state, epoch, epochs, stop)
             row = _epoch_row(run, state, epoch)
-            row["seconds"] = time.perf_counter() - started
+            # The ranks' mean, so that every rank plans the same epochs from its history.
+            row["seconds"] = world.sum(time.perf_counter() - started)[0] / world.size
             check_finite(run.model, epoch, run_dir)
             history.append(row)
+            epochs = planned_epochs(config.train, history)
             # Best by validation mIoU; without a validation split, by training loss.
             quality = row["val_miou"] if row["val_miou"] is not None else -row["train_loss"]
             state = Progress(epoch=epoch + 1, best=state.best, best_epoch=state.best_epoch, data=state.data)
@@ -219,13 +222,17 @@ def _train(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, confi
             log(_epoch_line(row, epochs))
             if world.any(stop.requested) and epoch < epochs:
                 raise TrainingStopped(run_dir, epoch + 1, 0, steps)
+            epoch += 1
+    if config.train.time_limit and len(history) < config.train.epochs:
+        log(f"time limit: {len(history)} of {config.train.epochs} epochs fit in {config.train.time_limit:g} minutes "
+            f"({sum(row['seconds'] for row in history) / 60:.1f} min taken); the schedule decayed over those")
     best_row = next((row for row in history if row["epoch"] == state.best_epoch), None)
     return TrainResult(run_dir, history, state.best_epoch, best_row["val_miou"] if best_row else None)
 
 
 def run_config(run_dir: Path, config: RunConfig | None, resume: bool) -> RunConfig:
     """The configuration a run trains with, and the refusals that keep a run directory whole: a new
-    run never overwrites one, and a resumed one keeps its settings (only the epoch count may grow)."""
+    run never overwrites one, and a resumed one keeps its settings (only the epoch count and time limit may change)."""
     if not resume:
         if (run_dir / LAST).exists():
             raise RunDirError(f"{run_dir}: already holds a run; use --resume to continue it or choose another --out")
@@ -239,11 +246,11 @@ def run_config(run_dir: Path, config: RunConfig | None, resume: bool) -> RunConf
     saved = load_config(run_dir)
     if config is None:
         return saved
-    changed = [name for name in saved.changes(config) if name != "train.epochs"]
+    changed = [name for name in saved.changes(config) if name not in ("train.epochs", "train.time_limit")]
     if changed:
         raise RunDirError(f"{', '.join(changed)} cannot change when resuming: the run keeps the settings in "
-                          f"{run_dir / CONFIG_FILE} (only the epoch count can be raised)")
-    return saved.with_train(epochs=config.train.epochs)
+                          f"{run_dir / CONFIG_FILE} (only the epoch count and the time limit can change)")
+    return saved.with_train(epochs=config.train.epochs, time_limit=config.train.time_limit)
 
 
 def _set_up(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, config: RunConfig, *,
@@ -290,25 +297,29 @@ def _restore(run: _Session) -> tuple[Progress, list[dict]]:
                           "cannot be continued exactly; train a new run with another --out")
     if not run.world.is_main:  # the partial sums saved are totals over all ranks: count them once
         state.loss_sum, state.correct, state.seen = 0.0, 0, 0
-    if state.epoch > run.config.train.epochs:
-        run.log(f"{run.run_dir}: all {run.config.train.epochs} epochs already done; pass a larger --epochs to train on")
-    return state, read_history(run.run_dir)[: state.epoch - 1]
+    history = read_history(run.run_dir)[: state.epoch - 1]
+    if state.epoch > planned_epochs(run.config.train, history):
+        limit = " that fit its --time-limit" if len(history) < run.config.train.epochs else ""
+        run.log(f"{run.run_dir}: all {len(history)} epochs{limit} already done; pass a larger --epochs "
+                f"{'or --time-limit ' if limit else ''}to train on")
+    return state, history
 
 
-def _train_epoch(run: _Session, state: Progress, epoch: int, stop: StopRequest) -> int:
-    """The steps of one epoch from ``state.step`` on, updating ``state``; returns the epoch's step count.
+def _train_epoch(run: _Session, state: Progress, epoch: int, epochs: int, stop: StopRequest) -> int:
+    """The steps of one epoch of ``epochs`` from ``state.step`` on, updating ``state``; returns the
+    epoch's step count.
     A stop request saves ``last`` after the current step and raises TrainingStopped."""
     config, world = run.config.train, run.world
     order = run.train_idx[epoch_order(len(run.train_idx), config.seed, epoch)]
     batches = list(_batches(order, config.batch_size))
     run.net.train()
-    bar = tqdm(total=len(batches), initial=state.step, desc=f"epoch {epoch}/{config.epochs}", unit="batch",
+    bar = tqdm(total=len(batches), initial=state.step, desc=f"epoch {epoch}/{epochs}", unit="batch",
                disable=None if run.progress else True, leave=False, dynamic_ncols=True)
     for step in range(state.step, len(batches)):
         batch = batches[step]
         torch.manual_seed(step_seed(config.seed, epoch, step, world.rank))
         for group in run.optimizer.param_groups:
-            group["lr"] = learning_rate(config, (epoch - 1) * len(batches) + step, config.epochs * len(batches))
+            group["lr"] = learning_rate(config, (epoch - 1) * len(batches) + step, epochs * len(batches))
         x, y = to_batch(run.images, run.masks, world.shard(batch), run.device, config.ignore_index)
         x, y = run.augment(x, y)
         try:

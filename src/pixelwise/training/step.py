@@ -31,6 +31,17 @@ def learning_rate(train: TrainConfig, step: int, total: int) -> float:
     return train.lr * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def planned_epochs(train: TrainConfig, history: list[dict]) -> int:
+    """The epochs the schedule spans: ``train.epochs``, or under ``train.time_limit`` as many of them as
+    fit at the mean pace of the epochs done (never fewer than those). Re-planned after every epoch, so a
+    machine that slows down gets fewer, and the cosine still decays to 0 at the end; a function of the
+    history alone, so a resumed run plans as the interrupted one did."""
+    if not train.time_limit or not history:
+        return train.epochs
+    pace = sum(row["seconds"] for row in history) / len(history)
+    return max(len(history), min(train.epochs, int(train.time_limit * 60 / pace)))
+
+
 def make_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
     """Adam or AdamW over all parameters. A pretrained encoder's parameters form a second group whose
     ``lr_scale`` (``train.encoder_lr``) multiplies the rate the schedule sets, at each step: the
