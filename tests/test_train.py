@@ -12,7 +12,7 @@ from conftest import small_config
 from pixelwise.config import RunConfig, TrainConfig
 from pixelwise.data.pairs import IMAGE_DIR, MASK_DIR
 from pixelwise.data.problems import DataError
-from pixelwise.device import resolve_precision
+from pixelwise.device import measured_precision, resolve_precision
 from pixelwise.model.unet import UNet
 from pixelwise.rundir import RunDirError, load_config
 from pixelwise.training import checkpoint
@@ -216,6 +216,47 @@ def test_auto_precision_for_depthwise_encoders_follows_the_cpu_kind(monkeypatch)
         assert resolve_precision("auto", cpu, depthwise=True) is lite
         assert resolve_precision("auto", cpu) is (torch.bfloat16 if avx512_bf16 or amx else None)  # the U-Net
         assert resolve_precision("bf16", cpu, depthwise=True) is torch.bfloat16  # asked for by name: given
+
+
+def test_measured_precision_takes_bf16_only_where_it_ran_clearly_faster():
+    def timer(fp32: float, bf16: float):
+        calls = []
+
+        def time_step(dtype):
+            calls.append(dtype)
+            first = len(calls) <= 2  # the untimed calls that build the kernels: slow, and not counted
+            return 100.0 if first else (bf16 if dtype is torch.bfloat16 else fp32)
+        return time_step, calls
+
+    time_step, calls = timer(fp32=1.0, bf16=0.7)
+    assert measured_precision(time_step) == (torch.bfloat16, {"fp32": 1.0, "bfloat16": 0.7})
+    assert calls == [None, torch.bfloat16] * 3  # warm-up, then alternated pairs
+    assert measured_precision(timer(fp32=1.0, bf16=0.97)[0])[0] is None  # within 5%: fp32, the more precise
+    assert measured_precision(timer(fp32=0.8, bf16=1.0)[0])[0] is None
+
+
+def test_auto_precision_is_measured_on_the_runs_own_network_where_bf16_is_native(scenes, tmp_path, monkeypatch):
+    timed = []
+
+    def fake_measure(time_step):  # runs the real timer once per precision; bf16 "wins" training, fp32 validation
+        timed.append([time_step(None), time_step(torch.bfloat16)])
+        return (torch.bfloat16, None)[len(timed) - 1], {"fp32": 2.0, "bfloat16": 1.0}
+
+    monkeypatch.setattr(loop, "measured_precision", fake_measure)
+    for native, expected in ((False, []), (True, [2, 2])):
+        monkeypatch.setattr(loop, "native_bf16", lambda device, v=native: v)
+        timed.clear()
+        lines = []
+        train(scenes / IMAGE_DIR, scenes / MASK_DIR, tmp_path / str(native), small_config(epochs=1),
+              cache_dir=tmp_path / "cache", progress=False, log=lines.append)
+        assert [len(t) for t in timed] == expected and all(t > 0 for pair in timed for t in pair)
+        setup = next(line for line in lines if "training and" in line)
+        assert ("measured: a training step 2.00 s in fp32 against 1.00 s in bfloat16; validation in fp32" in setup) \
+            is native, setup
+    timed.clear()
+    train(scenes / IMAGE_DIR, scenes / MASK_DIR, tmp_path / "fp32", small_config(epochs=1, precision="fp32"),
+          cache_dir=tmp_path / "cache", progress=False, log=lambda _: None)
+    assert timed == []  # a precision asked for by name is not measured
 
 
 def test_original_preset_trains_on_rgb_with_cropped_masks(scenes, tmp_path):

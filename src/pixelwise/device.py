@@ -1,8 +1,12 @@
-"""Where and in what precision to compute: CUDA when present, bf16 only where it is native."""
+"""Where and in what precision to compute: CUDA when present, bf16 only where it is native (and, on
+a CPU, measured faster)."""
 
 from __future__ import annotations
 
+import math
 import os
+import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
@@ -25,31 +29,61 @@ def _cpu_has(probe: str) -> bool:
     return bool(check()) if check is not None else False
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 in hardware (CUDA with bf16, CPUs with AVX512-BF16 or AMX);
+    emulated bf16 is slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return _cpu_has("_is_amx_tile_supported") or _cpu_has("_is_avx512_bf16_supported")
+
+
 def resolve_precision(requested: str, device: torch.device, depthwise: bool = False) -> torch.dtype | None:
-    """The autocast dtype for ``requested`` (None = plain fp32). ``auto`` picks bf16 only where the
-    hardware computes it natively (CUDA with bf16, CPUs with AVX512-BF16 or AMX); emulated bf16 is
-    slower than fp32. A network with a ``depthwise`` encoder (EfficientNet-Lite) runs that encoder in
-    fp32 on CPUs whatever the autocast (model/encoder_unet.py), so bf16 reaches its decoder only: on
-    AVX512-BF16 without AMX that trained the 128/96/64/48 decoder 1.23x and predicted 1.32x as fast
-    as fp32 (docs/benchmarks.md#pretrained-encoders), while on AMX, measured with the first, narrower
-    decoder only, it predicted at 0.87x, so there it stays fp32 until measured again."""
+    """The autocast dtype for ``requested`` (None = plain fp32), by rule: ``auto`` picks bf16 where it
+    is native. A network with a ``depthwise`` encoder (EfficientNet-Lite) runs that encoder in fp32 on
+    CPUs whatever the autocast (model/encoder_unet.py), so bf16 reaches its decoder only: on AMX,
+    measured with the first, narrower decoder, it predicted at 0.87x fp32, so there it stays fp32.
+    Training and the torch predictor measure instead of trusting the rule on CPUs
+    (:func:`measured_precision`): the same flags hide CPUs on which bf16 is slower
+    (docs/benchmarks.md#precision-by-measurement)."""
     if requested == "fp32":
         return None
     if requested == "fp16":
         if device.type != "cuda":
             raise ValueError("fp16 training needs a CUDA GPU; use --precision bf16 or fp32 on a CPU")
         return torch.float16
-    amx = False
-    if device.type == "cuda":
-        native_bf16 = torch.cuda.is_bf16_supported()
-    else:
-        amx = _cpu_has("_is_amx_tile_supported")
-        native_bf16 = amx or _cpu_has("_is_avx512_bf16_supported")
     if requested == "bf16":
         return torch.bfloat16
-    if native_bf16 and not (depthwise and amx):
+    if native_bf16(device) and not (depthwise and device.type == "cpu" and _cpu_has("_is_amx_tile_supported")):
         return torch.bfloat16
     return torch.float16 if device.type == "cuda" else None
+
+
+def measured_precision(time_step: Callable[[torch.dtype | None], float], rounds: int = 2
+                       ) -> tuple[torch.dtype | None, dict[str, float]]:
+    """fp32 or bf16, whichever ran ``time_step`` faster (seconds it returns), with the best time of each.
+    One untimed call of each first (the kernels are built then), then ``rounds`` alternated pairs, so a
+    slowdown of the machine hits both; bf16 must win by 5%, or fp32, the more precise, stays."""
+    candidates = (None, torch.bfloat16)
+    for dtype in candidates:
+        time_step(dtype)
+    times: dict[torch.dtype | None, float] = {dtype: math.inf for dtype in candidates}
+    for _ in range(rounds):
+        for dtype in candidates:
+            times[dtype] = min(times[dtype], time_step(dtype))
+    choice = torch.bfloat16 if times[torch.bfloat16] < 0.95 * times[None] else None
+    return choice, {precision_name(dtype): seconds for dtype, seconds in times.items()}
+
+
+def forward_timer(model: torch.nn.Module, x: torch.Tensor, device: torch.device) -> Callable[[torch.dtype | None], float]:
+    """Seconds ``model`` takes to score ``x`` in a given precision, in eval mode and without gradients."""
+    @torch.no_grad()
+    def time_forward(dtype: torch.dtype | None) -> float:
+        model.eval()
+        started = time.perf_counter()
+        with autocast(device, dtype):
+            model(x)
+        return time.perf_counter() - started
+    return time_forward
 
 
 def available_memory(device: torch.device) -> int | None:

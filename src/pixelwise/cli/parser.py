@@ -137,8 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--recipe", choices=sorted(RECIPES), default=DEFAULT_RECIPE,
                    help="default: the ImageNet EfficientNet-Lite0 encoder (learning at a tenth of the rate) under a "
-                        "light U-Net decoder, class-weighted CE + Dice, AdamW + cosine, batch 8, 60 epochs of 256x320 "
-                        "crops of 480x640 frames, flipped, half of them on a rare class; scratch: the assignment's "
+                        "light U-Net decoder, class-weighted CE + Dice, AdamW + cosine, batch 8, up to 60 epochs (those "
+                        "that fit in 28 minutes) of 256x320 crops of 480x640 frames, flipped, half of them on a rare "
+                        "class; scratch: the assignment's "
                         "U-Net with BatchNorm, no pretrained weights, the same loss, 120 epochs of 128x160 crops of "
                         "240x320 frames; seed: the assignment exactly (Adam 1e-3, CE, batch 32, 40 epochs, 96x128). "
                         "Scores and timings: docs/quality.md. The flags below change single settings of the recipe")
@@ -167,8 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="place this share of the training crops (--crop below 1, or --augment zoom/full's zoom) to "
                         "hold a class picked evenly among those in the mask, so rare classes are seen often")
     p.add_argument("--precision", choices=PRECISIONS, default=None,
-                   help="auto (the default) = bf16 where the CPU/GPU computes it natively, else fp32 (fp16 on older "
-                        "GPUs); EfficientNet-Lite networks stay fp32 on AMX CPUs, where bf16 measured slower")
+                   help="auto (the default): on a GPU bf16 where it computes it natively, else fp16; on a CPU with "
+                        "native bf16 (AVX512-BF16, AMX) the faster of fp32 and bf16, timed on this run's network "
+                        "before the first epoch; fp32 on other CPUs")
     p.add_argument("--seed", type=int, default=None, help="initial weights, batch order and augmentation draws")
     p.add_argument("--size", type=_size, default=None, help="training HEIGHTxWIDTH (the images are resized to it)")
     p.add_argument("--image-resize", choices=RESIZE_MODES, default=None,

@@ -3,8 +3,10 @@ make a resumed run repeat what it repeats: learning rate, batch order, per-step 
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -81,6 +83,22 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
 def _batches(order: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
     for start in range(0, len(order), batch_size):
         yield order[start:start + batch_size]
+
+
+def step_timer(model: torch.nn.Module, train: TrainConfig, criterion: Criterion, x: torch.Tensor, y: torch.Tensor,
+               device: torch.device, world: World) -> Callable[[torch.dtype | None], float]:
+    """Seconds one training step on ``x, y`` takes in a given precision, summed over the ranks so that
+    all of them choose alike. It steps a copy of ``model``: the run's weights and optimiser stay as
+    they are."""
+    probe = copy.deepcopy(model)
+    optimizer = make_optimizer(probe, train)
+    scaler = torch.amp.GradScaler(device.type, enabled=False)
+
+    def time_step(dtype: torch.dtype | None) -> float:
+        started = time.perf_counter()
+        train_step(probe, optimizer, scaler, x, y, len(x), device, dtype, criterion=criterion)
+        return world.sum(time.perf_counter() - started)[0]
+    return time_step
 
 
 @torch.no_grad()
