@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 from conftest import small_run
 from PIL import Image
 
@@ -67,3 +68,22 @@ def test_missing_masks_folder_is_named(run, scenes, tmp_path):
 
     with pytest.raises(DataError, match="--masks folder not found"):
         predict(Predictor(run), [scenes / IMAGE_DIR], tmp_path / "out", masks_dir=tmp_path / "nomasks")
+
+
+def test_precision_flag_reaches_the_torch_engine_and_is_refused_for_onnx(run, scenes, tmp_path, capsys):
+    from pixelwise.cli.main import main
+    from pixelwise.data.decode import read_image
+
+    image = sorted((scenes / IMAGE_DIR).iterdir())[0]
+    pixels = read_image(image)
+    fp32, bf16 = (Predictor(run, precision=p).logits(pixels) for p in ("fp32", "bf16"))
+    assert not torch.equal(fp32, bf16)  # the two really compute differently
+    for precision in ("fp32", "bf16"):
+        assert main(["predict", str(run), str(image), "--out", str(tmp_path / precision), "--precision", precision,
+                     "--no-progress"]) == 0
+        written = np.asarray(Image.open(tmp_path / precision / f"{image.stem}_mask.png"))
+        assert np.array_equal(written, Predictor(run, precision=precision).predict(pixels))
+    capsys.readouterr()
+    assert main(["predict", str(run), str(image), "--out", str(tmp_path / "onnx"), "--engine", "onnx",
+                 "--precision", "fp32"]) == 1
+    assert "--precision is the torch engine's" in capsys.readouterr().err

@@ -1,5 +1,5 @@
-"""Where and in what precision to compute: CUDA when present, bf16 only where it is native (and, on
-a CPU, measured faster)."""
+"""Where and in what precision to compute: CUDA when present, bf16 only where it is native (and, for
+training on a CPU, measured faster)."""
 
 from __future__ import annotations
 
@@ -42,9 +42,9 @@ def resolve_precision(requested: str, device: torch.device, depthwise: bool = Fa
     is native. A network with a ``depthwise`` encoder (EfficientNet-Lite) runs that encoder in fp32 on
     CPUs whatever the autocast (model/encoder_unet.py), so bf16 reaches its decoder only: on AMX,
     measured with the first, narrower decoder, it predicted at 0.87x fp32, so there it stays fp32.
-    Training and the torch predictor measure instead of trusting the rule on CPUs
-    (:func:`measured_precision`): the same flags hide CPUs on which bf16 is slower
-    (docs/benchmarks.md#precision-by-measurement)."""
+    Training measures instead of trusting the rule on CPUs (:func:`measured_precision`): the same
+    flags hide CPUs on which bf16 is slower (docs/benchmarks.md#precision-by-measurement). Prediction
+    keeps the rule, so that a run predicts the same masks every time it is loaded on a machine."""
     if requested == "fp32":
         return None
     if requested == "fp16":

@@ -210,7 +210,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _say_model(args)
     evaluation = evaluate(args.run, images, masks, weights=args.weights, skip_invalid=args.skip_invalid,
                           cache_dir=args.cache_dir, progress=not args.no_progress, size=args.size, tile=args.tile,
-                          tta=args.tta, engine=args.engine, onnx_model=args.onnx_model, only=only)
+                          tta=args.tta, engine=args.engine, onnx_model=args.onnx_model, precision=args.precision,
+                          only=only)
     out = args.out or Path(args.run) / EVALUATION_DIR
     before = files_in(out)
     written = write_report(evaluation, out)
@@ -232,7 +233,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     video = VideoOptions(every=args.every, save_masks=args.save_masks, side_by_side=args.side_by_side,
                          batch_size=args.batch_size, progress=not args.no_progress)
     predictor = Predictor(args.run, weights=args.weights, engine=args.engine, tile=args.tile, tta=args.tta,
-                          onnx_model=args.onnx_model)
+                          onnx_model=args.onnx_model, precision=args.precision)
     _say_model(args)
     before = files_in(args.out)
     bar = tqdm(desc="predict", unit="image", disable=True if args.no_progress else None)
@@ -295,7 +296,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                            max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels,
                            token=args.token or os.environ.get("PIXELWISE_TOKEN") or None)
     serve(args.run, host=args.host, port=args.port, engine=args.engine, weights=args.weights,
-          onnx_model=args.onnx_model, options=options)
+          onnx_model=args.onnx_model, precision=args.precision, options=options)
     return 0
 
 

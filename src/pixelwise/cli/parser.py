@@ -91,6 +91,9 @@ def _engine_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--onnx-model", choices=("fp32", "int8"), default=None,
                    help="which exported model --engine onnx runs (default: int8 where `pixelwise export --int8` "
                         "wrote it, else fp32)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="the torch engine's arithmetic (default: auto = bf16 where the CPU/GPU computes it natively, "
+                        "but fp32 for EfficientNet-Lite networks on AMX CPUs; fp16 on GPUs without bf16)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -67,12 +67,14 @@ class Evaluation:
 def evaluate(run_dir: str | Path, images_dir: str | Path, masks_dir: str | Path, *, weights: str = "best",
              skip_invalid: bool = False, cache_dir: Path | None = None, progress: bool = True,
              size: tuple[int, int] | str | None = None, tile: tuple[int, int] | None = None, tta: bool = False,
-             engine: str = "torch", onnx_model: str | None = None, only: str | Path | None = None) -> Evaluation:
+             engine: str = "torch", onnx_model: str | None = None, precision: str = "auto",
+             only: str | Path | None = None) -> Evaluation:
     """Predict every valid pair and sum one confusion matrix over them all, scored at each mask's own
     size. ``size`` is what the model sees (``Predictor.predict``'s: the training size by default,
-    ``"native"`` for each image's own); ``tile``, ``tta``, ``engine`` and ``onnx_model`` are the Predictor's. With ``only``, a split list
+    ``"native"`` for each image's own); ``tile``, ``tta``, ``engine``, ``onnx_model`` and ``precision`` are the Predictor's. With ``only``, a split list
     file (one name per line, as VOC's val.txt), just the frames it names are scored."""
-    predictor = Predictor(run_dir, weights=weights, tile=tile, tta=tta, engine=engine, onnx_model=onnx_model)
+    predictor = Predictor(run_dir, weights=weights, tile=tile, tta=tta, engine=engine, onnx_model=onnx_model,
+                          precision=precision)
     n_classes = len(predictor.classes)
     # Validate everything first (cheap, and cached): never report on half a dataset by accident.
     mask_format, naming = MaskFormat.for_run(predictor.config), Naming.for_run(predictor.config)

@@ -14,7 +14,7 @@ from ..config import RunConfig
 from ..data.arrays import image_array
 from ..data.resize import resize_image
 from ..data.transforms import to_input
-from ..device import autocast, forward_timer, measured_precision, native_bf16, pick_device, resolve_precision
+from ..device import autocast, pick_device, resolve_precision
 from ..evaluation.metrics import class_ids
 from ..rundir import load_config, load_model
 from .onnx_engine import onnx_forward, onnx_model_path
@@ -48,6 +48,8 @@ class Predictor:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
         if onnx_model is not None and engine != "onnx":
             raise ValueError("the ONNX model (--onnx-model) is chosen for the onnx engine only; add --engine onnx")
+        if precision != "auto" and engine == "onnx":
+            raise ValueError("--precision is the torch engine's; the onnx engine's is its model's (--onnx-model)")
         self.tile = _check_tile(tile, self.config) or _default_tile(self.config)
         self.tta = tta
         if engine == "onnx":
@@ -59,24 +61,12 @@ class Predictor:
         self.device = device or pick_device()
         self.dtype = resolve_precision(precision, self.device, depthwise=self.config.model.encoder != "unet")
         self.model = load_model(self.run_dir, self.config, weights).to(self.device, memory_format=torch.channels_last)
-        if precision == "auto" and self.device.type == "cpu" and native_bf16(self.device):
-            self.dtype = self._measured_dtype()
 
         def forward(x: torch.Tensor) -> torch.Tensor:
             with autocast(self.device, self.dtype):
                 return self.model(x.contiguous(memory_format=torch.channels_last))
 
         self._forward = forward
-
-    def _measured_dtype(self) -> torch.dtype | None:
-        """fp32 or bf16, whichever scores one image of the training size faster here: CPUs with the same
-        bf16 flags predicted Lite0 at 1.32x (an EPYC) and 0.74x (a Xeon without AMX) fp32's speed."""
-        cfg = self.config.model
-        h, w = (cfg.input_size_for(side) for side in self.config.data.size)
-        if self.tile is not None:
-            h, w = min(h, self.tile[0]), min(w, self.tile[1])
-        x = torch.rand(1, cfg.in_channels, h, w).contiguous(memory_format=torch.channels_last)
-        return measured_precision(forward_timer(self.model, x, self.device))[0]
 
     @torch.no_grad()
     def logits(self, image: np.ndarray, size: tuple[int, int] | str | None = None) -> torch.Tensor:

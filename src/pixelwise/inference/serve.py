@@ -263,9 +263,9 @@ def create_app(predictor: Predictor, options: ServeOptions = ServeOptions(), *, 
 
 
 def serve(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000, engine: str = "torch",
-          weights: str = "best", onnx_model: str | None = None, options: ServeOptions = ServeOptions(),
-          log: Callable[[str], None] = print) -> None:
-    """Serve the run until interrupted (``onnx_model``: "fp32" or "int8", as for ``Predictor``)."""
+          weights: str = "best", onnx_model: str | None = None, precision: str = "auto",
+          options: ServeOptions = ServeOptions(), log: Callable[[str], None] = print) -> None:
+    """Serve the run until interrupted (``onnx_model``: "fp32" or "int8", and ``precision``, as for ``Predictor``)."""
     require_serve()
     import uvicorn
 
@@ -275,7 +275,7 @@ def serve(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000, eng
             probe.bind((host, port))
         except OSError as exc:
             raise ValueError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
-    predictor = Predictor(run_dir, weights=weights, engine=engine, onnx_model=onnx_model)
+    predictor = Predictor(run_dir, weights=weights, engine=engine, onnx_model=onnx_model, precision=precision)
     app = create_app(predictor, options, engine=engine, weights=weights)
     # Requests beyond those the queue and a batch in progress can hold get uvicorn's own 503.
     limit = options.max_queue + 2 * options.max_batch + 16

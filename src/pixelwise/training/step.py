@@ -7,6 +7,7 @@ import copy
 import math
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -88,10 +89,10 @@ def _batches(order: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
 def step_timer(model: torch.nn.Module, train: TrainConfig, criterion: Criterion, x: torch.Tensor, y: torch.Tensor,
                device: torch.device, world: World) -> Callable[[torch.dtype | None], float]:
     """Seconds one training step on ``x, y`` takes in a given precision, summed over the ranks so that
-    all of them choose alike. It steps a copy of ``model``: the run's weights and optimiser stay as
-    they are."""
+    all of them choose alike. It steps a copy of ``model`` at a negligible learning rate: the run's
+    weights and optimiser stay as they are, and a rate that would diverge is left for the run to report."""
     probe = copy.deepcopy(model)
-    optimizer = make_optimizer(probe, train)
+    optimizer = make_optimizer(probe, replace(train, lr=1e-12))
     scaler = torch.amp.GradScaler(device.type, enabled=False)
 
     def time_step(dtype: torch.dtype | None) -> float:
