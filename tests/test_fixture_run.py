@@ -27,7 +27,8 @@ def test_an_old_run_predicts_the_mask_it_predicted_then():
     # That release predicted in bf16 (its `auto` on the CPU that made the mask); in fp32 this 2-epoch
     # network changes 88 of the 6,144 pixels, so the precision is named rather than measured here.
     assert (pw.Predictor(RUN, precision="bf16").predict(image) == expected).all()
-    assert (pw.Predictor(RUN, weights="last", precision="bf16").predict(image) == expected).all()  # best was the last epoch
+    last = pw.Predictor(RUN, weights="last", precision="bf16")
+    assert (last.predict(image) == expected).all()  # best was the last epoch
 
 
 def test_the_same_settings_train_the_same_weights(tmp_path):

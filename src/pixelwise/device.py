@@ -74,7 +74,8 @@ def measured_precision(time_step: Callable[[torch.dtype | None], float], rounds:
     return choice, {precision_name(dtype): seconds for dtype, seconds in times.items()}
 
 
-def forward_timer(model: torch.nn.Module, x: torch.Tensor, device: torch.device) -> Callable[[torch.dtype | None], float]:
+def forward_timer(model: torch.nn.Module, x: torch.Tensor, device: torch.device
+                  ) -> Callable[[torch.dtype | None], float]:
     """Seconds ``model`` takes to score ``x`` in a given precision, in eval mode and without gradients."""
     @torch.no_grad()
     def time_forward(dtype: torch.dtype | None) -> float:

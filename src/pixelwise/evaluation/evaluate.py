@@ -71,8 +71,9 @@ def evaluate(run_dir: str | Path, images_dir: str | Path, masks_dir: str | Path,
              only: str | Path | None = None) -> Evaluation:
     """Predict every valid pair and sum one confusion matrix over them all, scored at each mask's own
     size. ``size`` is what the model sees (``Predictor.predict``'s: the training size by default,
-    ``"native"`` for each image's own); ``tile``, ``tta``, ``engine``, ``onnx_model`` and ``precision`` are the Predictor's. With ``only``, a split list
-    file (one name per line, as VOC's val.txt), just the frames it names are scored."""
+    ``"native"`` for each image's own); ``tile``, ``tta``, ``engine``, ``onnx_model`` and ``precision``
+    are the Predictor's. With ``only``, a split list file (one name per line, as VOC's val.txt), just
+    the frames it names are scored."""
     predictor = Predictor(run_dir, weights=weights, tile=tile, tta=tta, engine=engine, onnx_model=onnx_model,
                           precision=precision)
     n_classes = len(predictor.classes)

@@ -163,8 +163,8 @@ def train(images_dir: str | Path, masks_dir: str | Path, run_dir: str | Path, co
 
     Without ``resume``, ``config`` defaults to the default recipe and ``run_dir`` must not hold a run.
     With ``resume``, training continues where ``last`` was saved, with the run's own config.json:
-    ``config`` may change the epoch count and time limit and nothing else (a change is refused, naming the
-    settings). Raises TrainingStopped after a Ctrl-C/SIGTERM, with everything saved. Started by
+    ``config`` may change the epoch count and time limit and nothing else (a change is refused, naming
+    the settings). Raises TrainingStopped after a Ctrl-C/SIGTERM, with everything saved. Started by
     ``torchrun``, each process runs this and they train one model data-parallel.
     """
     keep_freed_memory()  # the default (Lite0) recipe's steps 1.5-1.9x as fast on CPUs (allocator.py)
@@ -234,7 +234,8 @@ def _train(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, confi
 
 def run_config(run_dir: Path, config: RunConfig | None, resume: bool) -> RunConfig:
     """The configuration a run trains with, and the refusals that keep a run directory whole: a new
-    run never overwrites one, and a resumed one keeps its settings (only the epoch count and time limit may change)."""
+    run never overwrites one, and a resumed one keeps its settings (only the epoch count and time limit
+    may change)."""
     if not resume:
         if (run_dir / LAST).exists():
             raise RunDirError(f"{run_dir}: already holds a run; use --resume to continue it or choose another --out")
@@ -293,9 +294,9 @@ def _set_up(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, conf
 def _precisions(config: RunConfig, model: torch.nn.Module, criterion: Criterion, device: torch.device, world: World,
                 n_val: int) -> tuple[torch.dtype | None, torch.dtype | None, str]:
     """The autocast dtypes of the training steps and of validation, and what was measured to choose them.
-    ``auto`` on a CPU with native bf16 times both precisions on this run's network and shapes: on such
-    CPUs bf16 trained Lite0 1.35x as fast as fp32 but the U-Net at 0.79x (a Xeon without AMX),
-    where an EPYC with the same flags ran the U-Net 1.7x as fast in bf16."""
+    ``auto`` on a CPU with native bf16 times both precisions on this run's network and shapes: with the
+    same flags, an EPYC trained the U-Net 1.7x as fast in bf16 and a Xeon without AMX at 0.79x, and
+    Lite0 slower too (docs/benchmarks.md#precision-by-measurement)."""
     dtype = resolve_precision(config.train.precision, device, depthwise=config.model.encoder != "unet")
     if config.train.precision != "auto" or device.type != "cpu" or not native_bf16(device):
         return dtype, dtype, ""
@@ -307,7 +308,8 @@ def _precisions(config: RunConfig, model: torch.nn.Module, criterion: Criterion,
     line = f", measured: a training step {_times(step_times)}"
     if not n_val:
         return dtype, dtype, line
-    x = torch.rand(min(config.train.batch_size, max(1, n_val // world.size)), config.model.in_channels, *config.data.size)
+    val_batch = min(config.train.batch_size, max(1, n_val // world.size))
+    x = torch.rand(val_batch, config.model.in_channels, *config.data.size)
     time_forward = forward_timer(model, x.contiguous(memory_format=torch.channels_last), device)
     val_dtype, val_times = measured_precision(lambda dtype: world.sum(time_forward(dtype))[0])
     return dtype, val_dtype, f"{line}; validation in {precision_name(val_dtype)}, a batch {_times(val_times)}"
