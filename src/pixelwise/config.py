@@ -101,6 +101,9 @@ class TrainConfig:
             raise ValueError(f"time limit must be a number of minutes ≥ 0 (0: none), not {self.time_limit}")
 
 
+RESUMABLE = ("epochs", "time_limit")  # the train settings a resumed run may change: how long it trains
+
+
 @dataclass(frozen=True)
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -126,6 +129,10 @@ class RunConfig:
 
     def with_train(self, **changes) -> RunConfig:
         return replace(self, train=replace(self.train, **changes))
+
+    def resumed_with(self, other: RunConfig) -> RunConfig:
+        """This run's settings with ``other``'s RESUMABLE ones: what a resumed run trains with."""
+        return self.with_train(**{name: getattr(other.train, name) for name in RESUMABLE})
 
     def to_dict(self) -> dict:
         return {"model": self.model.to_dict(), "data": asdict(self.data), "train": asdict(self.train),

@@ -10,8 +10,8 @@ epochs and ended 0.017 lower), 5% warm-up then cosine decay, batch 8, 60 epochs 
 (half of each side, rounded to the encoder's stride of 32) of the full 480x640 frames, mirrored at
 random, half of the crops placed on a class picked evenly among those in the frame. 60 epochs
 instead of 30 lifted TrafficSign (0.19 to 0.43), Pedestrian, Pole and TrafficLight; random zoom (``--augment zoom``) lost
-TrafficSign outright. The 60 epochs took 28-30 minutes on a 2-core EPYC with native bf16 but 52 s each
-on a 2-core Xeon without AMX, so the recipe stops at the epochs that fit in 28 minutes (``time_limit``),
+TrafficSign outright. The 60 epochs took 28-30 minutes on a 2-core EPYC with native bf16 but 49-58 s
+each (bf16) on a 2-core Xeon without AMX, so the recipe stops at the epochs that fit in 28 minutes (``time_limit``),
 its cosine decay fitted to them.
 
 ``scratch`` is the best recipe without pretrained weights (``default`` until EfficientNet-Lite came):

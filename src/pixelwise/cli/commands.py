@@ -10,7 +10,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from ..config import RunConfig
+from ..config import RESUMABLE, RunConfig
 from ..data.colors import unknown_color_summary
 from ..data.dataset import check
 from ..data.layouts import recognise
@@ -127,9 +127,6 @@ def _train_config(args: argparse.Namespace) -> RunConfig:
     return RunConfig(classes=args.classes, **sections)
 
 
-_RESUMABLE = ("--epochs", "--time-limit")  # the settings a resumed run may change
-
-
 def _settings_changed(args: argparse.Namespace, config: RunConfig, saved: RunConfig) -> list[str]:
     """The flags given with --resume that would change the run's config.json (only --epochs and
     --time-limit may)."""
@@ -140,9 +137,9 @@ def _settings_changed(args: argparse.Namespace, config: RunConfig, saved: RunCon
         section, name = _SETTINGS[flag]
         return getattr(getattr(c, section), name)
 
-    changed = [flag for flag in _SETTINGS if flag not in _RESUMABLE and given(flag)
+    changed = [flag for flag, (_, name) in _SETTINGS.items() if name not in RESUMABLE and given(flag)
                and value(config, flag) != value(saved, flag)]
-    whole = {"--recipe": lambda c: c.with_train(epochs=1, time_limit=0),
+    whole = {"--recipe": lambda c: c.resumed_with(RunConfig()),
              "--preset": lambda c: {k: v for k, v in c.model.to_dict().items() if k != "n_filters"},
              "--classes": lambda c: c.classes}
     return changed + [flag for flag, part in whole.items() if given(flag) and part(config) != part(saved)]
@@ -188,8 +185,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if changed:  # named by their flags here; train() refuses any change too, named by setting
             raise ValueError(f"{', '.join(changed)} cannot change when resuming: the run keeps the settings in "
                              f"{args.out / CONFIG_FILE} (only --epochs and --time-limit can change)")
-        config = saved.with_train(epochs=saved.train.epochs if args.epochs is None else args.epochs,
-                                  time_limit=saved.train.time_limit if args.time_limit is None else args.time_limit)
+        config = saved.with_train(**{name: getattr(args, name) for name in RESUMABLE
+                                     if getattr(args, name) is not None})
     result = train(images, masks, args.out, config, resume=args.resume, skip_invalid=args.skip_invalid,
                    cache_dir=args.cache_dir, progress=not args.no_progress, official=official_split(args))
     if launched_rank() not in (None, 0):  # under torchrun, rank 0 alone reports

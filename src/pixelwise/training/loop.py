@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from ..allocator import keep_freed_memory
-from ..config import RunConfig
+from ..config import RESUMABLE, RunConfig
 from ..data.cache import default_cache_dir
 from ..data.colors import MaskFormat
 from ..data.dataset import Decoded, decode_dataset
@@ -197,9 +197,9 @@ def _train(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, confi
     if not resume:  # from the start on, a run directory can always be resumed, whenever it is killed
         run.save_last(state)
     plotted = -math.inf
-    epoch = state.epoch
+    epoch, epochs = state.epoch, planned_epochs(config.train, history)
     with StopRequest(log) as stop:
-        while epoch <= (epochs := planned_epochs(config.train, history)):
+        while epoch <= epochs:
             started = time.perf_counter()
             steps = _train_epoch(run, state, epoch, epochs, stop)
             row = _epoch_row(run, state, epoch)
@@ -249,11 +249,11 @@ def run_config(run_dir: Path, config: RunConfig | None, resume: bool) -> RunConf
     saved = load_config(run_dir)
     if config is None:
         return saved
-    changed = [name for name in saved.changes(config) if name not in ("train.epochs", "train.time_limit")]
+    changed = [name for name in saved.changes(config) if name.removeprefix("train.") not in RESUMABLE]
     if changed:
         raise RunDirError(f"{', '.join(changed)} cannot change when resuming: the run keeps the settings in "
                           f"{run_dir / CONFIG_FILE} (only the epoch count and the time limit can change)")
-    return saved.with_train(epochs=config.train.epochs, time_limit=config.train.time_limit)
+    return saved.resumed_with(config)
 
 
 def _set_up(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, config: RunConfig, *,
