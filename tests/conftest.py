@@ -9,6 +9,14 @@ from pixelwise.model.unet import preset
 from pixelwise.synth import write_dataset
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """The tests' own cache folder (decoded data, remembered precisions), not the user's ~/.cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PIXELWISE_CACHE", str(tmp_path_factory.mktemp("pixelwise-cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def scenes(tmp_path_factory) -> Path:
     """32 small street scenes in the CameraRGB/CameraMask layout, shared read-only by the tests."""

@@ -70,6 +70,41 @@ def test_missing_masks_folder_is_named(run, scenes, tmp_path):
         predict(Predictor(run), [scenes / IMAGE_DIR], tmp_path / "out", masks_dir=tmp_path / "nomasks")
 
 
+def test_auto_precision_on_a_bf16_cpu_is_measured_on_the_first_load_and_remembered(run, tmp_path, monkeypatch):
+    import json
+
+    from pixelwise.inference import predictor as predictor_module
+
+    monkeypatch.setenv("PIXELWISE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(predictor_module, "native_bf16", lambda device: True)
+    shapes = []
+    real_timer = predictor_module.forward_timer
+
+    def timer(model, x, device):
+        step = real_timer(model, x, device)
+
+        def timed(dtype):
+            shapes.append(tuple(x.shape))
+            return step(dtype)
+        return timed
+
+    monkeypatch.setattr(predictor_module, "forward_timer", timer)
+    first = Predictor(run, device=torch.device("cpu"))
+    assert shapes == [(1, 3, 48, 64)] * 6  # one image of the run's training size, timed as training is
+    (entry,) = json.loads((tmp_path / "cache" / "precision.json").read_text()).values()
+    assert entry["choice"] == ("fp32" if first.dtype is None else "bfloat16")
+    assert entry["measured"]["input"] == [48, 64] and set(entry["seconds"]) == {"fp32", "bfloat16"}
+    again = Predictor(run, device=torch.device("cpu"))
+    assert len(shapes) == 6 and again.dtype == first.dtype  # remembered, not measured again
+    assert Predictor(run, device=torch.device("cpu"), precision="fp32").dtype is None  # a named precision is kept
+    from pixelwise import device as device_module
+
+    for module in (predictor_module, device_module):
+        monkeypatch.setattr(module, "native_bf16", lambda device: False)
+    assert Predictor(run, device=torch.device("cpu")).dtype is None  # no native bf16: fp32, nothing measured
+    assert len(shapes) == 6
+
+
 def test_precision_flag_reaches_the_torch_engine_and_is_refused_for_onnx(run, scenes, tmp_path, capsys):
     from pixelwise.cli.main import main
     from pixelwise.data.decode import read_image

@@ -20,6 +20,7 @@ from pixelwise.rundir import load_config, save_config
 from pixelwise.training.augment import (
     Augment,
     class_pixels,
+    paste_small,
     random_crop,
     random_flip,
     training_transform,
@@ -145,7 +146,7 @@ def test_seed_recipe_is_the_assignment_and_the_others_differ_only_where_they_sho
     assert (default.model.encoder, default.model.encoder_weights) == ("efficientnet-lite0", "imagenet")
     # default is scratch's training on the full frames, with an encoder that learns at a tenth of the
     # rate, for the epochs of 60 that fit in 28 minutes (the issue's limit is 30, decoding included)
-    assert default.data == replace(scratch.data, size=(480, 640))
+    assert default.data == replace(scratch.data, size=(480, 640), paste=0.5)  # and half the frames pasted into
     assert default.train == replace(scratch.train, epochs=60, encoder_lr=0.1, time_limit=28)
     assert {r.train.precision for r in RECIPES.values()} == {"auto"}  # precision is the machine's, not the recipe's
     with pytest.raises(ValueError, match="unknown recipe"):
@@ -167,8 +168,8 @@ def test_cli_flags_change_single_settings_of_the_recipe():
     assert config("--recipe", "seed") == recipe("seed")
     assert config() == recipe("default")
     changed = config("--recipe", "seed", "--loss", "ce+dice", "--augment", "full", "--batch-norm", "--size", "64x64",
-                     "--ignore-index", "0", "--class-crops", "0.5")
-    assert changed.data.class_crops == 0.5
+                     "--ignore-index", "0", "--class-crops", "0.5", "--paste", "0.25")
+    assert changed.data.class_crops == 0.5 and changed.data.paste == 0.25
     assert changed.train.loss == "ce+dice" and changed.model.batch_norm and changed.data.size == (64, 64)
     assert changed.data.augment == "full" and changed.train.ignore_index == 0 and changed.train.lr == 1e-3
     assert not config("--recipe", "scratch", "--no-batch-norm").model.batch_norm
@@ -318,6 +319,32 @@ def test_class_crops_steer_the_zooming_augmentation_too():
         assert low <= seen <= high, (share, seen)
 
 
+def test_paste_copies_the_small_classes_of_the_previous_frame_exactly():
+    torch.manual_seed(0)
+    n, h, w = 400, 20, 20
+    y = torch.zeros(n, h, w, dtype=torch.long)
+    y[:, 10:] = 1  # two large classes, half of each frame
+    y[:, :2, :2] = 2  # 1% of the frame: small
+    y[:, 5:7, 3:9] = torch.arange(n).view(-1, 1, 1) % 3 + 3  # 3%: small, class 3, 4 or 5 by frame
+    y[:, 19, 19] = IGNORE_INDEX
+    x = torch.rand(n, 3, h, w)
+    assert torch.equal(paste_small(x, y, 0.0)[1], y)
+    torch.manual_seed(1)
+    xp, yp = paste_small(x, y, 1.0)
+    donors, donor_x = y.roll(1, 0), x.roll(1, 0)
+    pasted = (xp != x).any(1)  # random images: a copied pixel always differs
+    assert pasted.any()
+    assert torch.equal(yp[pasted], donors[pasted]) and torch.equal(yp[~pasted], y[~pasted])
+    assert torch.equal(xp.permute(0, 2, 3, 1)[pasted], donor_x.permute(0, 2, 3, 1)[pasted])
+    # Only small classes come across: never the large 0 and 1, nor the unlabelled.
+    assert torch.equal(yp[pasted].unique(), torch.tensor([2, 3, 4, 5]))
+    took = (yp != y)[:, 5, 3]  # the 3% object differs from the frame's own: was it taken?
+    assert 0.35 < took.float().mean() < 0.65  # each small class with probability 1/2
+    torch.manual_seed(1)
+    half = paste_small(x, y, 0.5)[1]
+    assert 0.15 < (half != y)[:, 5, 3].float().mean() < 0.35  # half the frames, half of their donors' classes
+
+
 def test_class_crops_need_crops_smaller_than_the_image():
     from pixelwise.training.checks import check_trainable
 
@@ -327,3 +354,5 @@ def test_class_crops_need_crops_smaller_than_the_image():
     check_trainable(RunConfig(data=DataConfig(size=(96, 128), class_crops=0.5, augment="full")))
     with pytest.raises(ValueError, match="class crops"):
         DataConfig(class_crops=1.5)
+    with pytest.raises(ValueError, match="paste"):
+        DataConfig(paste=-0.1)

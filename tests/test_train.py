@@ -85,9 +85,9 @@ def test_training_batches_go_through_the_runs_augmentation(scenes, tmp_path, mon
 
     monkeypatch.setattr(train_module, "training_transform", transform)
     config = small_config(epochs=1)
-    config = replace(config, data=replace(config.data, augment="flip", crop=0.5, class_crops=0.25))
+    config = replace(config, data=replace(config.data, augment="flip", crop=0.5, class_crops=0.25, paste=0.5))
     _train(scenes, tmp_path / "run", config, tmp_path)
-    assert asked == [("flip", (48, 64), (32, 32), 0.25)]
+    assert asked == [("flip", (48, 64), (32, 32), 0.25, 0.5)]
 
 
 def test_resume_continues_exactly(scenes, tmp_path):
@@ -233,6 +233,34 @@ def test_measured_precision_takes_bf16_only_where_it_ran_clearly_faster():
     assert calls == [None, torch.bfloat16] * 3  # warm-up, then alternated pairs
     assert measured_precision(timer(fp32=1.0, bf16=0.97)[0])[0] is None  # within 5%: fp32, the more precise
     assert measured_precision(timer(fp32=0.8, bf16=1.0)[0])[0] is None
+
+
+def test_remembered_precision_measures_once_per_machine_and_network(tmp_path):
+    from pixelwise.device import remembered_precision
+
+    calls = []
+
+    def time_step(fast):
+        def step(dtype):
+            calls.append(dtype)
+            return 0.5 if (dtype is torch.bfloat16) == (fast == "bf16") else 1.0
+        return step
+
+    store = tmp_path / "cache" / "precision.json"
+    lite = {"model": {"encoder": "efficientnet-lite0"}, "input": [480, 640]}
+    assert remembered_precision(store, lite, time_step("bf16")) is torch.bfloat16
+    assert len(calls) == 6 and store.exists()
+    # Remembered: timings that would now choose fp32 are not even taken, so the masks stay the same.
+    assert remembered_precision(store, lite, time_step("fp32")) is torch.bfloat16 and len(calls) == 6
+    unet = {"model": {"encoder": "unet"}, "input": [480, 640]}
+    assert remembered_precision(store, unet, time_step("fp32")) is None and len(calls) == 12  # another network
+    assert remembered_precision(store, lite, time_step("fp32")) is torch.bfloat16  # both kept
+    store.write_text("{not json")
+    assert remembered_precision(store, lite, time_step("fp32")) is None and len(calls) == 18  # measured over
+    assert remembered_precision(store, lite, time_step("bf16")) is None and len(calls) == 18  # and rewritten
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    assert remembered_precision(blocked / "precision.json", lite, time_step("bf16")) is torch.bfloat16  # unwritable
 
 
 def test_auto_precision_is_measured_on_the_runs_own_network_where_bf16_is_native(scenes, tmp_path, monkeypatch):

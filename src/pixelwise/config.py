@@ -36,6 +36,7 @@ class DataConfig:
     augment: str = "none"  # one of AUGMENTATIONS: "flip" mirrors; "zoom" also zooms and shifts; "full" also jitters colour
     crop: float = 1.0  # training crops cover this fraction of each side of ``size``; inference sees it all
     class_crops: float = 0.0  # share of training crops placed to hold a class picked evenly among those in the mask
+    paste: float = 0.0  # share of training frames given another frame's small classes (training/augment.py)
     mask_format: str = "auto"  # ids | colors | auto: how a mask becomes ids (colours: the classes' colours), data/colors.py
     unknown_color: str = "error"  # or "ignore": colours no class has become the ignored class (train.ignore_index)
     image_suffix: str = ""  # pairing (data/naming.py): image NAME{image_suffix}.* with mask NAME{mask_suffix}.*
@@ -58,6 +59,8 @@ class DataConfig:
             raise ValueError(f"crop must be a fraction in (0, 1], not {self.crop}")
         if not 0 <= self.class_crops <= 1:
             raise ValueError(f"class crops must be a fraction in [0, 1], not {self.class_crops}")
+        if not 0 <= self.paste <= 1:
+            raise ValueError(f"paste must be a fraction in [0, 1], not {self.paste}")
         object.__setattr__(self, "size", tuple(int(s) for s in self.size))
         if len(self.size) != 2 or min(self.size) < 1 or max(self.size) > MAX_SIDE:
             raise ValueError(f"size must be (height, width) with both in 1-{MAX_SIDE}, not {self.size}")

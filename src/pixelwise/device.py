@@ -1,13 +1,17 @@
-"""Where and in what precision to compute: CUDA when present, bf16 only where it is native (and, for
-training on a CPU, measured faster)."""
+"""Where and in what precision to compute: CUDA when present, bf16 only where it is native (and, on a
+CPU, measured faster: anew for each training run, once per machine and network for prediction)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
+import platform
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 
 import torch
 
@@ -42,9 +46,9 @@ def resolve_precision(requested: str, device: torch.device, depthwise: bool = Fa
     is native. A network with a ``depthwise`` encoder (EfficientNet-Lite) runs that encoder in fp32 on
     CPUs whatever the autocast (model/encoder_unet.py), so bf16 reaches its decoder only: on AMX,
     measured with the first, narrower decoder, it predicted at 0.87x fp32, so there it stays fp32.
-    Training measures instead of trusting the rule on CPUs (:func:`measured_precision`): the same
-    flags hide CPUs on which bf16 is slower (docs/benchmarks.md#precision-by-measurement). Prediction
-    keeps the rule, so that a run predicts the same masks every time it is loaded on a machine."""
+    On CPUs with native bf16, training measures instead of trusting the rule (:func:`measured_precision`)
+    and prediction measures once per machine and network (:func:`remembered_precision`): the same flags
+    hide CPUs on which bf16 is slower (docs/benchmarks.md#precision-by-measurement)."""
     if requested == "fp32":
         return None
     if requested == "fp16":
@@ -72,6 +76,48 @@ def measured_precision(time_step: Callable[[torch.dtype | None], float], rounds:
             times[dtype] = min(times[dtype], time_step(dtype))
     choice = torch.bfloat16 if times[torch.bfloat16] < 0.95 * times[None] else None
     return choice, {precision_name(dtype): seconds for dtype, seconds in times.items()}
+
+
+def remembered_precision(store: Path, what: dict, time_step: Callable[[torch.dtype | None], float]
+                         ) -> torch.dtype | None:
+    """:func:`measured_precision` of ``what`` (a network and input shape) on this machine, measured once
+    and kept in the JSON file ``store``: prediction is then as fast as the machine allows and still
+    gives the same masks every time a run is loaded here (a fresh measurement could flip between two
+    close timings, and bf16 changes a few pixels). Keyed by the CPU model, the torch version and build,
+    the thread count and ``what``; an unreadable store is measured over and rewritten."""
+    key = json.dumps({"cpu": cpu_model(), "torch": torch.__version__, "build": torch.backends.cpu.get_cpu_capability(),
+                      "threads": torch.get_num_threads(), **what}, sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    try:
+        known = json.loads(store.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if not isinstance(known, dict):
+        known = {}
+    if isinstance(known.get(digest), dict) and known[digest].get("choice") in ("fp32", "bfloat16"):
+        return None if known[digest]["choice"] == "fp32" else torch.bfloat16
+    choice, times = measured_precision(time_step)
+    known[digest] = {"choice": precision_name(choice), "seconds": times, "measured": json.loads(key)}
+    try:
+        store.parent.mkdir(parents=True, exist_ok=True)
+        partial = store.with_name(f"{store.name}.{os.getpid()}.tmp")
+        partial.write_text(json.dumps(known, indent=1) + "\n")
+        partial.replace(store)  # whole or not at all, also beside another process doing the same
+    except OSError:
+        pass  # a read-only home: measured again next time, which costs a second, not correctness
+    return choice
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), else what the platform says."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def forward_timer(model: torch.nn.Module, x: torch.Tensor, device: torch.device

@@ -100,7 +100,7 @@ _SETTINGS = {
     "--image-resize": ("data", "image_resize"), "--val-fraction": ("data", "val_fraction"),
     "--split-seed": ("data", "split_seed"),
     "--augment": ("data", "augment"), "--crop": ("data", "crop"),
-    "--class-crops": ("data", "class_crops"), "--batch-norm": ("model", "batch_norm"),
+    "--class-crops": ("data", "class_crops"), "--paste": ("data", "paste"), "--batch-norm": ("model", "batch_norm"),
     "--filters": ("model", "n_filters"), "--encoder": ("model", "encoder"),
     "--encoder-weights": ("model", "encoder_weights"), **DATA_SETTINGS,
 }

@@ -92,8 +92,9 @@ def _engine_arg(p: argparse.ArgumentParser) -> None:
                    help="which exported model --engine onnx runs (default: int8 where `pixelwise export --int8` "
                         "wrote it, else fp32)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="the torch engine's arithmetic (default: auto = bf16 where the CPU/GPU computes it natively, "
-                        "but fp32 for EfficientNet-Lite networks on AMX CPUs; fp16 on GPUs without bf16)")
+                   help="the torch engine's arithmetic (default: auto = on GPUs bf16 where native, else fp16; on "
+                        "CPUs with native bf16 the faster of fp32 and bf16 for this network, measured on its first "
+                        "load on the machine and remembered in the cache folder; fp32 on other CPUs)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class-crops", type=float, default=None, metavar="F",
                    help="place this share of the training crops (--crop below 1, or --augment zoom/full's zoom) to "
                         "hold a class picked evenly among those in the mask, so rare classes are seen often")
+    p.add_argument("--paste", type=float, default=None, metavar="F",
+                   help="give this share of the training frames the small classes (each under 5%% of a frame, "
+                        "each with probability 1/2) of another frame of the batch, copied at the same place")
     p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="auto (the default): on a GPU bf16 where it computes it natively, else fp16; on a CPU with "
                         "native bf16 (AVX512-BF16, AMX) the faster of fp32 and bf16, timed on this run's network "

@@ -142,15 +142,46 @@ def random_flip(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.T
     return x, torch.where(mirror.view(-1, 1, 1), y.flip(-1), y)
 
 
+SMALL = 0.05  # a class covering less of a frame than this is one :func:`paste_small` may copy
+
+
+def paste_small(x: torch.Tensor, y: torch.Tensor, share: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """For a ``share`` of the frames of a batch: the pixels of the small classes of the frame before it
+    in the batch (each class covering under SMALL of that frame, each taken with probability 1/2),
+    copied at the same place, image and label alike. A class-mix (ClassMix, Olsson et al. 2021) aimed
+    at the rare classes: pedestrians, signs and lights appear in more frames and more surroundings,
+    and a fixed car camera puts them where such things stand."""
+    n = len(x)
+    if share == 0 or n < 2:  # no draws either: runs without pasting repeat their augmentation exactly
+        return x, y
+    chosen = torch.rand(n) < share
+    if not chosen.any():
+        return x, y
+    donors, donor_x = y.roll(1, 0), x.roll(1, 0)
+    known = donors != IGNORE_INDEX
+    classes = max(int(donors.max()), 0) + 1  # IGNORE_INDEX is negative; bin ``classes`` holds it below
+    keep = (torch.rand(n, classes + 1) < 0.5) & chosen[:, None]
+    # One table of classes + 1 bins per frame: which of its donor's classes it takes.
+    cell = torch.where(known, donors, classes) + (classes + 1) * torch.arange(n, device=y.device).view(-1, 1, 1)
+    counts = torch.bincount(cell.flatten(), minlength=n * (classes + 1)).view(n, classes + 1)
+    take = (counts > 0) & (counts < SMALL * donors[0].numel()) & keep.to(counts.device)
+    take[:, classes] = False
+    where = take.flatten()[cell]
+    x = torch.where(where[:, None], donor_x, x).contiguous(memory_format=torch.channels_last)
+    return x, torch.where(where, donors, y)
+
+
 def training_transform(augment: str, size: tuple[int, int], crop: tuple[int, int],
-                       class_crops: float = 0.0) -> Transform:
-    """What every training batch goes through: ``augment`` (one of AUGMENTATIONS) and the random
-    ``crop`` out of the full training ``size``, a ``class_crops`` share of them steered to a class."""
+                       class_crops: float = 0.0, paste: float = 0.0) -> Transform:
+    """What every training batch goes through: a ``paste`` share of frames given another's small
+    classes, ``augment`` (one of AUGMENTATIONS) and the random ``crop`` out of the full training
+    ``size``, a ``class_crops`` share of them steered to a class."""
     if augment in ZOOMING:
         resample = Augment(color=Augment.color if augment == "full" else 0.0, class_crops=class_crops)
-        return lambda x, y: resample(x, y, crop)
+        return lambda x, y: resample(*paste_small(x, y, paste), crop)
 
     def transform(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = paste_small(x, y, paste)
         if augment == "flip":
             x, y = random_flip(x, y)
         if crop != size:  # without resampling, a crop is still taken at a random place

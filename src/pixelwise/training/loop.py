@@ -287,7 +287,7 @@ def _set_up(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, conf
         scaler=torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
         criterion=criterion,
         augment=training_transform(config.data.augment, config.data.size, config.data.crop_size(config.model.step),
-                                   config.data.class_crops),
+                                   config.data.class_crops, config.data.paste),
         fingerprint=_fingerprint(decoded.names, split), progress=progress, log=log)
 
 
