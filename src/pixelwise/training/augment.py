@@ -3,7 +3,8 @@ flip applied identically to image and mask (``zoom``), plus colour jitter applie
 (``full``); or the horizontal flip alone (``flip``), which keeps every pixel exact. Crops can be
 steered to rare classes (``class_crops``), as nnU-Net oversamples foreground: a class picked uniformly
 among those in a mask is usually a small one, so Pedestrian or TrafficSign fill training crops far more
-often than their pixel share.
+often than their pixel share. Before all that, a share of the frames can take the small classes of
+another frame of the batch (``paste``, :func:`paste_small`).
 
 One affine resampling per batch does scale, crop and flip together, so augmentation costs a few
 percent of a training step. Draws come from torch's global generator, which the training loop seeds
