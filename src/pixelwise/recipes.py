@@ -9,8 +9,8 @@ encoder (whose features already work: one rate for both shook the validation sco
 epochs and ended 0.017 lower), 5% warm-up then cosine decay, batch 8, 60 epochs of 256x320 crops
 (half of each side, rounded to the encoder's stride of 32) of the full 480x640 frames, mirrored at
 random, half of the crops placed on a class picked evenly among those in the frame, and half of the
-frames given the small classes of another (``paste``: +0.007 mIoU over four seeds, Vehicles and
-TrafficSign most; docs/quality.md#pasting-small-classes). 60 epochs
+frames given the small classes of another (``paste``: +0.007 mIoU over four seeds of a 40-epoch sweep,
+and 0.328 to 0.345 for this recipe on a 2-core Xeon without AMX; docs/quality.md#pasting-small-classes). 60 epochs
 instead of 30 lifted TrafficSign (0.19 to 0.43), Pedestrian, Pole and TrafficLight; random zoom (``--augment zoom``) lost
 TrafficSign outright. The 60 epochs took 28-30 minutes on a 2-core EPYC with native bf16 but 49-58 s
 each (bf16) on a 2-core Xeon without AMX, so the recipe stops at the epochs that fit in 28 minutes (``time_limit``),
