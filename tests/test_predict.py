@@ -73,10 +73,11 @@ def test_missing_masks_folder_is_named(run, scenes, tmp_path):
 def test_auto_precision_on_a_bf16_cpu_is_measured_on_the_first_load_and_remembered(run, tmp_path, monkeypatch):
     import json
 
+    from pixelwise import device as device_module
     from pixelwise.inference import predictor as predictor_module
 
     monkeypatch.setenv("PIXELWISE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(predictor_module, "native_bf16", lambda device: True)
+    monkeypatch.setattr(device_module, "native_bf16", lambda device: True)
     shapes = []
     real_timer = predictor_module.forward_timer
 
@@ -97,10 +98,7 @@ def test_auto_precision_on_a_bf16_cpu_is_measured_on_the_first_load_and_remember
     again = Predictor(run, device=torch.device("cpu"))
     assert len(shapes) == 6 and again.dtype == first.dtype  # remembered, not measured again
     assert Predictor(run, device=torch.device("cpu"), precision="fp32").dtype is None  # a named precision is kept
-    from pixelwise import device as device_module
-
-    for module in (predictor_module, device_module):
-        monkeypatch.setattr(module, "native_bf16", lambda device: False)
+    monkeypatch.setattr(device_module, "native_bf16", lambda device: False)
     assert Predictor(run, device=torch.device("cpu")).dtype is None  # no native bf16: fp32, nothing measured
     assert len(shapes) == 6
 

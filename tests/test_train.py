@@ -271,8 +271,10 @@ def test_auto_precision_is_measured_on_the_runs_own_network_where_bf16_is_native
         return (torch.bfloat16, None)[len(timed) - 1], {"fp32": 2.0, "bfloat16": 1.0}
 
     monkeypatch.setattr(loop, "measured_precision", fake_measure)
+    from pixelwise import device as device_module
+
     for native, expected in ((False, []), (True, [2, 2])):
-        monkeypatch.setattr(loop, "native_bf16", lambda device, v=native: v)
+        monkeypatch.setattr(device_module, "native_bf16", lambda device, v=native: v)
         timed.clear()
         lines = []
         train(scenes / IMAGE_DIR, scenes / MASK_DIR, tmp_path / str(native), small_config(epochs=1),

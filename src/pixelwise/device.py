@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from .files import atomic_write
+
 
 def usable_cores() -> int:
     """The CPU cores this process may run on: under ``taskset`` or a container's CPU set that is fewer
@@ -62,6 +64,12 @@ def resolve_precision(requested: str, device: torch.device, depthwise: bool = Fa
     return torch.float16 if device.type == "cuda" else None
 
 
+def measures_precision(requested: str, device: torch.device) -> bool:
+    """Whether ``auto`` is settled by timing rather than by :func:`resolve_precision`'s rule: on CPUs
+    with native bf16, whose flags do not say whether bf16 pays."""
+    return requested == "auto" and device.type == "cpu" and native_bf16(device)
+
+
 def measured_precision(time_step: Callable[[torch.dtype | None], float], rounds: int = 2
                        ) -> tuple[torch.dtype | None, dict[str, float]]:
     """fp32 or bf16, whichever ran ``time_step`` faster (seconds it returns), with the best time of each.
@@ -85,27 +93,29 @@ def remembered_precision(store: Path, what: dict, time_step: Callable[[torch.dty
     gives the same masks every time a run is loaded here (a fresh measurement could flip between two
     close timings, and bf16 changes a few pixels). Keyed by the CPU model, the torch version and build,
     the thread count and ``what``; an unreadable store is measured over and rewritten."""
-    key = json.dumps({"cpu": cpu_model(), "torch": torch.__version__, "build": torch.backends.cpu.get_cpu_capability(),
-                      "threads": torch.get_num_threads(), **what}, sort_keys=True)
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    try:
-        known = json.loads(store.read_text())
-    except (OSError, ValueError):
-        known = {}
-    if not isinstance(known, dict):
-        known = {}
-    if isinstance(known.get(digest), dict) and known[digest].get("choice") in ("fp32", "bfloat16"):
-        return None if known[digest]["choice"] == "fp32" else torch.bfloat16
+    measured = {"cpu": cpu_model(), "torch": torch.__version__, "build": torch.backends.cpu.get_cpu_capability(),
+                "threads": torch.get_num_threads(), **what}
+    digest = hashlib.sha256(json.dumps(measured, sort_keys=True).encode()).hexdigest()[:16]
+    known = _read_json_object(store)
+    record = known.get(digest)
+    if isinstance(record, dict) and record.get("choice") in ("fp32", "bfloat16"):
+        return None if record["choice"] == "fp32" else torch.bfloat16
     choice, times = measured_precision(time_step)
-    known[digest] = {"choice": precision_name(choice), "seconds": times, "measured": json.loads(key)}
-    try:
-        store.parent.mkdir(parents=True, exist_ok=True)
-        partial = store.with_name(f"{store.name}.{os.getpid()}.tmp")
-        partial.write_text(json.dumps(known, indent=1) + "\n")
-        partial.replace(store)  # whole or not at all, also beside another process doing the same
+    known[digest] = {"choice": precision_name(choice), "seconds": times, "measured": measured}
+    try:  # whole or not at all, also beside another process doing the same
+        atomic_write(store, lambda tmp: tmp.write_text(json.dumps(known, indent=1) + "\n"), durable=False)
     except OSError:
         pass  # a read-only home: measured again next time, which costs a second, not correctness
     return choice
+
+
+def _read_json_object(path: Path) -> dict:
+    """The JSON object in ``path``; empty where the file is missing, unreadable or holds something else."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def cpu_model() -> str:

@@ -15,7 +15,8 @@ from ..data.arrays import image_array
 from ..data.cache import default_cache_dir
 from ..data.resize import resize_image
 from ..data.transforms import to_input
-from ..device import autocast, forward_timer, native_bf16, pick_device, remembered_precision, resolve_precision
+from ..device import (autocast, forward_timer, measures_precision, pick_device, remembered_precision,
+                      resolve_precision)
 from ..evaluation.metrics import class_ids
 from ..rundir import load_config, load_model
 from .onnx_engine import onnx_forward, onnx_model_path
@@ -63,7 +64,7 @@ class Predictor:
         self.device = device or pick_device()
         self.dtype = resolve_precision(precision, self.device, depthwise=self.config.model.encoder != "unet")
         self.model = load_model(self.run_dir, self.config, weights).to(self.device, memory_format=torch.channels_last)
-        if precision == "auto" and self.device.type == "cpu" and native_bf16(self.device):
+        if measures_precision(precision, self.device):
             self.dtype = self._remembered_dtype()
 
         def forward(x: torch.Tensor) -> torch.Tensor:

@@ -30,7 +30,7 @@ from ..data.official import OfficialSplit, join, keep_listed, split_by_lists
 from ..data.problems import DataError, SkippableDataError
 from ..data.split import Split, split_by_runs
 from ..data.transforms import IGNORE_INDEX, to_batch
-from ..device import forward_timer, measured_precision, native_bf16, precision_name, resolve_precision
+from ..device import forward_timer, measured_precision, measures_precision, precision_name, resolve_precision
 from ..evaluation.metrics import class_ids, scores
 from ..model.build import build_model
 from ..recipes import DEFAULT_RECIPE, recipe
@@ -298,7 +298,7 @@ def _precisions(config: RunConfig, model: torch.nn.Module, criterion: Criterion,
     same flags, an EPYC trained the U-Net 1.7x as fast in bf16 and a Xeon without AMX at 0.79x, and
     Lite0 slower too (docs/benchmarks.md#precision-by-measurement)."""
     dtype = resolve_precision(config.train.precision, device, depthwise=config.model.encoder != "unet")
-    if config.train.precision != "auto" or device.type != "cpu" or not native_bf16(device):
+    if not measures_precision(config.train.precision, device):
         return dtype, dtype, ""
     batch = len(world.shard(np.arange(config.train.batch_size)))
     crop = config.data.crop_size(config.model.step)
