@@ -78,6 +78,35 @@ def test_soft_dice_is_zero_when_right_and_near_one_when_wrong():
     assert soft_dice_loss(only_big, small).item() == pytest.approx(0.5, abs=0.05)
 
 
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_ce_plus_dice_matches_the_textbook_formula_in_value_and_gradient(memory_format):
+    """The loss runs on a [pixels, classes] view with no one-hot; it must equal the one-hot formula."""
+    torch.manual_seed(0)
+    base = torch.randn(2, 5, 6, 7)
+    target = torch.randint(0, 4, (2, 6, 7))  # class 4 absent: no Dice term for it
+    target[1, 2] = IGNORE_INDEX
+    weights = torch.tensor([1.0, 2.0, 0.5, 3.0, 1.5])
+
+    def textbook(logits):
+        labelled = (target != IGNORE_INDEX).unsqueeze(1)
+        ce = F.cross_entropy(logits, target, weight=weights, reduction="sum", ignore_index=IGNORE_INDEX) / 84
+        probs = torch.softmax(logits, 1) * labelled
+        onehot = F.one_hot(target.clamp(min=0), 5).permute(0, 3, 1, 2) * labelled
+        overlap, truth, predicted = (probs * onehot).sum((0, 2, 3)), onehot.sum((0, 2, 3)), probs.sum((0, 2, 3))
+        present = truth > 0
+        return ce + 1 - (2 * overlap[present] / (truth[present] + predicted[present])).mean()
+
+    ours = base.clone().contiguous(memory_format=memory_format).requires_grad_()
+    reference = base.clone().requires_grad_()
+    loss, _ = Criterion("ce+dice", weights)(ours, target, pixels=84)
+    expected = textbook(reference)
+    loss.backward()
+    expected.backward()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert torch.allclose(ours.grad, reference.grad, atol=1e-6)
+    assert ours.grad[1, :, 2].abs().max() == 0
+
+
 def _coded(n: int, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Images whose red channel encodes the class of each pixel, so any mismatch shows."""
     torch.manual_seed(1)
