@@ -175,8 +175,8 @@ def test_seed_recipe_is_the_assignment_and_the_others_differ_only_where_they_sho
     assert (default.model.encoder, default.model.encoder_weights) == ("efficientnet-lite0", "imagenet")
     # default is scratch's training on the full frames, with an encoder that learns at a tenth of the
     # rate, for the epochs of 60 that fit in 28 minutes (the limit is 30, decoding included)
-    assert default.data == replace(scratch.data, size=(480, 640), paste=0.5)  # and half the frames pasted into
-    assert default.train == replace(scratch.train, epochs=60, encoder_lr=0.1, time_limit=28)
+    assert default.data == replace(scratch.data, size=(480, 640), paste=1.0)  # and every frame pasted into
+    assert default.train == replace(scratch.train, epochs=60, encoder_lr=0.1, time_limit=28, val_every=5)
     assert {r.train.precision for r in RECIPES.values()} == {"auto"}  # precision is the machine's, not the recipe's
     with pytest.raises(ValueError, match="unknown recipe"):
         recipe("fast")
@@ -197,8 +197,8 @@ def test_cli_flags_change_single_settings_of_the_recipe():
     assert config("--recipe", "seed") == recipe("seed")
     assert config() == recipe("default")
     changed = config("--recipe", "seed", "--loss", "ce+dice", "--augment", "full", "--batch-norm", "--size", "64x64",
-                     "--ignore-index", "0", "--class-crops", "0.5", "--paste", "0.25")
-    assert changed.data.class_crops == 0.5 and changed.data.paste == 0.25
+                     "--ignore-index", "0", "--class-crops", "0.5", "--paste", "0.25", "--val-every", "3")
+    assert changed.data.class_crops == 0.5 and changed.data.paste == 0.25 and changed.train.val_every == 3
     assert changed.train.loss == "ce+dice" and changed.model.batch_norm and changed.data.size == (64, 64)
     assert changed.data.augment == "full" and changed.train.ignore_index == 0 and changed.train.lr == 1e-3
     assert not config("--recipe", "scratch", "--no-batch-norm").model.batch_norm

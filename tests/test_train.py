@@ -147,6 +147,41 @@ def test_time_limited_run_decays_over_the_epochs_that_fit_and_resumes_without_th
     assert load_config(tmp_path / "run").train.time_limit == 0
 
 
+def test_validation_every_nth_epoch_and_the_last_chooses_best_among_those(scenes, tmp_path, monkeypatch):
+    scored = []
+    real = loop.validate
+    monkeypatch.setattr(loop, "validate", lambda *a, **k: scored.append(1) or real(*a, **k))
+    result = _train(scenes, tmp_path / "run", small_config(epochs=7, val_every=3), tmp_path)
+    validated = [row["epoch"] for row in result.history if row["val_miou"] is not None]
+    assert validated == [3, 6, 7] and len(scored) == 3
+    assert result.best_epoch in validated
+    with open(tmp_path / "run" / "history.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["val_miou"] != "" for r in rows] == [e in validated for e in range(1, 8)]
+    assert (tmp_path / "run" / "curves.png").stat().st_size > 0
+
+
+def test_the_epoch_a_time_limit_makes_last_is_validated(scenes, tmp_path, monkeypatch):
+    class Clock:  # every epoch takes 30 s: after the first, the plan shrinks from 5 epochs to 2
+        now = 0.0
+
+        def perf_counter(self) -> float:
+            self.now += 30.0
+            return self.now
+
+        monotonic = staticmethod(time.monotonic)
+
+    monkeypatch.setattr(loop, "time", Clock())
+    result = _train(scenes, tmp_path / "run", small_config(epochs=5, time_limit=1.0, val_every=4), tmp_path)
+    assert [row["val_miou"] is not None for row in result.history] == [False, True]
+    assert result.best_epoch == 2
+
+
+def test_validation_interval_must_be_positive():
+    with pytest.raises(ValueError, match="validation interval"):
+        TrainConfig(val_every=0)
+
+
 def test_refuses_to_overwrite_a_run_and_to_resume_nothing(scenes, tmp_path):
     run = tmp_path / "run"
     _train(scenes, run, small_config(epochs=1), tmp_path)

@@ -8,9 +8,12 @@ class-weighted cross-entropy plus Dice, AdamW at 2e-3 for the decoder and a tent
 encoder (whose features already work: one rate for both shook the validation score in the first
 epochs and ended 0.017 lower), 5% warm-up then cosine decay, batch 8, 60 epochs of 256x320 crops
 (half of each side, rounded to the encoder's stride of 32) of the full 480x640 frames, mirrored at
-random, half of the crops placed on a class picked evenly among those in the frame, and half of the
-frames given the small classes of another (``paste``: +0.007 mIoU over four seeds of a 40-epoch sweep,
-and 0.328 to 0.345 for this recipe on a 2-core Xeon without AMX; docs/quality.md#pasting-small-classes). 60 epochs
+random, half of the crops placed on a class picked evenly among those in the frame, and every frame
+given the small classes of another (``paste``: in a 40-epoch GPU sweep +0.007 mIoU over four seeds
+for half the frames, +0.011 over two for all; on a 2-core Xeon without AMX 0.328 without, 0.345 for
+half, 0.356 for all in one seed; docs/quality.md#pasting-small-classes), validated every 5th epoch
+(a fifth of an epoch's time at 480x640 went to validation, and the epochs that fit are what the
+slower CPUs lack). 60 epochs
 instead of 30 lifted TrafficSign (0.19 to 0.43), Pedestrian, Pole and TrafficLight; random zoom (``--augment zoom``) lost
 TrafficSign outright. The 60 epochs took 28-30 minutes on a 2-core EPYC with native bf16 but 49-58 s
 each (bf16) on a 2-core Xeon without AMX, so the recipe stops at the epochs that fit in 28 minutes (``time_limit``),
@@ -38,8 +41,8 @@ _SCRATCH_TRAIN = TrainConfig(epochs=120, batch_size=8, lr=2e-3, optimizer="adamw
 
 RECIPES: dict[str, RunConfig] = {
     "seed": RunConfig(),
-    "default": RunConfig(model=preset("efficientnet-lite0"), data=replace(_SCRATCH_DATA, size=(480, 640), paste=0.5),
-                         train=replace(_SCRATCH_TRAIN, epochs=60, encoder_lr=0.1, time_limit=28)),
+    "default": RunConfig(model=preset("efficientnet-lite0"), data=replace(_SCRATCH_DATA, size=(480, 640), paste=1.0),
+                         train=replace(_SCRATCH_TRAIN, epochs=60, encoder_lr=0.1, time_limit=28, val_every=5)),
     "scratch": RunConfig(model=replace(PRESETS["assignment"], batch_norm=True), data=_SCRATCH_DATA,
                          train=_SCRATCH_TRAIN),
 }

@@ -74,7 +74,8 @@ def weights_path(run_dir: Path, weights: str = "best") -> Path:
         raise ValueError(f"weights must be 'best' or 'last', not {weights!r}")
     path = run_dir / WEIGHTS[weights]
     if not path.exists():
-        raise FileNotFoundError(f"{run_dir}: no {path.name}; has this run finished an epoch?")
+        raise FileNotFoundError(f"{run_dir}: no {path.name}; has this run finished (and, for best, validated) an epoch? "
+                                "--weights last uses the latest")
     return path
 
 

@@ -151,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
                    help="stop after the epochs that fit in this many minutes of training and validation, with the "
                         "learning-rate schedule fitted to them (0: no limit; the default recipe has 28)")
+    p.add_argument("--val-every", type=int, default=None, metavar="N",
+                   help="validate after every Nth epoch and after the last (best.safetensors is the best of "
+                        "those); the default recipe validates every 5th")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None, help="(peak) learning rate")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=None)

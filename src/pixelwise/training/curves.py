@@ -16,14 +16,15 @@ def plot_history(history: list[dict], path: str | Path) -> None:
     fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(11, 4))
     for ax, key, title in ((acc_ax, "accuracy", "pixel accuracy"), (loss_ax, "loss", "loss")):
         ax.plot(epochs, [row[f"train_{key}"] for row in history], marker="o", label="train")
-        val = [row.get(f"val_{key}") for row in history]
-        if any(v is not None and v == v for v in val):
-            ax.plot(epochs, val, marker="o", label="validation")
+        validated = [(row["epoch"], row[f"val_{key}"]) for row in history if row.get(f"val_{key}") is not None]
+        if validated:  # every epoch, or every --val-every'th
+            ax.plot(*zip(*validated), marker="o", label="validation")
         ax.set_xlabel("epoch")
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend()
-    if any(row.get("val_miou") is not None for row in history):
-        acc_ax.plot(epochs, [row.get("val_miou") for row in history], marker="s", label="validation mIoU")
+    validated = [(row["epoch"], row["val_miou"]) for row in history if row.get("val_miou") is not None]
+    if validated:
+        acc_ax.plot(*zip(*validated), marker="s", label="validation mIoU")
         acc_ax.legend()
     save_figure(fig, path)
