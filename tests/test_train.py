@@ -162,19 +162,20 @@ def test_validation_every_nth_epoch_and_the_last_chooses_best_among_those(scenes
 
 
 def test_the_epoch_a_time_limit_makes_last_is_validated(scenes, tmp_path, monkeypatch):
-    class Clock:  # every epoch takes 30 s: after the first, the plan shrinks from 5 epochs to 2
+    class Clock:  # every epoch takes 45 s: after the first, the plan shrinks from 5 epochs to 1
         now = 0.0
 
         def perf_counter(self) -> float:
-            self.now += 30.0
+            self.now += 45.0
             return self.now
 
         monotonic = staticmethod(time.monotonic)
 
     monkeypatch.setattr(loop, "time", Clock())
     result = _train(scenes, tmp_path / "run", small_config(epochs=5, time_limit=1.0, val_every=4), tmp_path)
-    assert [row["val_miou"] is not None for row in result.history] == [False, True]
-    assert result.best_epoch == 2
+    assert [row["val_miou"] is not None for row in result.history] == [True]
+    assert result.best_epoch == 1 and (tmp_path / "run" / "best.safetensors").exists()
+    assert result.history[0]["seconds"] == 90.0  # the validation that came after the plan counts too
 
 
 def test_validation_interval_must_be_positive():

@@ -16,15 +16,20 @@ def plot_history(history: list[dict], path: str | Path) -> None:
     fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(11, 4))
     for ax, key, title in ((acc_ax, "accuracy", "pixel accuracy"), (loss_ax, "loss", "loss")):
         ax.plot(epochs, [row[f"train_{key}"] for row in history], marker="o", label="train")
-        validated = [(row["epoch"], row[f"val_{key}"]) for row in history if row.get(f"val_{key}") is not None]
-        if validated:  # every epoch, or every --val-every'th
+        validated = _validated(history, f"val_{key}")
+        if validated:
             ax.plot(*zip(*validated), marker="o", label="validation")
         ax.set_xlabel("epoch")
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend()
-    validated = [(row["epoch"], row["val_miou"]) for row in history if row.get("val_miou") is not None]
+    validated = _validated(history, "val_miou")
     if validated:
         acc_ax.plot(*zip(*validated), marker="s", label="validation mIoU")
         acc_ax.legend()
     save_figure(fig, path)
+
+
+def _validated(history: list[dict], key: str) -> list[tuple[int, float]]:
+    """(epoch, value) of the epochs that have a ``key`` value (not NaN): all, or every --val-every'th."""
+    return [(row["epoch"], row[key]) for row in history if row.get(key) is not None and row[key] == row[key]]

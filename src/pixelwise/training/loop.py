@@ -205,13 +205,14 @@ def _train(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, confi
             row = _epoch_row(run, state, epoch)
             if epoch % config.train.val_every == 0 or epoch >= epochs:
                 row.update(_validation(run))
-            # The ranks' mean, so that every rank plans the same epochs from its history.
-            row["seconds"] = world.sum(time.perf_counter() - started)[0] / world.size
+            row["seconds"] = _seconds_since(started, world)
             check_finite(run.model, epoch, run_dir)
             history.append(row)
             epochs = planned_epochs(config.train, history)
             if epoch == epochs and row["val_miou"] is None:  # the time limit made this epoch the last
+                started = time.perf_counter()
                 row.update(_validation(run))
+                row["seconds"] += _seconds_since(started, world)
             # Best by validation mIoU (among the epochs validated); without a validation split, by training loss.
             quality = row["val_miou"] if len(run.val_idx) else -row["train_loss"]
             state = Progress(epoch=epoch + 1, best=state.best, best_epoch=state.best_epoch, data=state.data)
@@ -234,6 +235,11 @@ def _train(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, confi
             f"({sum(row['seconds'] for row in history) / 60:.1f} min taken); the schedule decayed over those")
     best_row = next((row for row in history if row["epoch"] == state.best_epoch), None)
     return TrainResult(run_dir, history, state.best_epoch, best_row["val_miou"] if best_row else None)
+
+
+def _seconds_since(started: float, world: World) -> float:
+    """The ranks' mean, so that every rank plans the same epochs from its history."""
+    return world.sum(time.perf_counter() - started)[0] / world.size
 
 
 def run_config(run_dir: Path, config: RunConfig | None, resume: bool) -> RunConfig:
