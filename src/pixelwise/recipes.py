@@ -11,9 +11,9 @@ epochs and ended 0.017 lower), 5% warm-up then cosine decay, batch 8, 60 epochs 
 random, half of the crops placed on a class picked evenly among those in the frame, and every frame
 given the small classes of another (``paste``: in a 40-epoch GPU sweep +0.007 mIoU over four seeds
 for half the frames, +0.011 over two for all; on a 2-core Xeon without AMX 0.328 without, 0.345 for
-half, 0.356 for all in one seed; docs/quality.md#pasting-small-classes), validated every 5th epoch
-(a fifth of an epoch's time at 480x640 went to validation, and the epochs that fit are what the
-slower CPUs lack). 60 epochs
+half, three seeds each; docs/quality.md#pasting-small-classes), validated every 5th epoch (a fifth
+of an epoch's time at 480x640 went to validation; with it and a faster loss that Xeon fits 52-53
+epochs instead of 40-42, and the recipe scores 0.352 there over three seeds). 60 epochs
 instead of 30 lifted TrafficSign (0.19 to 0.43), Pedestrian, Pole and TrafficLight; random zoom (``--augment zoom``) lost
 TrafficSign outright. The 60 epochs took 28-30 minutes on a 2-core EPYC with native bf16 but 49-58 s
 each (bf16) on a 2-core Xeon without AMX, so the recipe stops at the epochs that fit in 28 minutes (``time_limit``),
