@@ -116,18 +116,22 @@ def test_time_limit_plans_the_epochs_that_fit_at_the_pace_so_far():
     assert planned_epochs(TrainConfig(epochs=60, time_limit=0.5), rows) == 2  # never fewer than are done
 
 
+class _Clock:
+    """Stands in for the loop's ``time``: each ``perf_counter`` reading is ``step`` seconds after the last."""
+
+    def __init__(self, step: float):
+        self.step, self.now = step, 0.0
+
+    def perf_counter(self) -> float:
+        self.now += self.step
+        return self.now
+
+    monotonic = staticmethod(time.monotonic)
+
+
 def test_time_limited_run_decays_over_the_epochs_that_fit_and_resumes_without_the_limit(scenes, tmp_path,
                                                                                          monkeypatch):
-    class Clock:  # every epoch takes 30 s
-        now = 0.0
-
-        def perf_counter(self) -> float:
-            self.now += 30.0
-            return self.now
-
-        monotonic = staticmethod(time.monotonic)
-
-    monkeypatch.setattr(loop, "time", Clock())
+    monkeypatch.setattr(loop, "time", _Clock(30.0))  # every epoch takes 30 s
     config = small_config(epochs=5, schedule="cosine", time_limit=1.0)  # 2 epochs fit
     lines = []
     limited = train(scenes / IMAGE_DIR, scenes / MASK_DIR, tmp_path / "run", config, cache_dir=tmp_path / "cache",
@@ -162,16 +166,7 @@ def test_validation_every_nth_epoch_and_the_last_chooses_best_among_those(scenes
 
 
 def test_the_epoch_a_time_limit_makes_last_is_validated(scenes, tmp_path, monkeypatch):
-    class Clock:  # every epoch takes 45 s: after the first, the plan shrinks from 5 epochs to 1
-        now = 0.0
-
-        def perf_counter(self) -> float:
-            self.now += 45.0
-            return self.now
-
-        monotonic = staticmethod(time.monotonic)
-
-    monkeypatch.setattr(loop, "time", Clock())
+    monkeypatch.setattr(loop, "time", _Clock(45.0))  # after the first epoch the plan shrinks from 5 to 1
     result = _train(scenes, tmp_path / "run", small_config(epochs=5, time_limit=1.0, val_every=4), tmp_path)
     assert [row["val_miou"] is not None for row in result.history] == [True]
     assert result.best_epoch == 1 and (tmp_path / "run" / "best.safetensors").exists()
