@@ -24,7 +24,8 @@ from pixelwise.training.stop import TrainingStopped
 
 
 def _weights(run: Path, name: str = "last.safetensors") -> dict:
-    return {k: v for k, v in load_file(str(run / name)).items() if not k.startswith("_")}
+    """The saved weights, and those training continues from where they are an average."""
+    return {k: v for k, v in load_file(str(run / name)).items() if not k.startswith("_") or k.startswith("_trained.")}
 
 
 def _assert_same_weights(a: Path, b: Path) -> None:
@@ -59,9 +60,9 @@ def _scratch_like(epochs: int = 3) -> RunConfig:
                    train=replace(scratch.train, epochs=epochs, batch_size=4, precision="fp32"))
 
 
-@pytest.mark.parametrize("recipe_name", ["seed", "scratch"])
+@pytest.mark.parametrize("recipe_name", ["seed", "scratch", "scratch+ema"])
 def test_sigterm_mid_epoch_saves_and_resumes_exactly(scenes, tmp_path, monkeypatch, recipe_name):
-    config = _scratch_like() if recipe_name == "scratch" else None
+    config = {"seed": None, "scratch": _scratch_like(), "scratch+ema": _scratch_like().with_train(ema=0.9)}[recipe_name]
     _train(scenes, tmp_path / "straight", tmp_path, config=config)
 
     calls = {"n": 0}

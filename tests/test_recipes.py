@@ -197,8 +197,9 @@ def test_cli_flags_change_single_settings_of_the_recipe():
     assert config("--recipe", "seed") == recipe("seed")
     assert config() == recipe("default")
     changed = config("--recipe", "seed", "--loss", "ce+dice", "--augment", "full", "--batch-norm", "--size", "64x64",
-                     "--ignore-index", "0", "--class-crops", "0.5", "--paste", "0.25", "--val-every", "3")
+                     "--ignore-index", "0", "--class-crops", "0.5", "--paste", "0.25", "--val-every", "3", "--ema", "0.995")
     assert changed.data.class_crops == 0.5 and changed.data.paste == 0.25 and changed.train.val_every == 3
+    assert changed.train.ema == 0.995
     assert changed.train.loss == "ce+dice" and changed.model.batch_norm and changed.data.size == (64, 64)
     assert changed.data.augment == "full" and changed.train.ignore_index == 0 and changed.train.lr == 1e-3
     assert not config("--recipe", "scratch", "--no-batch-norm").model.batch_norm

@@ -89,6 +89,7 @@ class TrainConfig:
     encoder_lr: float = 1.0  # a pretrained encoder's learning rate as a fraction of ``lr`` (the decoder's)
     time_limit: float = 0.0  # minutes the epochs may take; 0: none. The schedule spans the epochs that fit (training/step.py)
     val_every: int = 1  # validate after every Nth epoch and after the last one
+    ema: float = 0.0  # decay of the weights' moving average that is validated and saved (training/averaging.py); 0: none
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or not (0 < self.lr < math.inf) or not 0 < self.encoder_lr <= 1:
@@ -105,6 +106,8 @@ class TrainConfig:
             raise ValueError(f"time limit must be a number of minutes ≥ 0 (0: none), not {self.time_limit}")
         if self.val_every < 1:
             raise ValueError(f"validation interval must be a number of epochs ≥ 1, not {self.val_every}")
+        if not 0 <= self.ema < 1:
+            raise ValueError(f"the weight average's decay must be in [0, 1) (0: no average), not {self.ema}")
 
 
 RESUMABLE = ("epochs", "time_limit")  # the train settings a resumed run may change: how long it trains

@@ -92,6 +92,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 # Flags that replace one setting of the recipe: flag → (config section, field).
 _SETTINGS = {
     "--epochs": ("train", "epochs"), "--time-limit": ("train", "time_limit"), "--val-every": ("train", "val_every"),
+    "--ema": ("train", "ema"),
     "--batch-size": ("train", "batch_size"), "--lr": ("train", "lr"),
     "--optimizer": ("train", "optimizer"), "--weight-decay": ("train", "weight_decay"),
     "--schedule": ("train", "schedule"), "--warmup": ("train", "warmup"), "--loss": ("train", "loss"),

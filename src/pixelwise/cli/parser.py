@@ -154,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-every", type=int, default=None, metavar="N",
                    help="validate after every Nth epoch and after the last (best.safetensors is the best of "
                         "those); the default recipe validates every 5th")
+    p.add_argument("--ema", type=float, default=None, metavar="DECAY",
+                   help="validate and save an exponential moving average of the weights that keeps this share of "
+                        "itself at each step, such as 0.995 (0: none)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None, help="(peak) learning rate")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=None)

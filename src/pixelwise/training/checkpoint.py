@@ -1,5 +1,6 @@
 """Checkpoints as safetensors: model weights under their own names, and, in ``last``, the optimiser,
-loss-scaler and RNG states and the progress under ``_``-prefixed keys and metadata. One file per
+loss-scaler and RNG states and the progress under ``_``-prefixed keys and metadata (and, when the
+saved weights are a moving average, the weights training continues from). One file per
 checkpoint, written atomically, so weights and training state can never disagree after a crash."""
 
 from __future__ import annotations
@@ -18,15 +19,18 @@ from torch import nn
 from ..files import atomic_write
 
 _OPT = "_optimizer."
+_TRAINED = "_trained."
 _RNG = "_rng.torch"
 _CUDA_RNG = "_rng.cuda"
 
 
 def save(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
-         meta: dict | None = None, scaler: torch.amp.GradScaler | None = None) -> None:
-    """Write weights (and optionally the optimiser, scaler and RNG states plus JSON-able ``meta``)
-    atomically and durably."""
+         meta: dict | None = None, scaler: torch.amp.GradScaler | None = None, trained: nn.Module | None = None) -> None:
+    """Write weights (and optionally the optimiser, scaler and RNG states plus JSON-able ``meta``, and
+    the ``trained`` network's weights where ``model`` holds their average) atomically and durably."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if trained is not None:
+        tensors.update({_TRAINED + k: v.detach().contiguous().cpu() for k, v in trained.state_dict().items()})
     metadata = {"meta": json.dumps(meta or {})}
     if optimizer is not None:
         state = optimizer.state_dict()
@@ -51,9 +55,9 @@ def save(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | 
 
 
 def load(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
-         scaler: torch.amp.GradScaler | None = None) -> dict:
-    """Restore weights (and the optimiser, scaler and RNG states when given an optimiser); return the
-    saved ``meta``."""
+         scaler: torch.amp.GradScaler | None = None, trained: nn.Module | None = None) -> dict:
+    """Restore weights (and the optimiser, scaler and RNG states when given an optimiser, and the
+    ``trained`` network's weights that ``save`` stored beside their average); return the saved ``meta``."""
     path = Path(path)
     try:
         tensors = load_file(str(path))
@@ -66,6 +70,11 @@ def load(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | 
         model.load_state_dict(weights)
     except RuntimeError as exc:
         raise ValueError(f"{path}: weights do not match the model in config.json ({str(exc).splitlines()[0]})") from exc
+    if trained is not None:
+        own = {k[len(_TRAINED):]: v for k, v in tensors.items() if k.startswith(_TRAINED)}
+        if not own:
+            raise ValueError(f"{path}: holds the averaged weights only, not those training continues from")
+        trained.load_state_dict(own)
     if optimizer is not None:
         if "optimizer_groups" not in metadata:
             raise ValueError(f"{path}: holds weights only, no training state to resume from")

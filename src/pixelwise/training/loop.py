@@ -48,6 +48,7 @@ from ..rundir import (
 from ..rundir_lock import foreign_files, hold_run
 from . import checkpoint
 from .augment import training_transform
+from .averaging import WeightAverage
 from .checks import check_finite, check_memory, check_trainable
 from .curves import CURVES_EVERY_S, plot_history
 from .distributed import World, close_world, init_world
@@ -146,13 +147,20 @@ class _Session:
     scaler: torch.amp.GradScaler
     criterion: Criterion
     augment: Callable
+    average: WeightAverage | None  # with ``train.ema``
     fingerprint: str
     progress: bool
     log: Callable[[str], None]
 
+    @property
+    def evaluated(self) -> torch.nn.Module:
+        """The weights that are validated and saved as ``best``/``last``: the average, where there is one."""
+        return self.average.model if self.average else self.model
+
     def save_last(self, state: Progress) -> None:
         if self.world.is_main:
-            checkpoint.save(self.run_dir / LAST, self.model, self.optimizer, {"progress": asdict(state)}, self.scaler)
+            checkpoint.save(self.run_dir / LAST, self.evaluated, self.optimizer, {"progress": asdict(state)},
+                            self.scaler, trained=self.model if self.average else None)
 
 
 def train(images_dir: str | Path, masks_dir: str | Path, run_dir: str | Path, config: RunConfig | None = None, *,
@@ -224,7 +232,7 @@ def _train(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, confi
             if quality is not None and quality > state.best:
                 state.best, state.best_epoch = quality, epoch
                 if world.is_main:
-                    checkpoint.save(run_dir / BEST, run.model, meta={"epoch": epoch})
+                    checkpoint.save(run_dir / BEST, run.evaluated, meta={"epoch": epoch})
             run.save_last(state)
             log(_epoch_line(row, epochs))
             if world.any(stop.requested) and epoch < epochs:
@@ -298,7 +306,7 @@ def _set_up(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, conf
         criterion=criterion,
         augment=training_transform(config.data.augment, config.data.size, config.data.crop_size(config.model.step),
                                    config.data.class_crops, config.data.paste),
-        fingerprint=_fingerprint(decoded.names, split), progress=progress, log=log)
+        average=WeightAverage(model, config.train.ema) if config.train.ema else None, fingerprint=_fingerprint(decoded.names, split), progress=progress, log=log)
 
 
 def _precisions(config: RunConfig, model: torch.nn.Module, criterion: Criterion, device: torch.device, world: World,
@@ -331,7 +339,8 @@ def _times(times: dict[str, float]) -> str:
 
 def _restore(run: _Session) -> tuple[Progress, list[dict]]:
     """The weights, optimiser, scaler and progress saved in ``last``, and the history up to it."""
-    meta = checkpoint.load(run.run_dir / LAST, run.model, run.optimizer, run.scaler)
+    meta = checkpoint.load(run.run_dir / LAST, run.evaluated, run.optimizer, run.scaler,
+                           trained=run.model if run.average else None)
     state = Progress(**meta["progress"])
     if state.data != run.fingerprint:
         raise RunDirError(f"{run.run_dir}: the training data or its split changed since this run started, so it "
@@ -359,8 +368,9 @@ def _train_epoch(run: _Session, state: Progress, epoch: int, epochs: int, stop: 
     for step in range(state.step, len(batches)):
         batch = batches[step]
         torch.manual_seed(step_seed(config.seed, epoch, step, world.rank))
+        done = (epoch - 1) * len(batches) + step  # steps of the run before this one
         for group in run.optimizer.param_groups:
-            group["lr"] = learning_rate(config, (epoch - 1) * len(batches) + step, epochs * len(batches))
+            group["lr"] = learning_rate(config, done, epochs * len(batches))
         x, y = to_batch(run.images, run.masks, world.shard(batch), run.device, config.ignore_index)
         x, y = run.augment(x, y)
         try:
@@ -370,6 +380,8 @@ def _train_epoch(run: _Session, state: Progress, epoch: int, epochs: int, stop: 
             raise FloatingPointError(f"training diverged in epoch {epoch}, step {step + 1} (the loss is not "
                                      f"finite); the last good checkpoint in {run.run_dir} is intact. "
                                      "Try a lower --lr or --precision fp32.") from None
+        if run.average:
+            run.average.update(run.model, done)
         state.step = step + 1
         state.loss_sum += loss_sum.item()
         labelled = y != IGNORE_INDEX
@@ -401,7 +413,7 @@ def _validation(run: _Session) -> dict:
     2-core Xeon: hence ``val_every``."""
     if not len(run.val_idx):
         return {}
-    val_loss, cm = validate(run.model, run.images, run.masks, run.val_idx, run.config.train.batch_size,
+    val_loss, cm = validate(run.evaluated, run.images, run.masks, run.val_idx, run.config.train.batch_size,
                             run.device, run.val_dtype, run.world, run.config.train.ignore_index)
     s = scores(cm)
     return {"val_loss": val_loss, "val_accuracy": s.pixel_accuracy, "val_miou": s.miou}
