@@ -306,7 +306,8 @@ def _set_up(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, conf
         criterion=criterion,
         augment=training_transform(config.data.augment, config.data.size, config.data.crop_size(config.model.step),
                                    config.data.class_crops, config.data.paste),
-        average=WeightAverage(model, config.train.ema) if config.train.ema else None, fingerprint=_fingerprint(decoded.names, split), progress=progress, log=log)
+        average=WeightAverage(model, config.train.ema) if config.train.ema else None,
+        fingerprint=_fingerprint(decoded.names, split), progress=progress, log=log)
 
 
 def _precisions(config: RunConfig, model: torch.nn.Module, criterion: Criterion, device: torch.device, world: World,
