@@ -200,6 +200,7 @@ def test_cli_flags_change_single_settings_of_the_recipe():
                      "--ignore-index", "0", "--class-crops", "0.5", "--paste", "0.25", "--val-every", "3", "--ema", "0.995")
     assert changed.data.class_crops == 0.5 and changed.data.paste == 0.25 and changed.train.val_every == 3
     assert changed.train.ema == 0.995
+    assert config("--encoder-lr", "0.5").train.encoder_lr == 0.5
     assert changed.train.loss == "ce+dice" and changed.model.batch_norm and changed.data.size == (64, 64)
     assert changed.data.augment == "full" and changed.train.ignore_index == 0 and changed.train.lr == 1e-3
     assert not config("--recipe", "scratch", "--no-batch-norm").model.batch_norm

@@ -103,7 +103,7 @@ _SETTINGS = {
     "--augment": ("data", "augment"), "--crop": ("data", "crop"),
     "--class-crops": ("data", "class_crops"), "--paste": ("data", "paste"), "--batch-norm": ("model", "batch_norm"),
     "--filters": ("model", "n_filters"), "--encoder": ("model", "encoder"),
-    "--encoder-weights": ("model", "encoder_weights"), **DATA_SETTINGS,
+    "--encoder-weights": ("model", "encoder_weights"), "--encoder-lr": ("train", "encoder_lr"), **DATA_SETTINGS,
 }
 
 

@@ -199,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder-weights", default=None, metavar="imagenet|none|FILE",
                    help=f"what the encoder starts from: {WEIGHTS_HELP} (default: imagenet for an efficientnet "
                         "encoder, none for unet)")
+    p.add_argument("--encoder-lr", type=float, default=None, metavar="F",
+                   help="a pretrained encoder's learning rate as a fraction of --lr (the decoder's), in (0, 1]")
     p.add_argument("--filters", type=int, default=None,
                    help="base filters of the unet encoder (default: the preset's: 32 for assignment, 64 for original; "
                         "refused with an efficientnet encoder, as is --batch-norm)")
