@@ -173,10 +173,10 @@ def test_seed_recipe_is_the_assignment_and_the_others_differ_only_where_they_sho
     assert seed.data == DataConfig() and not seed.model.batch_norm
     assert scratch.model == replace(seed.model, batch_norm=True)
     assert (default.model.encoder, default.model.encoder_weights) == ("efficientnet-lite0", "imagenet")
-    # default is scratch's training on the full frames, with an encoder that learns at a tenth of the
+    # default is scratch's training on the full frames, with an encoder that learns at 0.3 of the
     # rate, for the epochs of 60 that fit in 28 minutes (the limit is 30, decoding included)
     assert default.data == replace(scratch.data, size=(480, 640), paste=1.0)  # and every frame pasted into
-    assert default.train == replace(scratch.train, epochs=60, encoder_lr=0.1, time_limit=28, val_every=5)
+    assert default.train == replace(scratch.train, epochs=60, encoder_lr=0.3, time_limit=28, val_every=5)
     assert {r.train.precision for r in RECIPES.values()} == {"auto"}  # precision is the machine's, not the recipe's
     with pytest.raises(ValueError, match="unknown recipe"):
         recipe("fast")

@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="run directory to create (or continue with --resume)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--recipe", choices=sorted(RECIPES), default=DEFAULT_RECIPE,
-                   help="default: the ImageNet EfficientNet-Lite0 encoder (learning at a tenth of the rate) under a "
+                   help="default: the ImageNet EfficientNet-Lite0 encoder (learning at 0.3 of the rate) under a "
                         "light U-Net decoder, class-weighted CE + Dice, AdamW + cosine, batch 8, up to 60 epochs (those "
                         "that fit in 28 minutes) of 256x320 crops of 480x640 frames, flipped, half of them on a rare "
                         "class; scratch: the assignment's "
