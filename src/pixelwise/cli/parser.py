@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "those); the default recipe validates every 5th")
     p.add_argument("--ema", type=float, default=None, metavar="DECAY",
                    help="validate and save an exponential moving average of the weights that keeps this share of "
-                        "itself at each step, such as 0.995 (0: none)")
+                        "itself at each step, such as 0.998 (0: none, as in every recipe)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None, help="(peak) learning rate")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=None)

@@ -157,10 +157,15 @@ class _Session:
         """The weights that are validated and saved as ``best``/``last``: the average, where there is one."""
         return self.average.model if self.average else self.model
 
+    @property
+    def trained(self) -> torch.nn.Module | None:
+        """The weights training continues from, where they are not those saved (``train.ema``)."""
+        return self.model if self.average else None
+
     def save_last(self, state: Progress) -> None:
         if self.world.is_main:
             checkpoint.save(self.run_dir / LAST, self.evaluated, self.optimizer, {"progress": asdict(state)},
-                            self.scaler, trained=self.model if self.average else None)
+                            self.scaler, trained=self.trained)
 
 
 def train(images_dir: str | Path, masks_dir: str | Path, run_dir: str | Path, config: RunConfig | None = None, *,
@@ -340,8 +345,7 @@ def _times(times: dict[str, float]) -> str:
 
 def _restore(run: _Session) -> tuple[Progress, list[dict]]:
     """The weights, optimiser, scaler and progress saved in ``last``, and the history up to it."""
-    meta = checkpoint.load(run.run_dir / LAST, run.evaluated, run.optimizer, run.scaler,
-                           trained=run.model if run.average else None)
+    meta = checkpoint.load(run.run_dir / LAST, run.evaluated, run.optimizer, run.scaler, trained=run.trained)
     state = Progress(**meta["progress"])
     if state.data != run.fingerprint:
         raise RunDirError(f"{run.run_dir}: the training data or its split changed since this run started, so it "
