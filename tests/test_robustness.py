@@ -29,7 +29,7 @@ from conftest import small_config
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # A run of a few seconds: the seed recipe, a narrow network, 48x64.
-TRAIN = ["--recipe", "seed", "--size", "48x64", "--filters", "8", "--batch-size", "4", "--no-progress"]
+TRAIN = ["--recipe", "seed", "--size", "48x64", "--filters", "8", "--batch-size", "4", "--precision", "fp32", "--no-progress"]
 
 
 def _train_cli(*argv: object, **kwargs) -> subprocess.Popen:

@@ -1,20 +1,23 @@
 """Training really learns, checkpoints and history are complete, resume continues exactly."""
 
 import csv
+import json
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import small_config
+from safetensors.torch import load_file
 
 from pixelwise.config import RunConfig, TrainConfig
 from pixelwise.data.pairs import IMAGE_DIR, MASK_DIR
 from pixelwise.data.problems import DataError
-from pixelwise.device import measured_precision, resolve_precision
+from pixelwise.device import PrecisionStore, measured_precision, measures_precision, native_bf16, resolve_precision
 from pixelwise.model.unet import UNet
-from pixelwise.rundir import RunDirError, load_config
+from pixelwise.rundir import LAST, RunDirError, load_config
 from pixelwise.training import checkpoint
 from pixelwise.training.loop import prepare_data, train
 from pixelwise.training import loop
@@ -233,7 +236,7 @@ def test_precision_choice():
     assert resolve_precision("fp32", cpu) is None
     assert resolve_precision("bf16", cpu) is torch.bfloat16
     assert resolve_precision("auto", cpu) in (torch.bfloat16, None)
-    with pytest.raises(ValueError, match="fp16 training needs a CUDA GPU"):
+    with pytest.raises(ValueError, match="fp16 needs a CUDA GPU"):
         resolve_precision("fp16", cpu)
 
 
@@ -266,9 +269,37 @@ def test_measured_precision_takes_bf16_only_where_it_ran_clearly_faster():
     assert measured_precision(timer(fp32=0.8, bf16=1.0)[0])[0] is None
 
 
-def test_remembered_precision_measures_once_per_machine_and_network(tmp_path):
-    from pixelwise.device import remembered_precision
+def test_a_precision_far_slower_on_its_first_call_is_dropped_without_timing_it_further():
+    calls = []
 
+    def emulated_bf16(dtype):  # bf16 computed in software: 20-30x fp32
+        calls.append(dtype)
+        return 25.0 if dtype is torch.bfloat16 else 1.0
+
+    assert measured_precision(emulated_bf16) == (None, {"fp32": 1.0, "bfloat16": 25.0})
+    assert calls == [None, torch.bfloat16]  # one call of each, not the rounds after
+
+
+def test_kernels_limited_to_avx2_have_no_native_bf16_whatever_the_chip(monkeypatch):
+    """ATEN_CPU_CAPABILITY=avx2 or ONEDNN_MAX_CPU_ISA=AVX2 leave bf16 emulated on any CPU: auto is fp32 there,
+    with nothing measured."""
+    from pixelwise.device import kernels_allow_bf16
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    for limit, allowed in (("AVX2", False), ("avx512_core", False), ("AVX512_CORE_BF16", True),
+                           ("AVX512_CORE_AMX", True), ("ALL", True)):
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", limit)
+        assert kernels_allow_bf16() is allowed and native_bf16(cpu) is allowed
+        assert measures_precision("auto", cpu) is allowed
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    assert native_bf16(cpu)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert not native_bf16(cpu) and resolve_precision("auto", cpu) is None
+
+
+def test_precision_store_measures_once_per_machine_and_network(tmp_path):
     calls = []
 
     def time_step(fast):
@@ -277,47 +308,80 @@ def test_remembered_precision_measures_once_per_machine_and_network(tmp_path):
             return 0.5 if (dtype is torch.bfloat16) == (fast == "bf16") else 1.0
         return step
 
-    store = tmp_path / "cache" / "precision.json"
+    store = PrecisionStore(tmp_path / "cache" / "precision.json")
     lite = {"model": {"encoder": "efficientnet-lite0"}, "input": [480, 640]}
-    assert remembered_precision(store, lite, time_step("bf16")) is torch.bfloat16
-    assert len(calls) == 6 and store.exists()
-    # Remembered: timings that would now choose fp32 are not even taken, so the masks stay the same.
-    assert remembered_precision(store, lite, time_step("fp32")) is torch.bfloat16 and len(calls) == 6
+    assert store.recall(lite) == (False, None)
+    assert store.choose(lite, time_step("bf16")) == (torch.bfloat16, {"fp32": 1.0, "bfloat16": 0.5})
+    assert len(calls) == 6 and store.path.exists() and store.recall(lite) == (True, torch.bfloat16)
+    # Kept: timings that would now choose fp32 are not even taken, so runs and masks stay the same.
+    assert store.choose(lite, time_step("fp32")) == (torch.bfloat16, None) and len(calls) == 6
     unet = {"model": {"encoder": "unet"}, "input": [480, 640]}
-    assert remembered_precision(store, unet, time_step("fp32")) is None and len(calls) == 12  # another network
-    assert remembered_precision(store, lite, time_step("fp32")) is torch.bfloat16  # both kept
-    store.write_text("{not json")
-    assert remembered_precision(store, lite, time_step("fp32")) is None and len(calls) == 18  # measured over
-    assert remembered_precision(store, lite, time_step("bf16")) is None and len(calls) == 18  # and rewritten
+    assert store.choose(unet, time_step("fp32"))[0] is None and len(calls) == 12  # another network
+    assert store.choose(lite, time_step("fp32"))[0] is torch.bfloat16  # both kept
+    store.path.write_text("{not json")
+    assert store.choose(lite, time_step("fp32"))[0] is None and len(calls) == 18  # measured over
+    assert store.choose(lite, time_step("bf16"))[0] is None and len(calls) == 18  # and rewritten
     blocked = tmp_path / "file"
     blocked.write_text("")
-    assert remembered_precision(blocked / "precision.json", lite, time_step("bf16")) is torch.bfloat16  # unwritable
+    unwritable = PrecisionStore(blocked / "precision.json")
+    assert unwritable.choose(lite, time_step("bf16"))[0] is torch.bfloat16  # measured, kept nowhere
 
 
-def test_auto_precision_is_measured_on_the_runs_own_network_where_bf16_is_native(scenes, tmp_path, monkeypatch):
-    timed = []
+def _set_kept_choices(store: Path, train: str, validate: str) -> None:
+    """Overwrite the training and validation choices a store keeps, as if measured so on a busy machine."""
+    kept = json.loads(store.read_text())
+    for entry in kept.values():
+        entry["choice"] = {"train": train, "validate": validate}[entry["measured"]["task"]]
+    store.write_text(json.dumps(kept))
 
-    def fake_measure(time_step):  # runs the real timer once per precision; bf16 "wins" training, fp32 validation
-        timed.append([time_step(None), time_step(torch.bfloat16)])
-        return (torch.bfloat16, None)[len(timed) - 1], {"fp32": 2.0, "bfloat16": 1.0}
 
-    monkeypatch.setattr(loop, "measured_precision", fake_measure)
+def test_auto_precision_on_a_bf16_cpu_is_measured_once_so_the_same_run_twice_gives_the_same_weights(
+        scenes, tmp_path, monkeypatch):
     from pixelwise import device as device_module
 
-    for native, expected in ((False, []), (True, [2, 2])):
-        monkeypatch.setattr(device_module, "native_bf16", lambda device, v=native: v)
-        timed.clear()
+    monkeypatch.setattr(device_module, "native_bf16", lambda device: True)  # a CPU with native bf16, whatever this is
+    cache = tmp_path / "cache"
+    store = cache / "precision.json"
+
+    def run(name: str, epochs: int = 1, resume: bool = False, **train_settings) -> tuple[str, dict]:
         lines = []
-        train(scenes / IMAGE_DIR, scenes / MASK_DIR, tmp_path / str(native), small_config(epochs=1),
-              cache_dir=tmp_path / "cache", progress=False, log=lines.append)
-        assert [len(t) for t in timed] == expected and all(t > 0 for pair in timed for t in pair)
+        train(scenes / IMAGE_DIR, scenes / MASK_DIR, tmp_path / name, small_config(epochs=epochs, **train_settings),
+              cache_dir=cache, progress=False, log=lines.append, resume=resume)
         setup = next(line for line in lines if "training and" in line)
-        assert ("measured: a training step 2.00 s in fp32 against 1.00 s in bfloat16; validation in fp32" in setup) \
-            is native, setup
-    timed.clear()
-    train(scenes / IMAGE_DIR, scenes / MASK_DIR, tmp_path / "fp32", small_config(epochs=1, precision="fp32"),
-          cache_dir=tmp_path / "cache", progress=False, log=lambda _: None)
-    assert timed == []  # a precision asked for by name is not measured
+        return setup, load_file(str(tmp_path / name / LAST))
+
+    setup, _ = run("first")
+    assert "auto: measured on this machine (a training step " in setup and "a validation batch" in setup, setup
+    assert {entry["measured"]["task"] for entry in json.loads(store.read_text()).values()} == {"train", "validate"}
+    # A busy machine would now time the other way round: the kept choice holds, measured or not.
+    _set_kept_choices(store, train="bfloat16", validate="fp32")
+    setup, again = run("again")
+    assert setup.endswith("(bfloat16, validation in fp32; auto: as measured before on this machine, "
+                          f"kept in {store})"), setup
+    assert checkpoint.read_meta(tmp_path / "again" / LAST)["precision"] == \
+        {"device": "cpu", "train": "bfloat16", "validate": "fp32"}  # recorded in the run
+    _, third = run("third")
+    assert all(torch.equal(again[k], third[k]) for k in again if not k.startswith("_rng"))
+    _, fp32 = run("fp32", precision="fp32")  # the precision does change the weights: the equality above means something
+    assert not all(torch.equal(again[k], fp32[k]) for k in again if k.endswith(".weight"))
+    # A resumed run continues in the precision it recorded, whatever the store says by then.
+    _set_kept_choices(store, train="fp32", validate="fp32")
+    setup, _ = run("again", epochs=2, resume=True)
+    assert setup.endswith("(bfloat16, validation in fp32; as recorded when this run started)"), setup
+
+
+def test_auto_precision_is_not_measured_without_native_bf16_or_when_named(scenes, tmp_path, monkeypatch):
+    from pixelwise import device as device_module
+
+    for native, precision in ((False, "auto"), (True, "fp32"), (True, "bf16")):
+        monkeypatch.setattr(device_module, "native_bf16", lambda device, v=native: v)
+        lines = []
+        train(scenes / IMAGE_DIR, scenes / MASK_DIR, tmp_path / f"{native}{precision}",
+              small_config(epochs=1, precision=precision), cache_dir=tmp_path / "cache", progress=False,
+              log=lines.append)
+        setup = next(line for line in lines if "training and" in line)
+        assert setup.endswith("(bfloat16)" if precision == "bf16" else "(fp32)"), setup
+        assert not (tmp_path / "cache" / "precision.json").exists()  # nothing timed, nothing kept
 
 
 def test_original_preset_trains_on_rgb_with_cropped_masks(scenes, tmp_path):

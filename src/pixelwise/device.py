@@ -1,5 +1,5 @@
 """Where and in what precision to compute: CUDA when present, bf16 only where it is native (and, on a
-CPU, measured faster: anew for each training run, once per machine and network for prediction)."""
+CPU, measured faster once per machine and network, then remembered)."""
 
 from __future__ import annotations
 
@@ -35,27 +35,45 @@ def _cpu_has(probe: str) -> bool:
     return bool(check()) if check is not None else False
 
 
+# oneDNN's instruction-set limits under which its bf16 kernels still run natively (ONEDNN_MAX_CPU_ISA).
+_BF16_ISA_TAGS = ("BF16", "AMX", "FP16", "AVX10", "ALL")
+
+
+def kernels_allow_bf16() -> bool:
+    """Whether the kernels may use the CPU's bf16 instructions: ATen built for AVX-512 or better (not
+    limited by ``ATEN_CPU_CAPABILITY=avx2``) and oneDNN not limited below AVX-512-BF16
+    (``ONEDNN_MAX_CPU_ISA``). A limited process computes bf16 emulated, far slower than fp32, whatever
+    the chip's flags say."""
+    if torch.backends.cpu.get_cpu_capability() in ("DEFAULT", "NO AVX", "AVX", "AVX2"):
+        return False
+    limit = os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "ALL")).upper()
+    return any(tag in limit for tag in _BF16_ISA_TAGS)
+
+
 def native_bf16(device: torch.device) -> bool:
-    """Whether ``device`` computes bf16 in hardware (CUDA with bf16, CPUs with AVX512-BF16 or AMX);
-    emulated bf16 is slower than fp32."""
+    """Whether ``device`` computes bf16 in hardware (CUDA with bf16, CPUs with AVX512-BF16 or AMX whose
+    kernels may use them); emulated bf16 is slower than fp32."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    return _cpu_has("_is_amx_tile_supported") or _cpu_has("_is_avx512_bf16_supported")
+    return kernels_allow_bf16() and (_cpu_has("_is_amx_tile_supported") or _cpu_has("_is_avx512_bf16_supported"))
 
 
 def resolve_precision(requested: str, device: torch.device, depthwise: bool = False) -> torch.dtype | None:
     """The autocast dtype for ``requested`` (None = plain fp32), by rule: ``auto`` picks bf16 where it
     is native. A network with a ``depthwise`` encoder (EfficientNet-Lite) runs that encoder in fp32 on
-    CPUs whatever the autocast (model/encoder_unet.py), so bf16 reaches its decoder only: on AMX,
-    measured with the first, narrower decoder, it predicted at 0.87x fp32, so there it stays fp32.
-    On CPUs with native bf16, training measures instead of trusting the rule (:func:`measured_precision`)
-    and prediction measures once per machine and network (:func:`remembered_precision`): the same flags
-    hide CPUs on which bf16 is slower (docs/benchmarks.md#precision-by-measurement)."""
+    CPUs whatever the autocast (model/encoder_unet.py), so bf16 reaches its decoder only, and on AMX
+    CPUs it stays fp32. On CPUs with native bf16, ``auto`` is settled by measurement instead, once per
+    machine and network (:class:`PrecisionStore`): the same flags hide CPUs on which bf16 is slower
+    (docs/benchmarks.md#precision-by-measurement).
+
+    Raises:
+        ValueError: ``fp16`` asked for on a device without CUDA.
+    """
     if requested == "fp32":
         return None
     if requested == "fp16":
         if device.type != "cuda":
-            raise ValueError("fp16 training needs a CUDA GPU; use --precision bf16 or fp32 on a CPU")
+            raise ValueError("precision fp16 needs a CUDA GPU; use bf16 or fp32 on a CPU")
         return torch.float16
     if requested == "bf16":
         return torch.bfloat16
@@ -70,14 +88,21 @@ def measures_precision(requested: str, device: torch.device) -> bool:
     return requested == "auto" and device.type == "cpu" and native_bf16(device)
 
 
+# A candidate whose first (untimed) call already took this many times fp32's is dropped unmeasured:
+# bf16 emulated in software runs 20-30x slower, and timing it further would cost the job minutes.
+HOPELESS = 3.0
+
+
 def measured_precision(time_step: Callable[[torch.dtype | None], float], rounds: int = 2
                        ) -> tuple[torch.dtype | None, dict[str, float]]:
     """fp32 or bf16, whichever ran ``time_step`` faster (seconds it returns), with the best time of each.
-    One untimed call of each first (the kernels are built then), then ``rounds`` alternated pairs, so a
-    slowdown of the machine hits both; bf16 must win by 5%, or fp32, the more precise, stays."""
+    One untimed call of each first (the kernels are built then); bf16 is dropped at once where that call
+    took ``HOPELESS`` times fp32's. Otherwise ``rounds`` alternated pairs follow, so a slowdown of the
+    machine hits both; bf16 must win by 5%, or fp32, the more precise, stays."""
     candidates = (None, torch.bfloat16)
-    for dtype in candidates:
-        time_step(dtype)
+    first = {dtype: time_step(dtype) for dtype in candidates}
+    if first[torch.bfloat16] > HOPELESS * first[None]:
+        return None, {precision_name(dtype): seconds for dtype, seconds in first.items()}
     times: dict[torch.dtype | None, float] = {dtype: math.inf for dtype in candidates}
     for _ in range(rounds):
         for dtype in candidates:
@@ -86,27 +111,60 @@ def measured_precision(time_step: Callable[[torch.dtype | None], float], rounds:
     return choice, {precision_name(dtype): seconds for dtype, seconds in times.items()}
 
 
-def remembered_precision(store: Path, what: dict, time_step: Callable[[torch.dtype | None], float]
-                         ) -> torch.dtype | None:
-    """:func:`measured_precision` of ``what`` (a network and input shape) on this machine, measured once
-    and kept in the JSON file ``store``: prediction is then as fast as the machine allows and still
-    gives the same masks every time a run is loaded here (a fresh measurement could flip between two
-    close timings, and bf16 changes a few pixels). Keyed by the CPU model, the torch version and build,
-    the thread count and ``what``; an unreadable store is measured over and rewritten."""
-    measured = {"cpu": cpu_model(), "torch": torch.__version__, "build": torch.backends.cpu.get_cpu_capability(),
-                "threads": torch.get_num_threads(), **what}
-    digest = hashlib.sha256(json.dumps(measured, sort_keys=True).encode()).hexdigest()[:16]
-    known = _read_json_object(store)
-    record = known.get(digest)
-    if isinstance(record, dict) and record.get("choice") in ("fp32", "bfloat16"):
-        return None if record["choice"] == "fp32" else torch.bfloat16
-    choice, times = measured_precision(time_step)
-    known[digest] = {"choice": precision_name(choice), "seconds": times, "measured": measured}
-    try:  # whole or not at all, also beside another process doing the same
-        atomic_write(store, lambda tmp: tmp.write_text(json.dumps(known, indent=1) + "\n"), durable=False)
-    except OSError:
-        pass  # a read-only home: measured again next time, which costs a second, not correctness
-    return choice
+PRECISION_STORE = "precision.json"  # in the cache folder: the fp32-or-bf16 choices of this machine
+_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bfloat16": torch.bfloat16}
+
+
+class PrecisionStore:
+    """fp32-or-bf16 choices measured once per machine and network and kept in a JSON file, so that the
+    same run trained twice, or loaded twice, computes in the same precision: a fresh measurement could
+    flip between two close timings (a busy machine slows one of them), and the precision changes the
+    weights a run learns and a few pixels of its masks.
+
+    Each choice is keyed by the CPU model, the torch version and its kernels' instruction set, the
+    thread count and ``what`` the caller measures (a network, a task, shapes). An unreadable file is
+    measured over and rewritten; an unwritable one is measured again next time.
+
+    Args:
+        path: the JSON file (``PRECISION_STORE`` in the cache folder).
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    @staticmethod
+    def _key(what: dict) -> tuple[str, dict]:
+        measured = {"cpu": cpu_model(), "torch": torch.__version__, "build": torch.backends.cpu.get_cpu_capability(),
+                    "bf16_kernels": kernels_allow_bf16(), "threads": torch.get_num_threads(), **what}
+        return hashlib.sha256(json.dumps(measured, sort_keys=True).encode()).hexdigest()[:16], measured
+
+    def recall(self, what: dict) -> tuple[bool, torch.dtype | None]:
+        """``(True, dtype)`` where a choice for ``what`` on this machine is kept, else ``(False, None)``."""
+        record = _read_json_object(self.path).get(self._key(what)[0])
+        if isinstance(record, dict) and record.get("choice") in _DTYPES:
+            return True, _DTYPES[record["choice"]]
+        return False, None
+
+    def remember(self, what: dict, choice: torch.dtype | None, seconds: dict[str, float]) -> None:
+        """Keep ``choice`` for ``what`` with the ``seconds`` that chose it, whole or not at all."""
+        digest, measured = self._key(what)
+        known = _read_json_object(self.path)
+        known[digest] = {"choice": precision_name(choice), "seconds": seconds, "measured": measured}
+        try:  # whole or not at all, also beside another process doing the same
+            atomic_write(self.path, lambda tmp: tmp.write_text(json.dumps(known, indent=1) + "\n"), durable=False)
+        except OSError:
+            pass  # a read-only home: measured again next time, which costs seconds, not correctness
+
+    def choose(self, what: dict, time_step: Callable[[torch.dtype | None], float]
+               ) -> tuple[torch.dtype | None, dict[str, float] | None]:
+        """The kept choice for ``what``, or :func:`measured_precision` of ``time_step`` kept from now on;
+        with the seconds measured (None where the choice was kept from before)."""
+        known, dtype = self.recall(what)
+        if known:
+            return dtype, None
+        dtype, seconds = measured_precision(time_step)
+        self.remember(what, dtype, seconds)
+        return dtype, seconds
 
 
 def _read_json_object(path: Path) -> dict:

@@ -182,8 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "each with probability 1/2) of another frame of the batch, copied at the same place")
     p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="auto (the default): on a GPU bf16 where it computes it natively, else fp16; on a CPU with "
-                        "native bf16 (AVX512-BF16, AMX) the faster of fp32 and bf16, timed on this run's network "
-                        "before the first epoch; fp32 on other CPUs")
+                        "native bf16 (AVX512-BF16, AMX) the faster of fp32 and bf16, timed on the first run of this "
+                        "network on the machine and kept in the cache folder for every later run (--resume keeps "
+                        "the run's own); fp32 on other CPUs")
     p.add_argument("--seed", type=int, default=None, help="initial weights, batch order and augmentation draws")
     p.add_argument("--size", type=_size, default=None, help="training HEIGHTxWIDTH (the images are resized to it)")
     p.add_argument("--image-resize", choices=RESIZE_MODES, default=None,

@@ -15,8 +15,8 @@ from ..data.arrays import image_array
 from ..data.cache import default_cache_dir
 from ..data.resize import resize_image
 from ..data.transforms import to_input
-from ..device import (autocast, forward_timer, measures_precision, pick_device, remembered_precision,
-                      resolve_precision)
+from ..device import PRECISION_STORE, PrecisionStore, autocast, forward_timer, measures_precision, pick_device, \
+    resolve_precision
 from ..evaluation.metrics import class_ids
 from ..rundir import load_config, load_model
 from .onnx_engine import onnx_forward, onnx_model_path
@@ -24,7 +24,6 @@ from .tiling import AUTO_TILE, Forward, sliding_window
 
 ENGINES = ("torch", "onnx")
 TILE_OVERLAP = 0.25
-PRECISION_STORE = "precision.json"  # in the cache folder: the fp32-or-bf16 choice per machine and network
 
 
 class Predictor:
@@ -82,8 +81,8 @@ class Predictor:
         if self.tile is not None:
             h, w = min(h, self.tile[0]), min(w, self.tile[1])
         x = torch.rand(1, cfg.in_channels, h, w).contiguous(memory_format=torch.channels_last)
-        return remembered_precision(default_cache_dir() / PRECISION_STORE, {"model": cfg.to_dict(), "input": [h, w]},
-                                    forward_timer(self.model, x, self.device))
+        store = PrecisionStore(default_cache_dir() / PRECISION_STORE)
+        return store.choose({"model": cfg.to_dict(), "input": [h, w]}, forward_timer(self.model, x, self.device))[0]
 
     @torch.no_grad()
     def logits(self, image: np.ndarray, size: tuple[int, int] | str | None = None) -> torch.Tensor:

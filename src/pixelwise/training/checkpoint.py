@@ -93,6 +93,18 @@ def load(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | 
     return _metadata(path, metadata, "meta")
 
 
+def read_meta(path: str | Path) -> dict:
+    """The JSON-able ``meta`` a checkpoint was saved with, read from its header alone (no tensor is loaded)."""
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (OSError, SafetensorError, ValueError) as exc:
+        raise ValueError(f"{path}: unreadable checkpoint ({exc})") from exc
+    meta = _metadata(path, metadata, "meta")
+    return meta if isinstance(meta, dict) else {}
+
+
 def _metadata(path: Path, metadata: dict[str, str], key: str) -> dict | list:
     """One JSON entry of the checkpoint's header ({} when absent); a damaged one is refused by file name."""
     try:

@@ -30,7 +30,7 @@ from ..data.official import OfficialSplit, join, keep_listed, split_by_lists
 from ..data.problems import DataError, SkippableDataError
 from ..data.split import Split, split_by_runs
 from ..data.transforms import IGNORE_INDEX, to_batch
-from ..device import forward_timer, measured_precision, measures_precision, precision_name, resolve_precision
+from ..device import PRECISION_STORE
 from ..evaluation.metrics import class_ids, scores
 from ..model.build import build_model
 from ..recipes import DEFAULT_RECIPE, recipe
@@ -53,6 +53,7 @@ from .checks import check_finite, check_memory, check_trainable
 from .curves import CURVES_EVERY_S, plot_history
 from .distributed import World, close_world, init_world
 from .losses import Criterion, make_criterion
+from .precision import Precisions, choose_precisions
 from .step import (
     _batches,
     epoch_order,
@@ -60,7 +61,6 @@ from .step import (
     make_optimizer,
     planned_epochs,
     step_seed,
-    step_timer,
     train_step,
     validate,
 )
@@ -135,8 +135,7 @@ class _Session:
     run_dir: Path
     world: World
     device: torch.device
-    dtype: torch.dtype | None  # of the training steps
-    val_dtype: torch.dtype | None
+    precisions: Precisions  # of the training steps and of validation
     images: np.ndarray
     masks: np.ndarray
     train_idx: np.ndarray
@@ -164,7 +163,8 @@ class _Session:
 
     def save_last(self, state: Progress) -> None:
         if self.world.is_main:
-            checkpoint.save(self.run_dir / LAST, self.evaluated, self.optimizer, {"progress": asdict(state)},
+            checkpoint.save(self.run_dir / LAST, self.evaluated, self.optimizer,
+                            {"progress": asdict(state), "precision": self.precisions.record(self.device)},
                             self.scaler, trained=self.trained)
 
 
@@ -289,58 +289,32 @@ def _set_up(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, conf
     if config.train.batch_size < world.size:
         raise ValueError(f"batch size {config.train.batch_size} is smaller than the {world.size} processes sharing "
                          "each batch")
+    cache_dir = default_cache_dir() if cache_dir is None else cache_dir
     # Every rank decodes (the cache makes the others cheap) so a data error stops all of them alike.
-    decoded, split = prepare_data(images_dir, masks_dir, config, skip_invalid=skip_invalid,
-                                  cache_dir=default_cache_dir() if cache_dir is None else cache_dir,
+    decoded, split = prepare_data(images_dir, masks_dir, config, skip_invalid=skip_invalid, cache_dir=cache_dir,
                                   progress=progress, log=log, official=official)
     train_idx, val_idx = np.asarray(split.train, dtype=np.int64), np.asarray(split.val, dtype=np.int64)
     device = world.device()
     torch.manual_seed(config.train.seed)  # the same initial weights on every rank
     model = build_model(config.model, pretrained).to(device, memory_format=torch.channels_last)
     criterion = make_criterion(config, decoded.masks, train_idx)
-    dtype, val_dtype, measured = _precisions(config, model, criterion, device, world, len(val_idx))
+    recorded = None if pretrained else checkpoint.read_meta(run_dir / LAST).get("precision")
+    precisions = choose_precisions(config, model, criterion, device, world, len(val_idx), cache_dir / PRECISION_STORE,
+                                   recorded)
     net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if world.distributed else model
     procs = f" x {world.size} processes" if world.distributed else ""
     log(f"{len(train_idx)} training and {len(val_idx)} validation pairs at {config.data.size[0]}x{config.data.size[1]}"
-        f" on {device.type}{procs} ({precision_name(dtype)}{measured})")
+        f" on {device.type}{procs} ({precisions.describe()})")
     return _Session(
-        config, run_dir, world, device, dtype, val_dtype, decoded.images, decoded.masks, train_idx, val_idx, model, net,
+        config, run_dir, world, device, precisions, decoded.images, decoded.masks, train_idx, val_idx, model, net,
         optimizer=make_optimizer(model, config.train),
-        scaler=torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
+        scaler=torch.amp.GradScaler(device.type, enabled=precisions.train == torch.float16),
         criterion=criterion,
         augment=training_transform(config.data.augment, config.data.size, config.data.crop_size(config.model.step),
                                    config.data.class_crops, config.data.paste),
         average=WeightAverage(model, config.train.ema) if config.train.ema else None,
         fingerprint=_fingerprint(decoded.names, split), progress=progress, log=log)
-
-
-def _precisions(config: RunConfig, model: torch.nn.Module, criterion: Criterion, device: torch.device, world: World,
-                n_val: int) -> tuple[torch.dtype | None, torch.dtype | None, str]:
-    """The autocast dtypes of the training steps and of validation, and what was measured to choose them.
-    ``auto`` on a CPU with native bf16 times both precisions on this run's network and shapes: with the
-    same flags, an EPYC trained the U-Net 1.7x as fast in bf16 and a Xeon without AMX at 0.79x, and
-    Lite0 slower too (docs/benchmarks.md#precision-by-measurement)."""
-    dtype = resolve_precision(config.train.precision, device, depthwise=config.model.encoder != "unet")
-    if not measures_precision(config.train.precision, device):
-        return dtype, dtype, ""
-    batch = len(world.shard(np.arange(config.train.batch_size)))
-    crop = config.data.crop_size(config.model.step)
-    x = torch.rand(batch, config.model.in_channels, *crop).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, config.model.n_classes, (batch, *crop))
-    dtype, step_times = measured_precision(step_timer(model, config.train, criterion, x, y, device, world))
-    line = f", measured: a training step {_times(step_times)}"
-    if not n_val:
-        return dtype, dtype, line
-    val_batch = min(config.train.batch_size, max(1, n_val // world.size))
-    x = torch.rand(val_batch, config.model.in_channels, *config.data.size)
-    time_forward = forward_timer(model, x.contiguous(memory_format=torch.channels_last), device)
-    val_dtype, val_times = measured_precision(lambda dtype: world.sum(time_forward(dtype))[0])
-    return dtype, val_dtype, f"{line}; validation in {precision_name(val_dtype)}, a batch {_times(val_times)}"
-
-
-def _times(times: dict[str, float]) -> str:
-    return " against ".join(f"{seconds:.2f} s in {name}" for name, seconds in times.items())
 
 
 def _restore(run: _Session) -> tuple[Progress, list[dict]]:
@@ -380,7 +354,7 @@ def _train_epoch(run: _Session, state: Progress, epoch: int, epochs: int, stop: 
         x, y = run.augment(x, y)
         try:
             loss_sum, logits, y = train_step(run.net, run.optimizer, run.scaler, x, y, len(batch), run.device,
-                                             run.dtype, world, run.criterion)
+                                             run.precisions.train, world, run.criterion)
         except FloatingPointError:
             raise FloatingPointError(f"training diverged in epoch {epoch}, step {step + 1} (the loss is not "
                                      f"finite); the last good checkpoint in {run.run_dir} is intact. "
@@ -419,7 +393,7 @@ def _validation(run: _Session) -> dict:
     if not len(run.val_idx):
         return {}
     val_loss, cm = validate(run.evaluated, run.images, run.masks, run.val_idx, run.config.train.batch_size,
-                            run.device, run.val_dtype, run.world, run.config.train.ignore_index)
+                            run.device, run.precisions.validate, run.world, run.config.train.ignore_index)
     s = scores(cm)
     return {"val_loss": val_loss, "val_accuracy": s.pixel_accuracy, "val_miou": s.miou}
 
