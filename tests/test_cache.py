@@ -27,22 +27,18 @@ def forbid_decoding(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("an image file was opened although the cache should have answered")
     monkeypatch.setattr(Image, "open", refuse)
-    monkeypatch.setattr(table, "read_image", refuse)
-    monkeypatch.setattr(table, "read_mask", refuse)
 
 
 def count_decoding(monkeypatch) -> list[str]:
-    """Names of the files decoded from now on (read_image and read_mask calls)."""
+    """Names of the image and mask files opened from now on."""
     opened: list[str] = []
+    real_open = Image.open
 
-    def spy(real):
-        def read(path):
-            opened.append(Path(path).name)
-            return real(path)
-        return read
+    def spy(path, *args, **kwargs):
+        opened.append(Path(path).name)
+        return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(table, "read_image", spy(table.read_image))
-    monkeypatch.setattr(table, "read_mask", spy(table.read_mask))
+    monkeypatch.setattr(Image, "open", spy)
     return opened
 
 

@@ -16,17 +16,19 @@ from PIL import Image
 
 from pixelwise.classes import CARLA, ClassSet
 from pixelwise.config import RunConfig
+from pixelwise.config import DataConfig
 from pixelwise.data.colors import (
     MaskFormat,
     UnknownColors,
     colors_to_ids,
     ids_to_colors,
+    mask_converter,
     pack,
     read_mask_as,
     unknown_color_summary,
 )
 from pixelwise.data.dataset import check
-from pixelwise.data.decode import read_mask
+from pixelwise.data.decode import mask_ids, read_mask, rgb_ids
 from pixelwise.data.pairs import IMAGE_DIR, MASK_DIR
 from pixelwise.data.problems import DataError
 
@@ -193,6 +195,34 @@ def test_the_format_is_saved_and_old_configs_read_ids():
     assert RunConfig.from_dict(old).data.mask_format == "ids"  # runs from before decode masks as they did
     with pytest.raises(ValueError, match="--ignore-index"):
         small_config().__class__(config.model, config.data.__class__(unknown_color="ignore"), config.train)
+
+
+def test_a_config_without_mask_settings_gets_what_new_runs_get():
+    config = small_config()
+    lacking = type("Config", (), {"data": object(), "classes": config.classes, "train": config.train})()
+    fmt = MaskFormat.for_run(lacking)
+    assert (fmt.kind, fmt.unknown, fmt.id_map) == (DataConfig.mask_format, DataConfig.unknown_color, DataConfig.id_map)
+    assert fmt == MaskFormat.for_run(config)  # a new run's config says the same
+
+
+# ------------------------------------------------------------------------------ one rule per format
+
+
+def test_every_format_reads_id_masks_by_the_one_ids_rule(tmp_path):
+    """ids, auto and the plain reader agree on every kind of id mask, through the one rule (max of R, G, B)."""
+    ids = np.random.default_rng(3).integers(0, 5, (9, 11)).astype(np.uint8)
+    grey_rgb = np.repeat(ids[..., None], 3, axis=2)
+    files = {"rgba.png": rgba_mask(ids), "grey-rgb.png": grey_rgb, "l.png": ids}
+    assert mask_converter(MaskFormat("ids")) is mask_ids and mask_converter(MaskFormat()) is mask_ids
+    assert np.array_equal(rgb_ids(rgba_mask(ids)), ids) and np.array_equal(rgb_ids(grey_rgb), ids)
+    for name, array in files.items():
+        path = save(tmp_path / name, array)
+        expected = read_mask(path)
+        assert np.array_equal(expected, ids), name
+        for fmt in (None, MaskFormat("ids"), MaskFormat("auto"), MaskFormat("auto", COLORS[1:] + ((9, 9, 1),))):
+            assert np.array_equal(read_mask_as(path, fmt), expected), (name, fmt)
+    # auto hands an id mask (G = B = 0) to the same rule as an array, too
+    assert np.array_equal(colors_to_ids(rgba_mask(ids), MaskFormat("auto", COLORS[1:] + ((9, 9, 1),))), ids)
 
 
 def test_a_colour_coded_copy_trains_evaluates_and_predicts_exactly_like_the_original(scenes, tmp_path):

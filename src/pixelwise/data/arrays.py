@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .decode import _scale16
+from .decode import scale16
 
 EXPECTED = "an (H, W, 3) RGB image, or (H, W) / (H, W, 1) grey, (H, W, 2) grey + alpha, (H, W, 4) RGBA"
 
@@ -26,7 +26,7 @@ def _values(array: np.ndarray) -> np.ndarray:
         if low < 0 or high > 65535:
             raise ValueError(f"integer image values run from {low} to {high}; expected 0-255 (uint8) or 0-65535 "
                              "(16 bits)")
-        return _scale16(array) if array.dtype == np.uint16 or high > 255 else array.astype(np.uint8)
+        return scale16(array) if array.dtype == np.uint16 or high > 255 else array.astype(np.uint8)
     if kind == "f":
         values = array.astype(np.float64)
         if not np.all(np.isfinite(values)):

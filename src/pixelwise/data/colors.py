@@ -6,11 +6,14 @@ table, so decoding costs one gather per pixel, not a loop over classes or pixels
 code (class id and two flags) instead, so one gather and one OR over the mask decide its format.
 
 ``MaskFormat`` says how a mask file becomes ids:
-  ids     today's rule: grey value, palette index, or max(R, G, B) of an RGB mask (CARLA's id in R)
+  ids     the ids rule (decode.mask_ids): grey value, palette index, or max(R, G, B) of an RGB mask
+          (CARLA's id in R)
   colors  every pixel's colour must be a class colour (palette and grey masks are read by colour too)
   auto    RGB(A) masks whose every pixel is a class colour are read by colour; otherwise, when every
           pixel has G = B = 0 or R = G = B, by the ids rule; otherwise refused, naming the colours.
-          Single-channel (grey, palette, 16-bit) masks are read as ids.
+          Single-channel (grey, palette, 16-bit) masks are read by the ids rule.
+Each format is one converter (:func:`mask_converter`), and :func:`read_mask_as` is the one reader that
+training, ``check``, ``evaluate`` and ``predict`` use, so a mask means the same ids everywhere.
 Unknown colours are a problem naming the file, the colours and their pixel counts, or with
 ``unknown="ignore"`` become the ``unlabelled`` class id.
 """
@@ -19,13 +22,14 @@ from __future__ import annotations
 
 import functools
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from .decode import _decode, _fail, _mask_to_ids
+from .decode import decode_file, file_error, mask_ids, rgb_ids
 from .problems import DataError, Problem
 
 MASK_FORMATS = ("ids", "colors", "auto")
@@ -86,28 +90,26 @@ class MaskFormat:
                              "with --ignore-index ID")
 
     @property
-    def plain(self) -> bool:
-        """Exactly ``read_mask``: ids, no id map."""
-        return self.kind == "ids" and not self.id_map
-
-    @property
     def usable_table(self) -> bool:
         return bool(self.colors) and shared_colors(self.colors) is None
 
     def key(self) -> list:
-        """What a decode cache must tell apart: empty for plain ids (so those caches stay as they were)."""
-        if self.plain:
-            return []
+        """The settings a decode cache must tell apart (its code is in the cache's key already)."""
         key = [self.kind, [list(c) for c in self.colors], self.unknown, self.unlabelled]
         return key + [list(self.id_map)] if self.id_map else key
 
     @classmethod
     def for_run(cls, config) -> MaskFormat:
         """The mask format of a :class:`~pixelwise.config.RunConfig`: its data settings, its class colours,
-        its ignored class as the unlabelled one."""
-        data = config.data
-        return cls(getattr(data, "mask_format", "ids"), tuple(config.classes.colors),
-                   getattr(data, "unknown_color", "error"), config.train.ignore_index, tuple(getattr(data, "id_map", ())))
+        its ignored class as the unlabelled one. A setting the data section lacks takes DataConfig's
+        default, the one new runs get (runs saved before mask formats existed load with ``ids``: config.py)."""
+        from ..config import DataConfig  # config.py imports this module
+
+        def setting(name: str):
+            return getattr(config.data, name, getattr(DataConfig, name))
+
+        return cls(setting("mask_format"), tuple(config.classes.colors), setting("unknown_color"),
+                   config.train.ignore_index, tuple(setting("id_map")))
 
 
 @functools.lru_cache(maxsize=8)
@@ -148,7 +150,7 @@ def _auto_to_ids(rgb: np.ndarray, fmt: MaskFormat, path: Path) -> np.ndarray:
     sample = pack(rgb.reshape(-1, 1, c)[::97])
     if int(np.bitwise_or.reduce(np.take(table, sample))) & _NOT_IN_TABLE \
             and not rgb[..., 1].any() and not rgb[..., 2].any():
-        return np.ascontiguousarray(rgb[..., 0])
+        return rgb_ids(rgb)
     packed = pack(rgb)
     codes = np.take(table, packed).reshape(h, w)
     packed = packed.reshape(h, w)
@@ -156,7 +158,7 @@ def _auto_to_ids(rgb: np.ndarray, fmt: MaskFormat, path: Path) -> np.ndarray:
     if not flags & _NOT_IN_TABLE:
         return codes.astype(np.uint8)  # every pixel a class colour: the low byte is its id
     if not flags & _NOT_ID_LIKE:
-        return (packed & np.uint32(0xFF)).astype(np.uint8)  # G = B = 0 or grey: the ids rule (max of R, G, B)
+        return rgb_ids(rgb)  # every pixel G = B = 0 or grey
     unknown = (codes & _NOT_IN_TABLE) != 0
     if fmt.unknown == "ignore" and fmt.usable_table:
         ids = codes.astype(np.uint8)
@@ -224,26 +226,46 @@ def colors_to_ids(rgb: np.ndarray, fmt: MaskFormat, path: Path | str = "mask") -
     raise DataError([_unknown_problem(path, packed, unknown, True)])
 
 
-def _converter(fmt: MaskFormat):
-    def convert(im: Image.Image, path: Path, rawmode: str) -> np.ndarray:
-        mode = im.mode
-        if mode in _RGB_MODES and "16" not in rawmode:
-            return colors_to_ids(np.asarray(im), fmt, path)
-        if fmt.kind == "colors" and mode in _BY_COLOUR_MODES:
-            return colors_to_ids(np.asarray(im.convert("RGB")), fmt, path)
-        if fmt.kind == "colors":
-            raise _fail(path, f"{mode} mask cannot be colour-coded; save colour masks as 8-bit RGB or palette PNGs")
-        return _mask_to_ids(im, path, rawmode)  # auto: grey, palette and 16-bit masks hold ids
-    return convert
+def _colors_format(im: Image.Image, path: Path, rawmode: str, fmt: MaskFormat) -> np.ndarray:
+    """The ``colors`` format: every pixel's colour (palette and grey ones too) looked up in ``fmt``'s table."""
+    if im.mode in _RGB_MODES and "16" not in rawmode:
+        return colors_to_ids(np.asarray(im), fmt, path)
+    if im.mode in _BY_COLOUR_MODES:
+        return colors_to_ids(np.asarray(im.convert("RGB")), fmt, path)
+    raise file_error(path, f"{im.mode} mask cannot be colour-coded; save colour masks as 8-bit RGB or palette PNGs")
+
+
+def _auto_format(im: Image.Image, path: Path, rawmode: str, fmt: MaskFormat) -> np.ndarray:
+    """The ``auto`` format: RGB masks by colour or by the ids rule (:func:`colors_to_ids` decides), every
+    other mode by the ids rule."""
+    if im.mode in _RGB_MODES and "16" not in rawmode:
+        return colors_to_ids(np.asarray(im), fmt, path)
+    return mask_ids(im, path, rawmode)
+
+
+def mask_converter(fmt: MaskFormat) -> Callable[[Image.Image, Path, str], np.ndarray]:
+    """The one function that turns a decoded mask file into class ids in ``fmt``'s format (before its id
+    map): ``(image, path, rawmode) -> uint8 (H, W)``, as :func:`~pixelwise.data.decode.decode_file` takes it."""
+    if fmt.kind == "ids":
+        return mask_ids
+    return functools.partial(_colors_format if fmt.kind == "colors" else _auto_format, fmt=fmt)
 
 
 def read_mask_as(path: str | Path, fmt: MaskFormat | None = None) -> np.ndarray:
-    """:func:`~pixelwise.data.decode.read_mask` with a :class:`MaskFormat`: uint8 (H, W) class ids.
-    The ids format is exactly ``read_mask``. Raises DataError naming the file."""
-    if fmt is None or fmt.plain:
-        from .decode import read_mask
-        return read_mask(path)
-    ids = _decode(path, _mask_to_ids if fmt.kind == "ids" else _converter(fmt))
+    """Read a mask file as class ids in a :class:`MaskFormat`: the reader of every command.
+
+    Args:
+        path: the mask file.
+        fmt: how it becomes ids (the ``ids`` format, exactly :func:`~pixelwise.data.decode.read_mask`, by default).
+
+    Returns:
+        uint8 (H, W) class ids, ``fmt``'s id map applied.
+
+    Raises:
+        DataError: naming ``path`` when it cannot be read or holds colours no class has.
+    """
+    fmt = MaskFormat() if fmt is None else fmt
+    ids = decode_file(path, mask_converter(fmt))
     return np.asarray(fmt.id_map, np.uint8)[ids] if fmt.id_map else ids
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .colors import MaskFormat, read_mask_as
-from .decode import ids_out_of_range, quiet_bomb_warnings, read_image, read_mask
+from .decode import ids_out_of_range, quiet_bomb_warnings, read_image
 from .orientation import turned_hint
 from .pairs import Pair
 from .problems import DataError, Problem
@@ -41,7 +41,7 @@ def decode_pair(pair: Pair, size: tuple[int, int], image_resize: str, masks: Mas
     except DataError as exc:
         problems += exc.problems
     try:
-        mask = read_mask(pair.mask) if masks is None or masks.plain else read_mask_as(pair.mask, masks)
+        mask = read_mask_as(pair.mask, masks)
     except DataError as exc:
         problems += exc.problems
     if image is not None and mask is not None and image.shape[:2] != mask.shape:
