@@ -201,7 +201,8 @@ CORRUPTIONS = {
     "images empty": lambda meta, npy: npy["images"].write_bytes(b""),
     "masks missing": lambda meta, npy: npy["masks"].unlink(),
     "images of another shape": lambda meta, npy: np.save(npy["images"], np.zeros((2, 3, 4, 3), np.uint8)),
-    "meta of another version": lambda meta, npy: np.savez(meta, **{**dict(np.load(meta)), "version": np.asarray(cache_module.CACHE_VERSION + 1)}),
+    "meta of other code": lambda meta, npy: np.savez(meta, **{**dict(np.load(meta)), "code": np.asarray("0" * 32)}),
+    "meta without checksums": lambda meta, npy: np.savez(meta, **{k: v for k, v in np.load(meta).items() if k != "checksums"}),
 }
 
 

@@ -63,8 +63,11 @@ def decode_dataset(images_dir: Path, masks_dir: Path, size: tuple[int, int], n_c
     resize mode opens them without decoding any image (pairs that failed are tried again, so their
     problems are current). After a change only the changed or new pairs are decoded; the rest are
     copied from the previous build, which is then deleted. ``n_classes`` is not part of the cache: the
-    id check runs on the stored histograms. A missing, truncated or corrupt cache is rebuilt, and an
-    unwritable one only costs speed (a warning, then decoding into memory).
+    id check runs on the stored histograms. The cache's key holds the decoding code itself, so a change
+    to how files are decoded never reuses older entries. Every cached row is checked against its
+    checksum when the cache is opened: rows that fail are decoded again, with a warning naming the
+    cache file and the dataset. A missing, truncated or corrupt cache is rebuilt, and an unwritable one
+    only costs speed (a warning, then decoding into memory).
     """
     size = check_size(size)
     check_resize_mode(image_resize)
@@ -161,9 +164,9 @@ def check(images_dir: str | Path, masks_dir: str | Path, classes: ClassSet = CAR
           naming: Naming | None = None, select: Callable | None = None, ignore_index: int | None = None) -> Decoded:
     """Every problem in a dataset and its class histogram, without training: decodes (and caches) at
     the default training size, so a later ``train`` at that size starts from the cache. ``mask_format`` and
-    ``naming`` and ``select`` as for ``decode_dataset`` (by default: masks in the ``auto`` format with ``classes``'
-    colours, files paired by equal stems)."""
-    mask_format = MaskFormat("auto", tuple(classes.colors)) if mask_format is None else mask_format
+    ``naming`` and ``select`` as for ``decode_dataset`` (by default: masks in the format new runs get,
+    ``DataConfig.mask_format``, with ``classes``' colours; files paired by equal stems)."""
+    mask_format = MaskFormat(DataConfig.mask_format, tuple(classes.colors)) if mask_format is None else mask_format
     return decode_dataset(Path(images_dir), Path(masks_dir), DataConfig.size, len(classes),
                           cache_dir=default_cache_dir() if cache_dir is None else cache_dir, progress=progress,
                           mask_format=mask_format, naming=naming, select=select, ignore_index=ignore_index)

@@ -102,6 +102,7 @@ class Table:
     histograms: np.ndarray  # (n, K) int64: per-row pixel counts of ids 0 … K-1 at the original size
     problems: dict[int, tuple[Problem, ...]]
     build: str = ""  # the cache build the arrays belong to ("" in memory)
+    checksums: np.ndarray | None = None  # (n, 2) uint32: each cached row's image and mask CRC-32 (None in memory)
 
 
 class Reusable(Protocol):
