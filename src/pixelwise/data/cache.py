@@ -261,9 +261,17 @@ class Cache:
         return PreviousBuild(meta, *arrays, self.damaged(meta)) if arrays is not None else None
 
     def damaged(self, meta: dict, rows: str = "", keep: np.ndarray | None = None) -> frozenset[int]:
-        """The rows of a build (or of its row subset ``rows``, the build's rows ``keep``) whose images or
-        masks no longer match their checksums, read once per build and warned about (one line naming the
-        cache files and the dataset). Unreadable files count as wholly damaged."""
+        """The rows of a build whose images or masks no longer match their checksums, read once per build
+        and warned about (one line naming the cache files and the dataset).
+
+        Args:
+            meta: the build's meta (its ``build`` id and ``checksums``, (n, 2) uint32).
+            rows: the name of a row subset of the build to check instead (see :meth:`subset`).
+            keep: with ``rows``, the build's rows that subset holds.
+
+        Returns:
+            The damaged rows' indices (all of them for a file that cannot be read or was replaced).
+        """
         checked = f"{meta['build']}.{rows}"
         if checked not in self._damaged:
             sums = meta["checksums"] if keep is None else meta["checksums"][keep]
