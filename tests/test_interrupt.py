@@ -83,6 +83,32 @@ def test_sigterm_mid_epoch_saves_and_resumes_exactly(scenes, tmp_path, recipe_na
     _same_history(tmp_path / "straight", tmp_path / "stopped")
 
 
+def test_a_checkpoint_from_when_the_logs_held_cross_entropy_resumes_mid_epoch(scenes, tmp_path):
+    """Its partial sum is cross-entropy, not the loss logged now: the resumed epoch's loss counts the
+    steps after the resume instead of mixing the two."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    def stop_in_epoch_2(epoch, step, x, y):
+        if (epoch, step) == (2, 1):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    run = tmp_path / "run"
+    with pytest.raises(TrainingStopped):
+        _train(scenes, run, tmp_path, epochs=2, hooks=Hooks(on_batch=stop_in_epoch_2))
+    last = run / "last.safetensors"
+    with safe_open(str(last), framework="pt") as f:
+        metadata = f.metadata()
+    meta = json.loads(metadata["meta"])
+    del meta["progress"]["loss_images"]  # as an older version saved it, with a cross-entropy pixel sum
+    meta["progress"]["loss_sum"] = 1e9
+    save_file(load_file(str(last)), str(last), metadata={**metadata, "meta": json.dumps(meta)})
+    history = _train(scenes, run, tmp_path, epochs=2, resume=True).history
+    assert len(history) == 2 and 0 < history[1]["train_loss"] < 2 * history[0]["train_loss"]
+
+
 def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(scenes, tmp_path):
     _train(scenes, tmp_path / "run", tmp_path, epochs=1)
     good = _weights(tmp_path / "run")
