@@ -15,10 +15,10 @@ import torch
 from conftest import small_config
 from safetensors.torch import load_file
 
-import pixelwise.training.loop as train_module
 from pixelwise.config import RunConfig
 from pixelwise.data.pairs import IMAGE_DIR, MASK_DIR
 from pixelwise.recipes import recipe
+from pixelwise.training.hooks import Hooks
 from pixelwise.training.loop import train
 from pixelwise.training.stop import TrainingStopped
 
@@ -61,46 +61,86 @@ def _scratch_like(epochs: int = 3) -> RunConfig:
 
 
 @pytest.mark.parametrize("recipe_name", ["seed", "scratch", "scratch+ema"])
-def test_sigterm_mid_epoch_saves_and_resumes_exactly(scenes, tmp_path, monkeypatch, recipe_name):
+def test_sigterm_mid_epoch_saves_and_resumes_exactly(scenes, tmp_path, recipe_name):
     config = {"seed": None, "scratch": _scratch_like(), "scratch+ema": _scratch_like().with_train(ema=0.9)}[recipe_name]
     _train(scenes, tmp_path / "straight", tmp_path, config=config)
 
-    calls = {"n": 0}
-    real_to_batch = train_module.to_batch
+    batches = []
 
-    def to_batch_then_sigterm(*args, **kwargs):
-        if torch.is_grad_enabled():  # a training step, not validation
-            calls["n"] += 1
-            if calls["n"] == 9:  # early in epoch 2: as if `kill -TERM` arrived now
-                os.kill(os.getpid(), signal.SIGTERM)
-        return real_to_batch(*args, **kwargs)
+    def sigterm_at_the_ninth_batch(epoch, step, x, y):
+        batches.append((epoch, step))
+        if len(batches) == 9:  # early in epoch 2: as if `kill -TERM` arrived now
+            os.kill(os.getpid(), signal.SIGTERM)
 
-    monkeypatch.setattr(train_module, "to_batch", to_batch_then_sigterm)
     with pytest.raises(TrainingStopped, match=r"after step \d+ of \d+ in epoch 2") as stopped:
-        _train(scenes, tmp_path / "stopped", tmp_path, config=config)
-    assert stopped.value.step == 9 - stopped.value.steps  # the step it was in finished, then it stopped
+        _train(scenes, tmp_path / "stopped", tmp_path, config=config, hooks=Hooks(on_batch=sigterm_at_the_ninth_batch))
+    assert batches[-1] == (2, stopped.value.step - 1)  # the step it was in finished, then it stopped
+    assert stopped.value.step == 9 - stopped.value.steps
     assert len(_history(tmp_path / "stopped")) == 1
-    monkeypatch.setattr(train_module, "to_batch", real_to_batch)
 
     _train(scenes, tmp_path / "stopped", tmp_path, config=config, resume=True)
     _assert_same_weights(tmp_path / "straight", tmp_path / "stopped")
     _same_history(tmp_path / "straight", tmp_path / "stopped")
 
 
-def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(scenes, tmp_path, monkeypatch):
+def test_a_checkpoint_from_when_the_logs_held_cross_entropy_resumes_mid_epoch(scenes, tmp_path):
+    """Its partial sum is cross-entropy, not the loss logged now: the resumed epoch's loss counts the
+    steps after the resume instead of mixing the two."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    def stop_in_epoch_2(epoch, step, x, y):
+        if (epoch, step) == (2, 1):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    run = tmp_path / "run"
+    with pytest.raises(TrainingStopped):
+        _train(scenes, run, tmp_path, epochs=2, hooks=Hooks(on_batch=stop_in_epoch_2))
+    last = run / "last.safetensors"
+    with safe_open(str(last), framework="pt") as f:
+        metadata = f.metadata()
+    meta = json.loads(metadata["meta"])
+    del meta["progress"]["loss_images"]  # as an older version saved it, with a cross-entropy pixel sum
+    meta["progress"]["loss_sum"] = 1e9
+    save_file(load_file(str(last)), str(last), metadata={**metadata, "meta": json.dumps(meta)})
+    history = _train(scenes, run, tmp_path, epochs=2, resume=True).history
+    assert len(history) == 2 and 0 < history[1]["train_loss"] < 2 * history[0]["train_loss"]
+
+
+def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(scenes, tmp_path):
     _train(scenes, tmp_path / "run", tmp_path, epochs=1)
     good = _weights(tmp_path / "run")
 
-    real_log_softmax = torch.log_softmax  # what the training loss is computed from
+    def poison(epoch, step, x, y):  # a batch whose pixels are NaN: the loss of its step is NaN
+        x.fill_(float("nan"))
 
-    def poisoned(*args, **kwargs):
-        return real_log_softmax(*args, **kwargs) * float("nan")
-
-    monkeypatch.setattr(torch, "log_softmax", poisoned)
     with pytest.raises(FloatingPointError, match="diverged in epoch 2, step 1.*last good checkpoint"):
-        _train(scenes, tmp_path / "run", tmp_path, epochs=2, resume=True)
+        _train(scenes, tmp_path / "run", tmp_path, epochs=2, resume=True, hooks=Hooks(on_batch=poison))
     after = _weights(tmp_path / "run")
     assert all(torch.equal(good[k], after[k]) for k in good)
+
+
+def test_temporary_files_of_a_killed_save_are_removed_when_the_run_is_resumed(scenes, tmp_path):
+    run = tmp_path / "run"
+    _train(scenes, run, tmp_path, epochs=1)
+    left = [".best.safetensors.k2a9_x0q.tmp.safetensors", ".history.csv.3bq8zz1m.tmp.csv",
+            ".last.safetensors.abcdefgh.tmp.safetensors", ".curves.png.q1w2e3r4.tmp.png"]
+    kept = [".best.safetensors.mine.tmp.safetensors", "notes.tmp.csv", ".history.csv.3bq8zz1m.tmp.csv.bak",
+            ".other.csv.3bq8zz1m.tmp.csv"]  # a user's files, however alike: never touched
+    for name in left + kept:
+        (run / name).write_text("partial")
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.name not in left}
+    lines = []
+    train(scenes / IMAGE_DIR, scenes / MASK_DIR, run, small_config(epochs=2, precision="fp32"), resume=True,
+          cache_dir=tmp_path / "cache", progress=False, log=lines.append)
+    names = {p.name for p in run.iterdir()}
+    assert not names & set(left) and set(kept) <= names
+    assert all((run / name).read_text() == "partial" for name in kept)
+    assert set(before) <= names
+    assert any(line.startswith(f"{run}: removed 4 temporary file(s) left by an interrupted save") for line in lines)
+    assert len(_history(run)) == 2
 
 
 def _cli_train(data: Path, run: Path, cache: Path, *extra: str) -> list[str]:
@@ -150,18 +190,16 @@ def test_a_learning_rate_that_destroys_the_weights_stops_without_saving_them(sce
         assert all(torch.isfinite(w).all() for w in _weights(tmp_path / "run").values())
 
 
-def test_a_run_that_dies_before_its_first_epoch_ends_can_be_resumed(scenes, tmp_path, monkeypatch):
+def test_a_run_that_dies_before_its_first_epoch_ends_can_be_resumed(scenes, tmp_path):
     """`last` exists from the start: a crash in epoch 1 leaves a run that --resume continues exactly."""
     _train(scenes, tmp_path / "straight", tmp_path, epochs=2)
 
-    def crash(*args, **kwargs):
+    def crash(epoch, step, x, y):
         raise RuntimeError("simulated crash in the first step")
 
-    monkeypatch.setattr(train_module, "to_batch", crash)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        _train(scenes, tmp_path / "crashed", tmp_path, epochs=2)
+        _train(scenes, tmp_path / "crashed", tmp_path, epochs=2, hooks=Hooks(on_batch=crash))
     assert (tmp_path / "crashed" / "last.safetensors").exists() and not (tmp_path / "crashed" / "history.csv").exists()
-    monkeypatch.undo()
     _train(scenes, tmp_path / "crashed", tmp_path, epochs=2, resume=True)
     _assert_same_weights(tmp_path / "straight", tmp_path / "crashed")
     _same_history(tmp_path / "straight", tmp_path / "crashed")

@@ -2,7 +2,6 @@
 
 import csv
 import json
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,8 +18,9 @@ from pixelwise.device import PrecisionStore, measured_precision, measures_precis
 from pixelwise.model.unet import UNet
 from pixelwise.rundir import LAST, RunDirError, load_config
 from pixelwise.training import checkpoint
+from pixelwise.training.checks import check_memory
+from pixelwise.training.hooks import Hooks
 from pixelwise.training.loop import prepare_data, train
-from pixelwise.training import loop
 from pixelwise.training.step import epoch_order, planned_epochs
 
 
@@ -64,33 +64,63 @@ def test_run_directory_holds_everything(scenes, tmp_path):
     assert not any(p.name.endswith(".tmp") or p.name.startswith(".") for p in run.iterdir())
 
 
-def test_curves_are_drawn_first_last_and_when_due(scenes, tmp_path, monkeypatch):
-    import pixelwise.training.loop as train_module
-
+def test_curves_are_drawn_first_last_and_when_due(scenes, tmp_path):
     drawn = []
-    monkeypatch.setattr(train_module, "plot_history", lambda history, path: drawn.append(len(history)))
-    _train(scenes, tmp_path / "run", small_config(epochs=4), tmp_path)
-    assert drawn == [1, 4]  # tiny epochs: 30 s never pass in between
+    frozen = Hooks(clock=lambda: 0.0, plot=lambda history, path: drawn.append((len(history), path.name)))
+    _train(scenes, tmp_path / "run", small_config(epochs=4), tmp_path, hooks=frozen)
+    assert drawn == [(1, "curves.png"), (4, "curves.png")]  # no time passes in between: first and last only
     drawn.clear()
-    monkeypatch.setattr(train_module, "CURVES_EVERY_S", 0.0)
-    _train(scenes, tmp_path / "due", small_config(epochs=3), tmp_path)
-    assert drawn == [1, 2, 3]
+    _train(scenes, tmp_path / "due", small_config(epochs=3), tmp_path, hooks=replace(frozen, curves_every_s=0.0))
+    assert [n for n, _ in drawn] == [1, 2, 3]
 
 
-def test_training_batches_go_through_the_runs_augmentation(scenes, tmp_path, monkeypatch):
-    import pixelwise.training.loop as train_module
-
-    asked, real = [], train_module.training_transform
-
-    def transform(*args):
-        asked.append(args)
-        return real(*args)
-
-    monkeypatch.setattr(train_module, "training_transform", transform)
+def test_training_batches_go_through_the_runs_augmentation(scenes, tmp_path):
+    seen = []
     config = small_config(epochs=1)
     config = replace(config, data=replace(config.data, augment="flip", crop=0.5, class_crops=0.25, paste=0.5))
-    _train(scenes, tmp_path / "run", config, tmp_path)
-    assert asked == [("flip", (48, 64), (32, 32), 0.25, 0.5)]
+    _train(scenes, tmp_path / "run", config, tmp_path,
+           hooks=Hooks(on_batch=lambda epoch, step, x, y: seen.append((epoch, step, x.shape[-2:], y.shape[-2:]))))
+    assert len(seen) > 1 and [(e, s) for e, s, _, _ in seen] == [(1, s) for s in range(len(seen))]
+    assert all(tuple(xs) == tuple(ys) == (32, 32) for _, _, xs, ys in seen)  # the run's crops of its 48x64
+
+
+def test_the_logged_loss_is_the_loss_being_optimised(scenes, tmp_path):
+    """With ce+dice and class weights, history.csv's train_loss is the criterion's value on the batch
+    the step took (one batch per epoch here), not plain cross-entropy; val_loss is the same objective
+    on the validation pairs."""
+    from pixelwise.data.transforms import IGNORE_INDEX, to_batch
+    from pixelwise.model.build import build_model
+    from pixelwise.training.losses import make_criterion
+
+    config = small_config(epochs=1, precision="fp32", loss="ce+dice", class_weights="inverse-sqrt").with_train(
+        batch_size=64)  # one step an epoch
+    config = replace(config, model=replace(config.model, dropout=(0.0,) * 5))  # a forward pass this test can repeat
+    batches = []
+    result = _train(scenes, tmp_path / "run", config, tmp_path,
+                    hooks=Hooks(on_batch=lambda epoch, step, x, y: batches.append((x.clone(), y.clone()))))
+    decoded, split = prepare_data(scenes / IMAGE_DIR, scenes / MASK_DIR, config, skip_invalid=False,
+                                  cache_dir=tmp_path / "cache", progress=False, log=lambda _: None)
+    criterion = make_criterion(config, decoded.masks, np.asarray(split.train))
+    assert criterion.loss == "ce+dice" and criterion.weights is not None
+    torch.manual_seed(config.train.seed)
+    initial = build_model(config.model).to(memory_format=torch.channels_last)  # the weights the step started from
+    (x, y), = batches
+    with torch.no_grad():
+        logits = initial(x)
+        expected = criterion(logits, y, y.numel()).item()
+        plain = torch.nn.functional.cross_entropy(logits, y, ignore_index=IGNORE_INDEX).item()
+    logged = result.history[0]["train_loss"]
+    assert logged == pytest.approx(expected, rel=1e-4)
+    assert abs(logged - plain) > 0.05  # what history.csv held before: another number
+    with open(tmp_path / "run" / "history.csv", newline="") as f:
+        assert float(next(csv.DictReader(f))["train_loss"]) == pytest.approx(logged, rel=1e-5)
+
+    trained = build_model(config.model)
+    checkpoint.load(tmp_path / "run" / "best.safetensors", trained)
+    x, y = to_batch(decoded.images, decoded.masks, np.asarray(split.val), torch.device("cpu"), config.train.ignore_index)
+    with torch.no_grad():
+        val_expected = criterion(trained.eval()(x), y, y.numel()).item()
+    assert result.history[0]["val_loss"] == pytest.approx(val_expected, rel=1e-4)
 
 
 def test_resume_continues_exactly(scenes, tmp_path):
@@ -119,26 +149,17 @@ def test_time_limit_plans_the_epochs_that_fit_at_the_pace_so_far():
     assert planned_epochs(TrainConfig(epochs=60, time_limit=0.5), rows) == 2  # never fewer than are done
 
 
-class _Clock:
-    """Stands in for the loop's ``time``: each ``perf_counter`` reading is ``step`` seconds after the last."""
-
-    def __init__(self, step: float):
-        self.step, self.now = step, 0.0
-
-    def perf_counter(self) -> float:
-        self.now += self.step
-        return self.now
-
-    monotonic = staticmethod(time.monotonic)
+def _clock(step: float):
+    """A training clock whose every reading is ``step`` seconds after the last."""
+    readings = iter(range(1, 1 << 30))
+    return lambda: step * next(readings)
 
 
-def test_time_limited_run_decays_over_the_epochs_that_fit_and_resumes_without_the_limit(scenes, tmp_path,
-                                                                                         monkeypatch):
-    monkeypatch.setattr(loop, "time", _Clock(30.0))  # every epoch takes 30 s
+def test_time_limited_run_decays_over_the_epochs_that_fit_and_resumes_without_the_limit(scenes, tmp_path):
     config = small_config(epochs=5, schedule="cosine", time_limit=1.0)  # 2 epochs fit
     lines = []
     limited = train(scenes / IMAGE_DIR, scenes / MASK_DIR, tmp_path / "run", config, cache_dir=tmp_path / "cache",
-                    progress=False, log=lines.append)
+                    progress=False, log=lines.append, hooks=Hooks(clock=_clock(30.0)))  # every epoch takes 30 s
     assert [r["epoch"] for r in limited.history] == [1, 2]
     assert limited.history[-1]["lr"] < 0.05 * config.train.lr  # the cosine ended with the last epoch that fit
     assert any(line.startswith("time limit: 2 of 5 epochs fit in 1 minutes") for line in lines)
@@ -154,13 +175,13 @@ def test_time_limited_run_decays_over_the_epochs_that_fit_and_resumes_without_th
     assert load_config(tmp_path / "run").train.time_limit == 0
 
 
-def test_validation_every_nth_epoch_and_the_last_chooses_best_among_those(scenes, tmp_path, monkeypatch):
+def test_validation_every_nth_epoch_and_the_last_chooses_best_among_those(scenes, tmp_path):
     scored = []
-    real = loop.validate
-    monkeypatch.setattr(loop, "validate", lambda *a, **k: scored.append(1) or real(*a, **k))
-    result = _train(scenes, tmp_path / "run", small_config(epochs=7, val_every=3), tmp_path)
+    result = _train(scenes, tmp_path / "run", small_config(epochs=7, val_every=3), tmp_path,
+                    hooks=Hooks(on_validation=lambda epoch, scores: scored.append((epoch, scores["val_miou"]))))
     validated = [row["epoch"] for row in result.history if row["val_miou"] is not None]
-    assert validated == [3, 6, 7] and len(scored) == 3
+    assert validated == [3, 6, 7] and scored == [(row["epoch"], row["val_miou"]) for row in result.history
+                                                 if row["val_miou"] is not None]
     assert result.best_epoch in validated
     with open(tmp_path / "run" / "history.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -168,9 +189,9 @@ def test_validation_every_nth_epoch_and_the_last_chooses_best_among_those(scenes
     assert (tmp_path / "run" / "curves.png").stat().st_size > 0
 
 
-def test_the_epoch_a_time_limit_makes_last_is_validated(scenes, tmp_path, monkeypatch):
-    monkeypatch.setattr(loop, "time", _Clock(45.0))  # after the first epoch the plan shrinks from 5 to 1
-    result = _train(scenes, tmp_path / "run", small_config(epochs=5, time_limit=1.0, val_every=4), tmp_path)
+def test_the_epoch_a_time_limit_makes_last_is_validated(scenes, tmp_path):
+    result = _train(scenes, tmp_path / "run", small_config(epochs=5, time_limit=1.0, val_every=4), tmp_path,
+                    hooks=Hooks(clock=_clock(45.0)))  # after the first epoch the plan shrinks from 5 to 1
     assert [row["val_miou"] is not None for row in result.history] == [True]
     assert result.best_epoch == 1 and (tmp_path / "run" / "best.safetensors").exists()
     assert result.history[0]["seconds"] == 90.0  # the validation that came after the plan counts too
@@ -417,11 +438,7 @@ def test_without_validation_split_best_is_lowest_training_loss(scenes, tmp_path)
     assert all(row["val_miou"] is None for row in result.history)
 
 
-def test_a_network_too_large_for_memory_is_refused_before_anything_is_allocated(scenes, tmp_path, capsys,
-                                                                                 monkeypatch):
-    from dataclasses import replace
-
-    import pixelwise.training.checks as checks_module
+def test_a_network_too_large_for_memory_is_refused_before_anything_is_allocated(scenes, tmp_path, capsys):
     from pixelwise.cli.main import main
 
     code = main(["train", str(scenes), "--out", str(tmp_path / "huge"), "--recipe", "scratch", "--filters", "200000",
@@ -432,8 +449,8 @@ def test_a_network_too_large_for_memory_is_refused_before_anything_is_allocated(
 
     config = small_config()
     need = 16 * sum(p.numel() for p in UNet(config.model).parameters())
-    monkeypatch.setattr(checks_module, "available_memory", lambda device: need - 1)
+    cpu = torch.device("cpu")
     with pytest.raises(ValueError, match=r"base filters has [\d,]+ parameters"):
-        _train(scenes, tmp_path / "run", config, tmp_path)
-    monkeypatch.setattr(checks_module, "available_memory", lambda device: None)  # a system that does not say
-    checks_module.check_memory(replace(config, model=replace(config.model, n_filters=8)), torch.device("cpu"))
+        check_memory(config, cpu, available=lambda device: need - 1)
+    check_memory(config, cpu, available=lambda device: need)
+    check_memory(replace(config, model=replace(config.model, n_filters=8)), cpu, available=lambda device: None)

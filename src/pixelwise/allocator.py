@@ -3,11 +3,10 @@ at every step.
 
 glibc's malloc gives each block above its mmap threshold (which never rises past 32 MiB) a mapping of
 its own and hands it back to the kernel when freed; the next step maps it again and the kernel zeroes
-every page of it once more. A training step of the ``default`` recipe (Lite0, batch 8 of 256x320 crops)
-took ~300,000 page faults and 0.7-1.1 s of kernel time that way. With no mmap'd blocks and the heap
-trimmed only above 1 GiB, the same step took ~2,000 faults and ran 1.5-1.9x as fast, for ~0.3 GB more
-peak memory (benchmarks/allocator.py; the U-Net of ``scratch``, with smaller blocks, gained 1.1x).
-Other C libraries, or glibc replaced by jemalloc or tcmalloc through ``LD_PRELOAD``, are left as they are.
+every page of it once more. A training step of the ``default`` recipe (Lite0, batch 8 of 256x320
+crops) has many such blocks, so it spent much of its time in page faults. With no mmap'd blocks and the
+heap trimmed only above 1 GiB, those faults are gone, for a little more peak memory (measured with
+benchmarks/allocator.py: docs/benchmarks.md#memory-allocator). Other C libraries, or glibc replaced by jemalloc or tcmalloc through ``LD_PRELOAD``, are left as they are.
 """
 
 from __future__ import annotations

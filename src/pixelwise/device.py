@@ -89,7 +89,8 @@ def measures_precision(requested: str, device: torch.device) -> bool:
 
 
 # A candidate whose first (untimed) call already took this many times fp32's is dropped unmeasured:
-# bf16 emulated in software runs 20-30x slower, and timing it further would cost the job minutes.
+# bf16 emulated in software runs an order of magnitude slower (docs/benchmarks.md#precision-by-measurement),
+# and timing it further would cost the job minutes.
 HOPELESS = 3.0
 
 

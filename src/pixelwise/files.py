@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -35,6 +36,37 @@ def _temp_prefix(name: str) -> str:
 def _short_suffix(name: str) -> str:
     suffix = os.path.splitext(name)[1]
     return suffix if len(os.fsencode(suffix)) <= 16 else ""
+
+
+def _temp_name_pattern(name: str) -> re.Pattern[str]:
+    """The names :func:`atomic_path` gives the temporary files of ``name``: the prefix, mkstemp's 8
+    random characters, ``.tmp`` and the short suffix (".history.csv.k3x_9az2.tmp.csv")."""
+    return re.compile(re.escape(_temp_prefix(name)) + "[a-z0-9_]{8}" + re.escape(".tmp" + _short_suffix(name)))
+
+
+def remove_leftover_temps(folder: str | Path, names: Iterable[str]) -> list[Path]:
+    """Remove the temporary files that atomic writes of ``names`` into ``folder`` left behind when the
+    process was killed mid-write, and return them. Only names of exactly that pattern are touched, never
+    another file. Call it only where no other process can be writing those files (under a lock).
+
+    Raises:
+        WriteError: a leftover could not be removed (no permission)."""
+    patterns = [_temp_name_pattern(name) for name in names]
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    removed = []
+    for entry in entries:
+        if entry.is_file(follow_symlinks=False) and any(p.fullmatch(entry.name) for p in patterns):
+            try:
+                os.unlink(entry.path)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise write_error(entry.path, exc) from None
+            removed.append(Path(entry.path))
+    return removed
 
 
 class WriteError(OSError):

@@ -29,6 +29,11 @@ EVALUATION_DIR = "evaluation"
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
 WEIGHTS = {"best": BEST, "last": LAST}
+TRAINING_FILES = (CONFIG_FILE, LAST, BEST, HISTORY_FILE, CURVES_FILE)  # what `train` writes into a run
+# history.csv, one row per epoch: train_loss and val_loss are the loss being optimised (the run's `loss`,
+# cross-entropy or cross-entropy + Dice, with its class weights), a mean over the epoch's images (rows
+# written by earlier releases hold plain cross-entropy there). Accuracies are pixel accuracies, val_miou
+# the mean IoU, lr the decoder's learning rate at the epoch's end, seconds the epoch's time with validation.
 HISTORY_FIELDS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_miou", "lr", "seconds")
 
 

@@ -42,9 +42,9 @@ def _holder(path: Path) -> str:
 def foreign_files(run_dir: Path) -> list[str]:
     """The names in ``run_dir`` that a pixelwise run does not write (sorted), so that a folder holding
     other work (predictions, a dataset) is never trained into and mixed up with a run."""
-    from .rundir import BEST, CONFIG_FILE, CURVES_FILE, HISTORY_FILE, LAST
+    from .rundir import TRAINING_FILES
 
-    own = {LOCK_FILE, CONFIG_FILE, HISTORY_FILE, CURVES_FILE, BEST, LAST}
+    own = {LOCK_FILE, *TRAINING_FILES}
     try:
         names = [p.name for p in Path(run_dir).iterdir()]
     except (FileNotFoundError, NotADirectoryError):

@@ -183,8 +183,8 @@ class SubPixelUpConv(nn.Module):
 
     Each output pixel of a stride-2 transposed conv depends on its parity (row and column even or odd)
     and on a few input pixels around it; one conv computes all four parities at the input's size.
-    ONNX Runtime quantises a Conv + DepthToSpace to int8 but runs ConvTranspose in fp32 only (40% of
-    the int8 model's time), so export uses this form.
+    ONNX Runtime quantises a Conv + DepthToSpace to int8 but runs ConvTranspose in fp32 only (a large
+    share of an int8 model's time, docs/benchmarks.md), so export uses this form.
     """
 
     def __init__(self, up: UpConv):

@@ -14,16 +14,16 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .palette import _FLAT, RGB, SKY
+from .palette import FLAT, RGB, SKY
 
-_LIT = 160  # shade-layer value of an unshaded surface (factor 1.0); 255 means 1.6
-_NEAR = 0.5  # metres: nothing nearer than this to the camera is drawn
-_FAR = 600.0  # metres: nothing farther than this is drawn
-_BINS = tuple(_NEAR * 1.2**k for k in range(40))  # depth slices: long things are drawn slice by slice
+LIT = 160  # shade-layer value of an unshaded surface (factor 1.0); 255 means 1.6
+NEAR = 0.5  # metres: nothing nearer than this to the camera is drawn
+FAR = 600.0  # metres: nothing farther than this is drawn
+_BINS = tuple(NEAR * 1.2**k for k in range(40))  # depth slices: long things are drawn slice by slice
 
 
 @dataclass
-class _View:
+class View:
     """Pinhole camera at one moment of a drive; z below is depth relative to the camera."""
 
     f: float  # focal length in pixels
@@ -53,14 +53,14 @@ class _View:
         return self.f * metres / z
 
 
-class _Canvas:
+class Canvas:
     """The image, a label layer (class * 8 + material) and a shade layer, painted together."""
 
     def __init__(self, sky: np.ndarray) -> None:
         h, w = sky.shape[:2]
         self.image = Image.fromarray(sky)
-        self.label = Image.new("L", (w, h), SKY * 8 + _FLAT)
-        self.shade = Image.new("L", (w, h), _LIT)
+        self.label = Image.new("L", (w, h), SKY * 8 + FLAT)
+        self.shade = Image.new("L", (w, h), LIT)
         self._img = ImageDraw.Draw(self.image)
         self._lab = ImageDraw.Draw(self.label)
         self._shd = ImageDraw.Draw(self.shade)
@@ -68,7 +68,7 @@ class _Canvas:
     def poly(self, pts: list[tuple[float, float]], rgb: tuple[int, int, int], cls: int, mat: int, shade: float = 1.0) -> None:
         self._img.polygon(pts, fill=rgb)
         self._lab.polygon(pts, fill=cls * 8 + mat)
-        self._shd.polygon(pts, fill=min(255, int(_LIT * shade)))
+        self._shd.polygon(pts, fill=min(255, int(LIT * shade)))
 
     def ellipse(self, box: tuple[float, float, float, float], rgb: tuple[int, int, int], cls: int, mat: int, shade: float = 1.0) -> None:
         x0, y0, x1, y1 = box
@@ -77,21 +77,21 @@ class _Canvas:
             box = (cx - 0.25, cy - 0.25, cx + 0.25, cy + 0.25)
         self._img.ellipse(box, fill=rgb)
         self._lab.ellipse(box, fill=cls * 8 + mat)
-        self._shd.ellipse(box, fill=min(255, int(_LIT * shade)))
+        self._shd.ellipse(box, fill=min(255, int(LIT * shade)))
 
     def shadow(self, pts: list[tuple[float, float]], factor: float) -> None:
         """Darken what is already drawn there, without touching image colours or classes."""
-        self._shd.polygon(pts, fill=int(_LIT * factor))
+        self._shd.polygon(pts, fill=int(LIT * factor))
 
 
-def _depths(za: float, zb: float, n: int) -> list[float]:
+def depth_steps(za: float, zb: float, n: int) -> list[float]:
     if n <= 2:
         return [za, zb]
     r = (zb / za) ** (1.0 / (n - 1))
     return [za * r**i for i in range(n)]
 
 
-def _slices(za: float, zb: float) -> Iterator[tuple[float, float]]:
+def depth_slices(za: float, zb: float) -> Iterator[tuple[float, float]]:
     """Cut the depth range [za, zb] at fixed ratios, so long things sort well against small ones."""
     a = za
     for edge in _BINS:
@@ -104,30 +104,30 @@ def _slices(za: float, zb: float) -> Iterator[tuple[float, float]]:
     yield a, zb
 
 
-def _ground(view: _View, xa: float, xb: float, za: float, zb: float) -> list[tuple[float, float]]:
+def ground_polygon(view: View, xa: float, xb: float, za: float, zb: float) -> list[tuple[float, float]]:
     """Outline of the road-level rectangle xa..xb (lateral) by za..zb (depth)."""
-    zs = _depths(za, zb, 2 if view.curve == 0 else 14)
+    zs = depth_steps(za, zb, 2 if view.curve == 0 else 14)
     return [view.uv(xa, 0.0, z) for z in zs] + [view.uv(xb, 0.0, z) for z in reversed(zs)]
 
 
-def _side(view: _View, x: float, za: float, zb: float, y0: float, y1: float) -> list[tuple[float, float]]:
+def side_polygon(view: View, x: float, za: float, zb: float, y0: float, y1: float) -> list[tuple[float, float]]:
     """Outline of an upright rectangle parallel to the road at lateral position x."""
-    zs = _depths(za, zb, 2 if view.curve == 0 else 4)
+    zs = depth_steps(za, zb, 2 if view.curve == 0 else 4)
     return [view.uv(x, y0, z) for z in zs] + [view.uv(x, y1, z) for z in reversed(zs)]
 
 
-def _front(view: _View, x0: float, x1: float, y0: float, y1: float, z: float) -> list[tuple[float, float]]:
+def front_polygon(view: View, x0: float, x1: float, y0: float, y1: float, z: float) -> list[tuple[float, float]]:
     """Outline of an upright rectangle facing the camera at depth z."""
     return [view.uv(x0, y0, z), view.uv(x1, y0, z), view.uv(x1, y1, z), view.uv(x0, y1, z)]
 
 
-Piece = tuple[float, Callable[[_Canvas], None]]
+Piece = tuple[float, Callable[[Canvas], None]]
 
 
-def _key(x0: float, x1: float, z0: float) -> float:
+def draw_key(x0: float, x1: float, z0: float) -> float:
     """Distance from the camera to the nearest point of a footprint x0..x1 by z0.. (relative z).
 
     Drawing the largest keys first is the painter's algorithm; it is right for the disjoint boxes of a
-    street as long as long things are cut in depth slices (see `_slices`)."""
+    street as long as long things are cut in depth slices (see `depth_slices`)."""
     x = 0.0 if x0 <= 0.0 <= x1 else min(abs(x0), abs(x1))
     return math.hypot(x, max(z0, 0.0))

@@ -9,74 +9,74 @@ import math
 import numpy as np
 from PIL import Image, ImageFilter
 
-from .buildings import _Building
-from .canvas import _FAR, _LIT, _NEAR, _Canvas, _depths, _ground, _View
-from .palette import _ASPHALT, _CONCRETE, _GRASS, _TILES, ROAD, ROADLINE, SIDEWALK, TERRAIN
-from .road_users import _Vehicle
-from .scene import _make_scene, _Scene
-from .trees import _Tree
+from .buildings import Building
+from .canvas import FAR, LIT, NEAR, Canvas, View, depth_steps, ground_polygon
+from .palette import ASPHALT, CONCRETE, GRASS, ROAD, ROADLINE, SIDEWALK, TERRAIN, TILES
+from .road_users import Vehicle
+from .scene import Scene, make_scene
+from .trees import Tree
 
 MIN_SIZE = 32
 
 
-def _draw_ground(scene: _Scene, view: _View, cv: _Canvas) -> None:
+def _draw_ground(scene: Scene, view: View, cv: Canvas) -> None:
     w, h = scene.width, scene.height
     far_rgb = scene.sides[1].ground_rgb
-    cv.poly([(-1, view.cy), (w + 1, view.cy), (w + 1, h + 1), (-1, h + 1)], view.col(far_rgb, _FAR), TERRAIN, _GRASS)
+    cv.poly([(-1, view.cy), (w + 1, view.cy), (w + 1, h + 1), (-1, h + 1)], view.col(far_rgb, FAR), TERRAIN, GRASS)
     for pts, rgb, cls, mat in scene.background:
         cv.poly(pts, rgb, cls, mat)
     left, right = scene.road
     for side in scene.sides:
         s, e = side.sign, side.edge
         x_out = s * 150.0
-        cv.poly(_ground(view, s * (e + side.walk), x_out, _NEAR, _FAR), view.col(side.ground_rgb, 25), TERRAIN, _GRASS)
+        cv.poly(ground_polygon(view, s * (e + side.walk), x_out, NEAR, FAR), view.col(side.ground_rgb, 25), TERRAIN, GRASS)
         if side.walk > 0:
-            cv.poly(_ground(view, s * e, s * (e + side.walk), _NEAR, _FAR), view.col(side.walk_rgb, 15), SIDEWALK, _TILES)
-            zs = _depths(_NEAR, _FAR, 2 if view.curve == 0 else 14)
+            cv.poly(ground_polygon(view, s * e, s * (e + side.walk), NEAR, FAR), view.col(side.walk_rgb, 15), SIDEWALK, TILES)
+            zs = depth_steps(NEAR, FAR, 2 if view.curve == 0 else 14)
             curb = [view.uv(s * e, 0.0, z) for z in zs] + [view.uv(s * e, 0.15, z) for z in reversed(zs)]
-            cv.poly(curb, view.col(side.curb_rgb, 15), SIDEWALK, _CONCRETE, 1.1)
+            cv.poly(curb, view.col(side.curb_rgb, 15), SIDEWALK, CONCRETE, 1.1)
         for a, b in scene.crossings:
             za, zb = a - view.zc, b - view.zc
-            if zb > _NEAR and za < _FAR:
-                cv.poly(_ground(view, s * e, x_out, max(za, _NEAR), zb), view.col(scene.road_rgb, za), ROAD, _ASPHALT)
-    cv.poly(_ground(view, left, right, _NEAR, _FAR), view.col(scene.road_rgb, 20), ROAD, _ASPHALT)
+            if zb > NEAR and za < FAR:
+                cv.poly(ground_polygon(view, s * e, x_out, max(za, NEAR), zb), view.col(scene.road_rgb, za), ROAD, ASPHALT)
+    cv.poly(ground_polygon(view, left, right, NEAR, FAR), view.col(scene.road_rgb, 20), ROAD, ASPHALT)
     for xa, xb, z0, z1, rgb in scene.patches:
         za, zb = z0 - view.zc, z1 - view.zc
-        if zb > _NEAR:
-            cv.poly(_ground(view, xa, xb, max(za, _NEAR), zb), view.col(rgb, za), ROAD, _ASPHALT)
+        if zb > NEAR:
+            cv.poly(ground_polygon(view, xa, xb, max(za, NEAR), zb), view.col(rgb, za), ROAD, ASPHALT)
     period, length, phase = scene.dash
     for x, kind, rgb, lw in scene.lines:
         col = view.col(rgb, 30)
         if kind == "solid":
-            cv.poly(_ground(view, x - lw / 2, x + lw / 2, _NEAR, 400.0), col, ROADLINE, _CONCRETE)
+            cv.poly(ground_polygon(view, x - lw / 2, x + lw / 2, NEAR, 400.0), col, ROADLINE, CONCRETE)
             continue
         k = math.ceil((view.zc - length - phase) / period)
         while True:
             za = k * period + phase - view.zc
             if za > 200:
                 break
-            if za + length > _NEAR:
-                cv.poly(_ground(view, x - lw / 2, x + lw / 2, max(za, _NEAR), za + length), view.col(rgb, za), ROADLINE, _CONCRETE)
+            if za + length > NEAR:
+                cv.poly(ground_polygon(view, x - lw / 2, x + lw / 2, max(za, NEAR), za + length), view.col(rgb, za), ROADLINE, CONCRETE)
             k += 1
     for a, _ in scene.crossings:  # a zebra crossing before each cross street
         za = a - view.zc - 4.0
-        if za < _NEAR + 3 or za > 250:
+        if za < NEAR + 3 or za > 250:
             continue
         x = left + 0.5
         while x < right - 0.5:
-            cv.poly(_ground(view, x, x + 0.5, za, za + 3.0), view.col(scene.lines[0][2], za), ROADLINE, _CONCRETE)
+            cv.poly(ground_polygon(view, x, x + 0.5, za, za + 3.0), view.col(scene.lines[0][2], za), ROADLINE, CONCRETE)
             x += 1.0
 
 
-def _draw_frame(scene: _Scene, view: _View, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    cv = _Canvas(scene.sky)
+def _draw_frame(scene: Scene, view: View, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    cv = Canvas(scene.sky)
     _draw_ground(scene, view, cv)
     for t in scene.things:  # shadows fall on the ground only: things drawn later repaint their shade
-        if isinstance(t, _Building) and t.side == scene.sun:
+        if isinstance(t, Building) and t.side == scene.sun:
             t.cast_shadow(view, cv, scene.shadow_len, scene.shadow_factor)
-        elif isinstance(t, _Tree):
+        elif isinstance(t, Tree):
             t.cast_shadow(view, cv, scene.shadow_len * 0.5, min(1.0, scene.shadow_factor + 0.15), scene.sun)
-        elif isinstance(t, _Vehicle):
+        elif isinstance(t, Vehicle):
             t.cast_shadow(view, cv, scene.shadow_factor * 0.8)
     pieces = [p for t in scene.things for p in t.pieces(view)]
     pieces.sort(key=lambda p: -p[0])
@@ -85,7 +85,7 @@ def _draw_frame(scene: _Scene, view: _View, rng: np.random.Generator) -> tuple[n
     return _finish(scene, cv, rng)
 
 
-def _finish(scene: _Scene, cv: _Canvas, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _finish(scene: Scene, cv: Canvas, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Texture, light, colour cast, blur and sensor noise: image only, the mask stays exact."""
     h, w = scene.height, scene.width
     label = np.asarray(cv.label)
@@ -96,7 +96,7 @@ def _finish(scene: _Scene, cv: _Canvas, rng: np.random.Generator) -> tuple[np.nd
     gain += np.take(tex[:, 1], mat) * scene.mid
     gain += np.take(tex[:, 2], mat) * scene.patch
     gain += 1.0
-    gain *= np.asarray(cv.shade, dtype=np.float32) * np.float32(scene.contrast * (1.0 + rng.uniform(-0.03, 0.03)) / _LIT)
+    gain *= np.asarray(cv.shade, dtype=np.float32) * np.float32(scene.contrast * (1.0 + rng.uniform(-0.03, 0.03)) / LIT)
     img = np.asarray(cv.image, dtype=np.float32) * gain[..., None]
     img += np.float32((1.0 - scene.contrast) * 128.0 + scene.brightness)
     img *= scene.cast
@@ -114,7 +114,7 @@ def _grain(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     return np.frombuffer(rng.bytes(n), dtype=np.int8).reshape(shape).astype(np.float32) * np.float32(1 / 73.9)
 
 
-def _check_size(height: int, width: int) -> None:
+def check_size(height: int, width: int) -> None:
     if int(height) < MIN_SIZE or int(width) < MIN_SIZE:
         raise ValueError(f"frame size {height}x{width} is too small: height and width must be at least {MIN_SIZE} pixels")
 
@@ -127,12 +127,12 @@ def render_drive(rng: np.random.Generator, n_frames: int, height: int = 480, wid
     """
     if int(n_frames) < 1:
         raise ValueError(f"n_frames must be at least 1, got {n_frames}")
-    _check_size(height, width)
-    scene = _make_scene(rng, int(height), int(width))
+    check_size(height, width)
+    scene = make_scene(rng, int(height), int(width))
     frames = []
     for i in range(int(n_frames)):
         v = scene.view
-        view = _View(v.f, v.cx, v.cy, v.cam_h, v.curve, v.haze, v.fog, zc=i * scene.speed, t=float(i))
+        view = View(v.f, v.cx, v.cy, v.cam_h, v.curve, v.haze, v.fog, zc=i * scene.speed, t=float(i))
         frames.append(_draw_frame(scene, view, rng))
     return frames
 

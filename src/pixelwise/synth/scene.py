@@ -7,14 +7,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .barriers import _Barrier
-from .buildings import _Building
-from .canvas import _View
-from .furniture import _post, _Static
-from .palette import _FACADES, _GRASSES, _GREYS, _LEAVES, _PAINTS, _ROADS, _TEXTURE, _WALKS, RGB, _jit, _pick
-from .road_users import _person, _Vehicle, _vehicle
-from .sky import _make_background, _make_sky, _smooth_noise
-from .trees import _Tree, _tree
+from .barriers import Barrier
+from .buildings import Building
+from .canvas import View
+from .furniture import Static, make_post
+from .palette import FACADES, GRASSES, GREYS, LEAVES, PAINTS, RGB, ROADS, TEXTURE, WALKS, jitter, pick
+from .road_users import Vehicle, make_person, make_vehicle
+from .sky import make_background, make_sky, smooth_noise
+from .trees import Tree, make_tree
 
 
 @dataclass
@@ -28,10 +28,10 @@ class _Side:
 
 
 @dataclass
-class _Scene:
+class Scene:
     height: int
     width: int
-    view: _View
+    view: View
     speed: float
     sky: np.ndarray  # (H, W, 3) uint8
     background: list[tuple[list[tuple[float, float]], tuple[int, int, int], int, int]]
@@ -46,7 +46,7 @@ class _Scene:
     sun: int = 1
     shadow_len: float = 0.5
     shadow_factor: float = 0.6
-    texture: np.ndarray = field(default_factory=lambda: _TEXTURE.copy())
+    texture: np.ndarray = field(default_factory=lambda: TEXTURE.copy())
     mid: np.ndarray | None = None  # texture noise fixed per drive (about 3 px)
     patch: np.ndarray | None = None  # texture noise fixed per drive (about 20 px)
     contrast: float = 1.0
@@ -56,7 +56,7 @@ class _Scene:
     noise: float = 2.0
 
 
-def _make_scene(rng: np.random.Generator, height: int, width: int) -> _Scene:
+def make_scene(rng: np.random.Generator, height: int, width: int) -> Scene:
     """Everything that stays fixed during one drive."""
     env = str(rng.choice(["city", "suburb", "highway"], p=[0.5, 0.3, 0.2]))
     fov = math.radians(rng.uniform(75, 95))
@@ -64,8 +64,8 @@ def _make_scene(rng: np.random.Generator, height: int, width: int) -> _Scene:
     cy = height * rng.uniform(0.40, 0.54)
     cx = width * rng.uniform(0.38, 0.62)
     curve = 0.0 if rng.random() < 0.55 else float(rng.uniform(-4e-4, 4e-4))
-    sky, haze = _make_sky(rng, height, width, cy)
-    view = _View(f=f, cx=cx, cy=cy, cam_h=float(rng.uniform(1.3, 2.0)), curve=curve, haze=haze, fog=float(rng.uniform(150, 700)))
+    sky, haze = make_sky(rng, height, width, cy)
+    view = View(f=f, cx=cx, cy=cy, cam_h=float(rng.uniform(1.3, 2.0)), curve=curve, haze=haze, fog=float(rng.uniform(150, 700)))
 
     n_lanes = int(rng.choice([2, 3, 4, 5, 6], p=[0.35, 0.15, 0.3, 0.1, 0.1]))
     lane_w = float(rng.uniform(3.0, 3.8))
@@ -75,8 +75,8 @@ def _make_scene(rng: np.random.Generator, height: int, width: int) -> _Scene:
     left = -(own + 0.5) * lane_w - rng.uniform(-0.4, 0.4)
     right = left + n_lanes * lane_w
 
-    white = _jit(rng, (225, 225, 220), 0.1)
-    yellow = _jit(rng, (220, 185, 60), 0.1)
+    white = jitter(rng, (225, 225, 220), 0.1)
+    yellow = jitter(rng, (220, 185, 60), 0.1)
     lw = float(rng.uniform(0.1, 0.22))
     lines: list[tuple[float, str, RGB, float]] = []
     for k in range(1, n_lanes):
@@ -91,12 +91,12 @@ def _make_scene(rng: np.random.Generator, height: int, width: int) -> _Scene:
         lines += [(left + inset, "solid", white, lw), (right - inset, "solid", white, lw)]
     dash = (float(rng.uniform(8, 13)), float(rng.uniform(2.5, 4.5)), float(rng.uniform(0, 13)))
 
-    road_rgb = _pick(rng, _ROADS, 0.1)
+    road_rgb = pick(rng, ROADS, 0.1)
     patches = []
     for _ in range(int(rng.integers(0, 8))):
         z0 = rng.uniform(-10, 200)
         xa = rng.uniform(left, right - 1)
-        patches.append((xa, xa + rng.uniform(0.8, 5), z0, z0 + rng.uniform(1, 12), _jit(rng, road_rgb, 0.2)))
+        patches.append((xa, xa + rng.uniform(0.8, 5), z0, z0 + rng.uniform(1, 12), jitter(rng, road_rgb, 0.2)))
 
     crossings = []
     if env != "highway":
@@ -109,23 +109,23 @@ def _make_scene(rng: np.random.Generator, height: int, width: int) -> _Scene:
     walk_p = {"city": 0.9, "suburb": 0.75, "highway": 0.1}[env]
     for sign, edge in ((-1, -left), (1, right)):
         walk = float(rng.uniform(1.8, 5.0)) if rng.random() < walk_p else 0.0
-        walk_rgb = _pick(rng, _WALKS + _ROADS[2:4])
-        sides.append(_Side(sign, float(edge), walk, walk_rgb, _jit(rng, walk_rgb, 0.15), _pick(rng, _GRASSES)))
+        walk_rgb = pick(rng, WALKS + ROADS[2:4])
+        sides.append(_Side(sign, float(edge), walk, walk_rgb, jitter(rng, walk_rgb, 0.15), pick(rng, GRASSES)))
     if all(s.walk == 0 for s in sides) and env != "highway":
         sides[int(rng.integers(2))].walk = float(rng.uniform(1.8, 4.0))
 
     sun = int(rng.choice([-1, 1]))
-    scene = _Scene(
+    scene = Scene(
         height=height, width=width, view=view, speed=float(rng.uniform(0.5, 2.2)), sky=sky,
-        background=_make_background(rng, view, height, width, env), road=(left, right), road_rgb=road_rgb,
+        background=make_background(rng, view, height, width, env), road=(left, right), road_rgb=road_rgb,
         patches=patches, lines=lines, dash=dash, sides=sides, crossings=crossings, sun=sun,
         shadow_len=float(rng.uniform(0.2, 1.2)), shadow_factor=float(rng.uniform(0.45, 0.8)),
     )
     _populate(rng, scene, env, n_lanes, lane_w, oncoming, own)
 
-    scene.texture = _TEXTURE * np.float32(rng.uniform(0.6, 1.4))
-    scene.mid = _smooth_noise(rng, height, width, max(1.5, 3.0 * width / 640))
-    scene.patch = _smooth_noise(rng, height, width, max(4.0, 40.0 * width / 640))
+    scene.texture = TEXTURE * np.float32(rng.uniform(0.6, 1.4))
+    scene.mid = smooth_noise(rng, height, width, max(1.5, 3.0 * width / 640))
+    scene.patch = smooth_noise(rng, height, width, max(4.0, 40.0 * width / 640))
     scene.contrast = float(rng.uniform(0.75, 1.2))
     scene.brightness = float(rng.uniform(-30, 25))
     scene.cast = np.array([rng.uniform(0.9, 1.1) for _ in range(3)], np.float32)
@@ -134,12 +134,12 @@ def _make_scene(rng: np.random.Generator, height: int, width: int) -> _Scene:
     return scene
 
 
-def _free(scene: _Scene, z0: float, z1: float) -> bool:
+def _free(scene: Scene, z0: float, z1: float) -> bool:
     """True if [z0, z1] does not cut a cross street."""
     return all(z1 < a - 3 or z0 > b + 3 for a, b in scene.crossings)
 
 
-def _populate(rng: np.random.Generator, scene: _Scene, env: str, n_lanes: int, lane_w: float, oncoming: int, own: int) -> None:
+def _populate(rng: np.random.Generator, scene: Scene, env: str, n_lanes: int, lane_w: float, oncoming: int, own: int) -> None:
     """Place buildings, barriers, trees, poles, signs, lights, people and vehicles."""
     things = scene.things
     left = scene.road[0]
@@ -172,12 +172,12 @@ def _populate(rng: np.random.Generator, scene: _Scene, env: str, n_lanes: int, l
                 floor_h = rng.uniform(2.9, 3.8)
                 n_floors = int(rng.integers(5, 15) if tall else rng.integers(1, 5))
                 col_sp = rng.uniform(2.2, 4.0)
-                things.append(_Building(
+                things.append(Building(
                     s, x0, rng.uniform(8, 30), z0, z1, n_floors * floor_h + rng.uniform(0.5, 2.5),
-                    _pick(rng, _FACADES, 0.15), _pick(rng, _FACADES + _GREYS, 0.1),
+                    pick(rng, FACADES, 0.15), pick(rng, FACADES + GREYS, 0.1),
                     str(rng.choice(["grid", "bands", "plain"], p=[0.65, 0.2, 0.15])),
-                    _pick(rng, [(40, 50, 60), (70, 85, 100), (30, 30, 35), (110, 125, 140), (150, 160, 165)], 0.15),
-                    _jit(rng, (220, 200, 150), 0.1), col_sp, floor_h, col_sp * rng.uniform(0.35, 0.7), floor_h * rng.uniform(0.35, 0.6),
+                    pick(rng, [(40, 50, 60), (70, 85, 100), (30, 30, 35), (110, 125, 140), (150, 160, 165)], 0.15),
+                    jitter(rng, (220, 200, 150), 0.1), col_sp, floor_h, col_sp * rng.uniform(0.35, 0.7), floor_h * rng.uniform(0.35, 0.6),
                     rng.random((int(length / col_sp) + 2, n_floors)) < rng.uniform(0.0, 0.25),
                     shade_front, rng.uniform(0.8, 1.0),
                 ))
@@ -186,46 +186,46 @@ def _populate(rng: np.random.Generator, scene: _Scene, env: str, n_lanes: int, l
             if kind in ("wall", "fence", "hedge"):
                 x = lot - 0.3 if env != "highway" else edge + rng.uniform(0.5, 3)
                 h = {"wall": rng.uniform(0.8, 3.5), "fence": rng.uniform(1.0, 2.2), "hedge": rng.uniform(0.8, 2.0)}[kind]
-                col = {"wall": _FACADES, "fence": [(40, 40, 45), (110, 80, 50), (50, 80, 55), (150, 150, 150)], "hedge": _LEAVES}[kind]
-                c = _pick(rng, col, 0.12)
-                things.append(_Barrier(kind, s, x, z0, z1, h, c, _jit(rng, c, 0.25), shade_front))
+                col = {"wall": FACADES, "fence": [(40, 40, 45), (110, 80, 50), (50, 80, 55), (150, 150, 150)], "hedge": LEAVES}[kind]
+                c = pick(rng, col, 0.12)
+                things.append(Barrier(kind, s, x, z0, z1, h, c, jitter(rng, c, 0.25), shade_front))
             if kind in ("trees", "hedge", "fence") or rng.random() < 0.3:
                 zt = z0 + rng.uniform(0, 5)
                 while zt < z1 and zt < 260:
-                    things.append(_tree(rng, s * (lot + rng.uniform(1, 15)), zt))
+                    things.append(make_tree(rng, s * (lot + rng.uniform(1, 15)), zt))
                     zt += rng.uniform(4, 14)
             z = z1 + rng.uniform(0.0, 10.0)
 
         if side.walk == 0:
             if rng.random() < (0.75 if env == "highway" else 0.4):
-                things.append(_Barrier("guardrail", s, edge + rng.uniform(0.3, 1.0), -30, 520, rng.uniform(0.75, 0.9),
-                                       _pick(rng, [(190, 190, 185), (160, 160, 165), (215, 210, 200)]), _pick(rng, _GREYS), 1.0))
+                things.append(Barrier("guardrail", s, edge + rng.uniform(0.3, 1.0), -30, 520, rng.uniform(0.75, 0.9),
+                                       pick(rng, [(190, 190, 185), (160, 160, 165), (215, 210, 200)]), pick(rng, GREYS), 1.0))
         else:
             walk_x = edge + rng.uniform(0.3, 0.6)
             if env == "city" and rng.random() < 0.4:  # street trees
                 zt = rng.uniform(0, 10)
                 while zt < 220:
                     if _free(scene, zt - 2, zt + 2):
-                        things.append(_tree(rng, s * (edge + side.walk * 0.5), zt))
+                        things.append(make_tree(rng, s * (edge + side.walk * 0.5), zt))
                     zt += rng.uniform(8, 16)
             for _ in range(int(rng.poisson(6 if env == "city" else 3))):
                 zp = rng.uniform(3, 120)
-                things.append(_person(rng, s * (edge + rng.uniform(0.4, max(0.5, side.walk - 0.3))), zp))
+                things.append(make_person(rng, s * (edge + rng.uniform(0.4, max(0.5, side.walk - 0.3))), zp))
             for _ in range(int(rng.poisson(1.0))):
-                things.append(_Static("bin", s * (edge + side.walk - 0.5), rng.uniform(3, 120), _pick(rng, _PAINTS), _pick(rng, _GREYS)))
-            pole_c = _pick(rng, [(110, 110, 115), (60, 60, 65), (150, 150, 150), (40, 60, 45)])
+                things.append(Static("bin", s * (edge + side.walk - 0.5), rng.uniform(3, 120), pick(rng, PAINTS), pick(rng, GREYS)))
+            pole_c = pick(rng, [(110, 110, 115), (60, 60, 65), (150, 150, 150), (40, 60, 45)])
             zl, spacing = rng.uniform(0, 25), rng.uniform(18, 40)
             while zl < 300 and rng.random() < 0.85:
-                things.append(_post(rng, "lamp", s * walk_x, zl, pole_c, arm=-s * rng.uniform(0.8, 2.5)))
+                things.append(make_post(rng, "lamp", s * walk_x, zl, pole_c, arm=-s * rng.uniform(0.8, 2.5)))
                 zl += spacing
         if env != "city" and rng.random() < 0.4:  # power line poles
             zl, spacing = rng.uniform(0, 30), rng.uniform(30, 50)
             xp = s * (edge + side.walk + rng.uniform(1.0, 4.0))
             while zl < 300:
-                things.append(_post(rng, "power", xp, zl, _pick(rng, [(100, 75, 50), (120, 100, 80), (140, 140, 140)]), arm=0.0))
+                things.append(make_post(rng, "power", xp, zl, pick(rng, [(100, 75, 50), (120, 100, 80), (140, 140, 140)]), arm=0.0))
                 zl += spacing
         if rng.random() < 0.05:
-            things.append(_Static("billboard", s * (edge + side.walk + rng.uniform(3, 8)), rng.uniform(20, 120), _pick(rng, _PAINTS), _pick(rng, _GREYS)))
+            things.append(Static("billboard", s * (edge + side.walk + rng.uniform(3, 8)), rng.uniform(20, 120), pick(rng, PAINTS), pick(rng, GREYS)))
 
     # traffic lights at cross streets, signs anywhere, and at least one of each near the start
     for a, b in scene.crossings:
@@ -233,28 +233,28 @@ def _populate(rng: np.random.Generator, scene: _Scene, env: str, n_lanes: int, l
             if side.sign == 1 or rng.random() < 0.5:
                 xl = side.sign * (side.edge + rng.uniform(0.3, 1.0))
                 arm = -side.sign * rng.uniform(3.0, 7.0) if rng.random() < 0.7 else 0.0
-                things.append(_post(rng, "light_arm" if arm else "light", xl, a - rng.uniform(1, 4), (60, 60, 62), arm=arm))
+                things.append(make_post(rng, "light_arm" if arm else "light", xl, a - rng.uniform(1, 4), (60, 60, 62), arm=arm))
     walk_sides = [sd for sd in scene.sides if sd.walk > 0] or scene.sides
     near_light = rng.uniform(14, 45)
     sd = scene.sides[1] if rng.random() < 0.75 else scene.sides[0]
     arm = -sd.sign * rng.uniform(3.0, 7.0) if rng.random() < 0.5 else 0.0
-    things.append(_post(rng, "light_arm" if arm else "light", sd.sign * (sd.edge + rng.uniform(0.3, 1.0)), near_light, (60, 60, 62), arm=arm))
+    things.append(make_post(rng, "light_arm" if arm else "light", sd.sign * (sd.edge + rng.uniform(0.3, 1.0)), near_light, (60, 60, 62), arm=arm))
     for zs in [rng.uniform(10, 40)] + list(rng.uniform(40, 250, int(rng.poisson(4)))):
         sd = scene.sides[int(rng.integers(2))]
-        things.append(_post(rng, "sign", sd.sign * (sd.edge + rng.uniform(0.3, 1.5)), zs, _pick(rng, _GREYS), arm=0.0))
+        things.append(make_post(rng, "sign", sd.sign * (sd.edge + rng.uniform(0.3, 1.5)), zs, pick(rng, GREYS), arm=0.0))
     sd = walk_sides[int(rng.integers(len(walk_sides)))]
-    things.append(_person(rng, sd.sign * (sd.edge + rng.uniform(0.3, max(0.4, sd.walk - 0.3))), rng.uniform(8, 30)))
-    if not any(isinstance(t, _Building) and t.z0 < 80 for t in things):
+    things.append(make_person(rng, sd.sign * (sd.edge + rng.uniform(0.3, max(0.4, sd.walk - 0.3))), rng.uniform(8, 30)))
+    if not any(isinstance(t, Building) and t.z0 < 80 for t in things):
         sd = scene.sides[int(rng.integers(2))]
         n_floors, z0 = int(rng.integers(1, 4)), rng.uniform(15, 60)
-        things.append(_Building(
+        things.append(Building(
             sd.sign, sd.edge + sd.walk + rng.uniform(3, 12), rng.uniform(8, 15), z0, z0 + rng.uniform(10, 25), n_floors * 3.2 + 1.5,
-            _pick(rng, _FACADES), _pick(rng, _FACADES), "grid", (60, 70, 80), (220, 200, 150), 3.0, 3.2, 1.2, 1.4,
+            pick(rng, FACADES), pick(rng, FACADES), "grid", (60, 70, 80), (220, 200, 150), 3.0, 3.2, 1.2, 1.4,
             np.zeros((10, n_floors), bool), 0.7 if sd.sign == sun else 1.1, 0.9,
         ))
-    if not any(isinstance(t, _Tree) and t.z < 60 for t in things):
+    if not any(isinstance(t, Tree) and t.z < 60 for t in things):
         sd = scene.sides[int(rng.integers(2))]
-        things.append(_tree(rng, sd.sign * (sd.edge + sd.walk + rng.uniform(1, 6)), rng.uniform(15, 50)))
+        things.append(make_tree(rng, sd.sign * (sd.edge + sd.walk + rng.uniform(1, 6)), rng.uniform(15, 50)))
 
     # vehicles, lane by lane; same-direction traffic keeps roughly our speed
     for lane in range(n_lanes):
@@ -263,8 +263,8 @@ def _populate(rng: np.random.Generator, scene: _Scene, env: str, n_lanes: int, l
         z = rng.uniform(9 if lane == own else 2, 60)
         while z < 280:
             if rng.random() < 0.75:
-                things.append(_vehicle(rng, xl + rng.uniform(-0.3, 0.3), z, -rng.uniform(0.3, 2.0) if opposite else scene.speed * rng.uniform(0.7, 1.3), opposite, sun))
+                things.append(make_vehicle(rng, xl + rng.uniform(-0.3, 0.3), z, -rng.uniform(0.3, 2.0) if opposite else scene.speed * rng.uniform(0.7, 1.3), opposite, sun))
             z += rng.uniform(12, 70)
-    if not any(isinstance(t, _Vehicle) and t.z < 50 for t in things):
+    if not any(isinstance(t, Vehicle) and t.z < 50 for t in things):
         lane = int(rng.integers(oncoming, n_lanes))
-        things.append(_vehicle(rng, left + (lane + 0.5) * lane_w, rng.uniform(12, 45), scene.speed, False, sun))
+        things.append(make_vehicle(rng, left + (lane + 0.5) * lane_w, rng.uniform(12, 45), scene.speed, False, sun))

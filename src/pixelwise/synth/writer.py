@@ -9,7 +9,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..files import atomic_write
-from .render import _check_size, render_drive
+from .render import check_size, render_drive
 
 
 def _save_png(array: np.ndarray, path: Path, noisy: bool) -> None:
@@ -44,7 +44,7 @@ def write_dataset(
     """
     if int(count) < 1:
         raise ValueError(f"count must be at least 1, got {count}")
-    _check_size(height, width)
+    check_size(height, width)
     out = Path(out)
     root = np.random.SeedSequence(int(seed))
     drives = _plan(np.random.default_rng(root), int(count))

@@ -1,10 +1,9 @@
 """An exponential moving average of the weights (``--ema DECAY``): validated, kept as ``best`` and
 ``last`` and used by every tool that loads a run, while training continues from the raw weights.
 
-Meant to smooth the noise of batch-8 steps on a few hundred frames; on CARLA's held-out drives one
-seed of ``default`` with ``--ema 0.998`` scored 0.365 against 0.360 (docs/quality.md), too little to
-tell from the seeds' spread, so no recipe uses it. An update costs 3.5 ms on Lite0's 338 tensors
-(a 2-core Xeon; 0.3% of a 1.05 s step). The decay ramps up as (1 + t) / (10 + t) over the first steps so the average does not remember the
+Meant to smooth the noise of batch-8 steps on a few hundred frames; what it did on CARLA's held-out
+drives, too little to tell from the seeds' spread so far, and what an update costs are in
+docs/quality.md and docs/benchmarks.md; no recipe uses it. The decay ramps up as (1 + t) / (10 + t) over the first steps so the average does not remember the
 random decoder it started from. BatchNorm's running statistics are averaged like the weights, and
 its step counters copied. A function of the step count alone, so a resumed run averages exactly as
 an uninterrupted one.

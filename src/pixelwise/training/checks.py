@@ -3,6 +3,7 @@ for memory, weights that are no longer finite."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -39,15 +40,19 @@ def check_trainable(config: RunConfig, pretrained: bool = True) -> None:
                          f"{'; '.join(hints)}; choose another --crop")
 
 
-def check_memory(config: RunConfig, device: torch.device) -> None:
+def check_memory(config: RunConfig, device: torch.device,
+                 available: Callable[[torch.device], int | None] = available_memory) -> None:
     """Refuse, before any allocation, a network whose weights, gradients and Adam state alone exceed
     the memory free on ``device``: a typo in --filters would otherwise get the process killed without
-    a word."""
+    a word. ``available`` says how many bytes are free on a device, or None where the system does not say.
+
+    Raises:
+        ValueError: the network cannot be built, or does not fit."""
     try:
         parameters = count_parameters(meta_model(config.model))
     except ValueError as exc:
         raise ValueError(f"this network cannot be built ({exc})") from None
-    need, free = 16 * parameters, available_memory(device)  # four fp32 copies: weights, gradients, 2 moments
+    need, free = 16 * parameters, available(device)  # four fp32 copies: weights, gradients, 2 moments
     if free is not None and need > free:
         raise ValueError(f"a U-Net of {config.model.n_filters} base filters has {parameters:,} parameters, whose "
                          f"weights, gradients and optimiser state need {need / 2**30:,.1f} GiB, more than the "

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,11 +33,13 @@ from ..device import PRECISION_STORE
 from ..evaluation.metrics import class_ids, scores
 from ..model.build import build_model
 from ..recipes import DEFAULT_RECIPE, recipe
+from ..files import remove_leftover_temps
 from ..rundir import (
     BEST,
     CONFIG_FILE,
     CURVES_FILE,
     LAST,
+    TRAINING_FILES,
     RunDirError,
     load_config,
     read_history,
@@ -50,12 +51,12 @@ from . import checkpoint
 from .augment import training_transform
 from .averaging import WeightAverage
 from .checks import check_finite, check_memory, check_trainable
-from .curves import CURVES_EVERY_S, plot_history
 from .distributed import World, close_world, init_world
+from .hooks import Hooks
 from .losses import Criterion, make_criterion
 from .precision import Precisions, choose_precisions
 from .step import (
-    _batches,
+    in_batches,
     epoch_order,
     learning_rate,
     make_optimizer,
@@ -81,9 +82,10 @@ class Progress:
 
     epoch: int = 1  # the epoch in progress
     step: int = 0  # steps of it already taken
-    loss_sum: float = 0.0  # the epoch's partial sums so far (over all ranks)
-    correct: int = 0
-    seen: int = 0
+    loss_sum: float = 0.0  # the epoch's partial sums so far (over all ranks): each step's loss times its images,
+    loss_images: int = 0  # those images,
+    correct: int = 0  # the labelled pixels predicted right
+    seen: int = 0  # and the labelled pixels
     best: float = -math.inf  # best validation mIoU (or minus the training loss without validation)
     best_epoch: int = 0
     data: str = ""  # fingerprint of the split: resuming on other data would not continue this run
@@ -150,6 +152,7 @@ class _Session:
     fingerprint: str
     progress: bool
     log: Callable[[str], None]
+    hooks: Hooks
 
     @property
     def evaluated(self) -> torch.nn.Module:
@@ -170,7 +173,8 @@ class _Session:
 
 def train(images_dir: str | Path, masks_dir: str | Path, run_dir: str | Path, config: RunConfig | None = None, *,
           resume: bool = False, skip_invalid: bool = False, cache_dir: Path | None = None, progress: bool = True,
-          log: Callable[[str], None] = print, official: OfficialSplit | None = None) -> TrainResult:
+          log: Callable[[str], None] = print, official: OfficialSplit | None = None,
+          hooks: Hooks = Hooks()) -> TrainResult:
     """Train a U-Net on the pairs in ``images_dir``/``masks_dir`` into ``run_dir``, validating on
     held-out drives, or on ``official``'s validation folder or list.
 
@@ -178,16 +182,18 @@ def train(images_dir: str | Path, masks_dir: str | Path, run_dir: str | Path, co
     With ``resume``, training continues where ``last`` was saved, with the run's own config.json:
     ``config`` may change the epoch count and time limit and nothing else (a change is refused, naming
     the settings). Raises TrainingStopped after a Ctrl-C/SIGTERM, with everything saved. Started by
-    ``torchrun``, each process runs this and they train one model data-parallel.
+    ``torchrun``, each process runs this and they train one model data-parallel. ``hooks`` are the
+    seams to watch or steer the run from outside (its clock, the curves, per-batch and per-validation
+    callbacks).
     """
-    keep_freed_memory()  # the default (Lite0) recipe's steps 1.5-1.9x as fast on CPUs (allocator.py)
+    keep_freed_memory()  # glibc would hand large blocks back and fault them in again at every step (allocator.py)
     world = init_world()
     together = False  # all ranks reach the end (or a requested stop) at once
     try:
         with hold_run(run_dir, world.is_main, world.any):  # one writer per run, from the first check on
             result = _train(world, Path(images_dir), Path(masks_dir), Path(run_dir), config, resume=resume,
                             skip_invalid=skip_invalid, cache_dir=cache_dir, progress=progress and world.is_main,
-                            log=log if world.is_main else (lambda _: None), official=official)
+                            log=log if world.is_main else (lambda _: None), official=official, hooks=hooks)
         together = True
         return result
     except (TrainingStopped, FloatingPointError):  # every rank stops or diverges at the same step
@@ -199,50 +205,20 @@ def train(images_dir: str | Path, masks_dir: str | Path, run_dir: str | Path, co
 
 def _train(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, config: RunConfig | None, *,
            resume: bool, skip_invalid: bool, cache_dir: Path | None, progress: bool,
-           log: Callable[[str], None], official: OfficialSplit | None = None) -> TrainResult:
+           log: Callable[[str], None], official: OfficialSplit | None, hooks: Hooks) -> TrainResult:
     config = run_config(run_dir, config, resume)
+    if world.is_main:
+        _remove_leftovers(run_dir, log)
     run = _set_up(world, images_dir, masks_dir, run_dir, config, skip_invalid=skip_invalid, cache_dir=cache_dir,
-                  progress=progress, log=log, official=official)
+                  progress=progress, log=log, official=official, hooks=hooks)
     state, history = _restore(run) if resume else (Progress(data=run.fingerprint), [])
     if world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(run_dir, config)
     if not resume:  # from the start on, a run directory can always be resumed, whenever it is killed
         run.save_last(state)
-    plotted = -math.inf
-    epoch, epochs = state.epoch, planned_epochs(config.train, history)
     with StopRequest(log) as stop:
-        while epoch <= epochs:
-            started = time.perf_counter()
-            steps = _train_epoch(run, state, epoch, epochs, stop)
-            row = _epoch_row(run, state, epoch)
-            if epoch % config.train.val_every == 0 or epoch >= epochs:
-                row.update(_validation(run))
-            row["seconds"] = _seconds_since(started, world)
-            check_finite(run.model, epoch, run_dir)
-            history.append(row)
-            epochs = planned_epochs(config.train, history)
-            if epoch == epochs and row["val_miou"] is None:  # the time limit made this epoch the last
-                started = time.perf_counter()
-                row.update(_validation(run))
-                row["seconds"] += _seconds_since(started, world)
-            # Best by validation mIoU (among the epochs validated); without a validation split, by training loss.
-            quality = row["val_miou"] if len(run.val_idx) else -row["train_loss"]
-            state = Progress(epoch=epoch + 1, best=state.best, best_epoch=state.best_epoch, data=state.data)
-            if world.is_main:  # history first: `last` may only point past rows that are on disk
-                write_history(run_dir, history)
-                if epoch == epochs or stop.requested or time.monotonic() - plotted >= CURVES_EVERY_S:
-                    plot_history(history, run_dir / CURVES_FILE)
-                    plotted = time.monotonic()
-            if quality is not None and quality > state.best:
-                state.best, state.best_epoch = quality, epoch
-                if world.is_main:
-                    checkpoint.save(run_dir / BEST, run.evaluated, meta={"epoch": epoch})
-            run.save_last(state)
-            log(_epoch_line(row, epochs))
-            if world.any(stop.requested) and epoch < epochs:
-                raise TrainingStopped(run_dir, epoch + 1, 0, steps)
-            epoch += 1
+        state = _train_epochs(run, state, history, stop)
     if config.train.time_limit and len(history) < config.train.epochs:
         log(f"time limit: {len(history)} of {config.train.epochs} epochs fit in {config.train.time_limit:g} minutes "
             f"({sum(row['seconds'] for row in history) / 60:.1f} min taken); the schedule decayed over those")
@@ -250,9 +226,89 @@ def _train(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, confi
     return TrainResult(run_dir, history, state.best_epoch, best_row["val_miou"] if best_row else None)
 
 
-def _seconds_since(started: float, world: World) -> float:
+def _remove_leftovers(run_dir: Path, log: Callable[[str], None]) -> None:
+    """Remove the temporary files of saves that were killed mid-write (only the run's own files' temporary
+    names: nothing else in the folder is touched). Called under the run's lock, so no save is under way."""
+    removed = remove_leftover_temps(run_dir, TRAINING_FILES)
+    if removed:
+        log(f"{run_dir}: removed {len(removed)} temporary file(s) left by an interrupted save "
+            f"({', '.join(sorted(p.name for p in removed))})")
+
+
+def _train_epochs(run: _Session, state: Progress, history: list[dict], stop: StopRequest) -> Progress:
+    """Train epoch after epoch, appending to ``history`` and saving after each, until the plan (made
+    again after every epoch) is done; returns the progress at the end. A stop request between epochs
+    raises TrainingStopped."""
+    curves = _Curves(run.hooks, run.run_dir / CURVES_FILE)
+    epoch, epochs = state.epoch, planned_epochs(run.config.train, history)
+    while epoch <= epochs:
+        started = run.hooks.clock()
+        steps = _train_epoch(run, state, epoch, epochs, stop)
+        epochs = _finish_epoch(run, state, epoch, epochs, history, started)
+        state = _save_epoch(run, state, history, curves, final=epoch == epochs or stop.requested)
+        run.log(_epoch_line(history[-1], epochs))
+        if run.world.any(stop.requested) and epoch < epochs:
+            raise TrainingStopped(run.run_dir, epoch + 1, 0, steps)
+        epoch += 1
+    return state
+
+
+def _finish_epoch(run: _Session, state: Progress, epoch: int, epochs: int, history: list[dict], started: float
+                  ) -> int:
+    """Append the epoch's row to ``history``, validating when due, and return the epochs the plan now
+    spans. The row's seconds count from the epoch's first step to its validation's end."""
+    clock, config = run.hooks.clock, run.config.train
+    row = _epoch_row(run, state, epoch)
+    if epoch % config.val_every == 0 or epoch >= epochs:
+        row.update(_validation(run, epoch))
+    row["seconds"] = _seconds_since(started, run.world, clock)
+    check_finite(run.model, epoch, run.run_dir)
+    history.append(row)
+    epochs = planned_epochs(config, history)
+    if epoch == epochs and row["val_miou"] is None:  # the time limit made this epoch the last
+        started = clock()
+        row.update(_validation(run, epoch))
+        row["seconds"] += _seconds_since(started, run.world, clock)
+    return epochs
+
+
+def _save_epoch(run: _Session, state: Progress, history: list[dict], curves: _Curves, final: bool) -> Progress:
+    """Save the epoch just finished (the last row of ``history``): history.csv, curves.png when due,
+    ``best`` when it is the best so far and ``last``; returns the progress to continue from."""
+    row = history[-1]
+    epoch = row["epoch"]
+    # Best by validation mIoU (among the epochs validated); without a validation split, by training loss.
+    quality = row["val_miou"] if len(run.val_idx) else -row["train_loss"]
+    state = Progress(epoch=epoch + 1, best=state.best, best_epoch=state.best_epoch, data=state.data)
+    if run.world.is_main:  # history first: `last` may only point past rows that are on disk
+        write_history(run.run_dir, history)
+        curves.update(history, final)
+    if quality is not None and quality > state.best:
+        state.best, state.best_epoch = quality, epoch
+        if run.world.is_main:
+            checkpoint.save(run.run_dir / BEST, run.evaluated, meta={"epoch": epoch})
+    run.save_last(state)
+    return state
+
+
+@dataclass
+class _Curves:
+    """curves.png: drawn after the first epoch of a session and the last of the run, and in between at
+    most every ``hooks.curves_every_s`` (the plot is only a view of history.csv)."""
+
+    hooks: Hooks
+    path: Path
+    drawn_at: float = -math.inf
+
+    def update(self, history: list[dict], final: bool) -> None:
+        if final or self.hooks.clock() - self.drawn_at >= self.hooks.curves_every_s:
+            self.hooks.plot(history, self.path)
+            self.drawn_at = self.hooks.clock()
+
+
+def _seconds_since(started: float, world: World, clock: Callable[[], float]) -> float:
     """The ranks' mean, so that every rank plans the same epochs from its history."""
-    return world.sum(time.perf_counter() - started)[0] / world.size
+    return world.sum(clock() - started)[0] / world.size
 
 
 def run_config(run_dir: Path, config: RunConfig | None, resume: bool) -> RunConfig:
@@ -281,7 +337,7 @@ def run_config(run_dir: Path, config: RunConfig | None, resume: bool) -> RunConf
 
 def _set_up(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, config: RunConfig, *,
             skip_invalid: bool, cache_dir: Path | None, progress: bool, log: Callable[[str], None],
-            official: OfficialSplit | None = None) -> _Session:
+            official: OfficialSplit | None, hooks: Hooks) -> _Session:
     """Check the settings, decode the data, build the model, optimiser, objective and augmentation."""
     pretrained = not (run_dir / LAST).exists()  # a resumed run: its checkpoint holds every weight
     check_trainable(config, pretrained)
@@ -314,18 +370,20 @@ def _set_up(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, conf
         augment=training_transform(config.data.augment, config.data.size, config.data.crop_size(config.model.step),
                                    config.data.class_crops, config.data.paste),
         average=WeightAverage(model, config.train.ema) if config.train.ema else None,
-        fingerprint=_fingerprint(decoded.names, split), progress=progress, log=log)
+        fingerprint=_fingerprint(decoded.names, split), progress=progress, log=log, hooks=hooks)
 
 
 def _restore(run: _Session) -> tuple[Progress, list[dict]]:
     """The weights, optimiser, scaler and progress saved in ``last``, and the history up to it."""
     meta = checkpoint.load(run.run_dir / LAST, run.evaluated, run.optimizer, run.scaler, trained=run.trained)
     state = Progress(**meta["progress"])
+    if "loss_images" not in meta["progress"]:  # saved when the logs held cross-entropy: not the loss logged now
+        state.loss_sum = 0.0  # so this epoch's loss counts the steps from here on
     if state.data != run.fingerprint:
         raise RunDirError(f"{run.run_dir}: the training data or its split changed since this run started, so it "
                           "cannot be continued exactly; train a new run with another --out")
     if not run.world.is_main:  # the partial sums saved are totals over all ranks: count them once
-        state.loss_sum, state.correct, state.seen = 0.0, 0, 0
+        state.loss_sum, state.loss_images, state.correct, state.seen = 0.0, 0, 0, 0
     history = read_history(run.run_dir)[: state.epoch - 1]
     if state.epoch > planned_epochs(run.config.train, history):
         limit = " that fit its --time-limit" if len(history) < run.config.train.epochs else ""
@@ -340,7 +398,7 @@ def _train_epoch(run: _Session, state: Progress, epoch: int, epochs: int, stop: 
     A stop request saves ``last`` after the current step and raises TrainingStopped."""
     config, world = run.config.train, run.world
     order = run.train_idx[epoch_order(len(run.train_idx), config.seed, epoch)]
-    batches = list(_batches(order, config.batch_size))
+    batches = list(in_batches(order, config.batch_size))
     run.net.train()
     bar = tqdm(total=len(batches), initial=state.step, desc=f"epoch {epoch}/{epochs}", unit="batch",
                disable=None if run.progress else True, leave=False, dynamic_ncols=True)
@@ -352,8 +410,9 @@ def _train_epoch(run: _Session, state: Progress, epoch: int, epochs: int, stop: 
             group["lr"] = learning_rate(config, done, epochs * len(batches))
         x, y = to_batch(run.images, run.masks, world.shard(batch), run.device, config.ignore_index)
         x, y = run.augment(x, y)
+        run.hooks.on_batch(epoch, step, x, y)
         try:
-            loss_sum, logits, y = train_step(run.net, run.optimizer, run.scaler, x, y, len(batch), run.device,
+            loss, logits, y = train_step(run.net, run.optimizer, run.scaler, x, y, len(batch), run.device,
                                              run.precisions.train, world, run.criterion)
         except FloatingPointError:
             raise FloatingPointError(f"training diverged in epoch {epoch}, step {step + 1} (the loss is not "
@@ -362,16 +421,19 @@ def _train_epoch(run: _Session, state: Progress, epoch: int, epochs: int, stop: 
         if run.average:
             run.average.update(run.model, done)
         state.step = step + 1
-        state.loss_sum += loss_sum.item()
+        state.loss_sum += loss.item() * len(batch)  # weighted by the batch's images; over the ranks, their mean
+        state.loss_images += len(batch)
         labelled = y != IGNORE_INDEX
         state.correct += int((class_ids(logits) == y)[labelled].sum())
         state.seen += int(labelled.sum())
         bar.update()
         if state.step % 5 == 0 or state.step == len(batches):
-            bar.set_postfix(loss=f"{state.loss_sum / state.seen:.4f}", accuracy=f"{state.correct / state.seen:.4f}")
+            bar.set_postfix(loss=f"{state.loss_sum / state.loss_images:.4f}",
+                            accuracy=f"{state.correct / max(state.seen, 1):.4f}")
         if world.any(stop.requested):  # even after the last step: validation can wait for the resume
             check_finite(run.model, epoch, run.run_dir)
-            state.loss_sum, state.correct, state.seen = world.sum(state.loss_sum, state.correct, state.seen)
+            state.loss_sum, state.loss_images, state.correct, state.seen = world.sum(
+                state.loss_sum, state.loss_images, state.correct, state.seen)
             run.save_last(state)
             raise TrainingStopped(run.run_dir, epoch, state.step, len(batches))
     bar.close()
@@ -380,22 +442,27 @@ def _train_epoch(run: _Session, state: Progress, epoch: int, epochs: int, stop: 
 
 def _epoch_row(run: _Session, state: Progress, epoch: int) -> dict:
     """The epoch's line of history.csv, from the training sums over all ranks; validation is added by
-    :func:`_validation` on the epochs that validate."""
-    loss_total, correct, seen = run.world.sum(state.loss_sum, state.correct, state.seen)
-    return {"epoch": epoch, "train_loss": loss_total / seen, "train_accuracy": correct / seen,
+    :func:`_validation` on the epochs that validate. ``train_loss`` is the loss being optimised (the run's
+    ``loss`` with its class weights), a mean over the epoch's images."""
+    loss_total, images, correct, seen = run.world.sum(state.loss_sum, state.loss_images, state.correct, state.seen)
+    return {"epoch": epoch, "train_loss": loss_total / images if images else math.nan,
+            "train_accuracy": correct / seen if seen else math.nan,
             "val_loss": None, "val_accuracy": None, "val_miou": None, "lr": run.optimizer.param_groups[0]["lr"]}
 
 
-def _validation(run: _Session) -> dict:
-    """Validation loss, pixel accuracy and mIoU over all ranks; nothing without a validation split.
-    At 480x640 validating 52 frames (CARLA's split has 51) took 7.5 s, a fifth of a default-recipe epoch on a
-    2-core Xeon: hence ``val_every``."""
+def _validation(run: _Session, epoch: int) -> dict:
+    """Validation loss (the training objective, see :func:`validate`), pixel accuracy and mIoU over all
+    ranks; nothing without a validation split. Validation costs a noticeable share of an epoch at full
+    resolution (docs/benchmarks.md): hence ``val_every``."""
     if not len(run.val_idx):
         return {}
     val_loss, cm = validate(run.evaluated, run.images, run.masks, run.val_idx, run.config.train.batch_size,
-                            run.device, run.precisions.validate, run.world, run.config.train.ignore_index)
+                            run.device, run.precisions.validate, run.world, run.config.train.ignore_index,
+                            run.criterion)
     s = scores(cm)
-    return {"val_loss": val_loss, "val_accuracy": s.pixel_accuracy, "val_miou": s.miou}
+    row = {"val_loss": val_loss, "val_accuracy": s.pixel_accuracy, "val_miou": s.miou}
+    run.hooks.on_validation(epoch, dict(row))
+    return row
 
 
 def _epoch_line(row: dict, epochs: int) -> str:

@@ -11,10 +11,9 @@ from dataclasses import replace
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..config import TrainConfig
-from ..data.transforms import IGNORE_INDEX, to_batch
+from ..data.transforms import to_batch
 from ..device import autocast
 from ..evaluation.metrics import class_ids, confusion_matrix
 from ..model.unet import UNet, center_crop
@@ -81,7 +80,8 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
-def _batches(order: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
+def in_batches(order: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
+    """``order`` cut into consecutive batches of ``batch_size`` (the last one may be shorter)."""
     for start in range(0, len(order), batch_size):
         yield order[start:start + batch_size]
 
@@ -105,41 +105,45 @@ def step_timer(model: torch.nn.Module, train: TrainConfig, criterion: Criterion,
 @torch.no_grad()
 def validate(model: UNet, images: np.ndarray, masks: np.ndarray, index: np.ndarray, batch_size: int,
              device: torch.device, dtype: torch.dtype | None, world: World = World(),
-             ignore_index: int | None = None) -> tuple[float, torch.Tensor]:
-    """Mean per-pixel cross-entropy and the confusion matrix over the pairs at ``index``, each rank
-    scoring its share and the sums reduced over all ranks, so the mIoU is exact."""
+             ignore_index: int | None = None, criterion: Criterion = Criterion()) -> tuple[float, torch.Tensor]:
+    """The run's loss (``criterion``, as in training) and the confusion matrix over the pairs at
+    ``index``, each rank scoring its share and the sums reduced over all ranks, so the mIoU is exact.
+
+    The loss is the mean over images of each batch's ``criterion`` value: the objective training
+    optimises, measured on held-out pairs (its Dice term, a per-batch mean, depends on the batch)."""
     model.eval()
     n_classes = model.config.n_classes
     cm = torch.zeros(n_classes, n_classes, dtype=torch.int64, device=device)
-    loss_sum, pixels = 0.0, 0
-    for batch in _batches(world.shard(index), batch_size):
+    loss_sum, n_images = 0.0, 0
+    for batch in in_batches(world.shard(index), batch_size):
         x, y = to_batch(images, masks, batch, device, ignore_index)
         with autocast(device, dtype):
             logits = model(x)
         y = center_crop(y, logits.shape[-2:])
-        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum", ignore_index=IGNORE_INDEX).item()
-        pixels += int((y != IGNORE_INDEX).sum())
+        loss_sum += criterion(logits, y, len(batch) * logits.shape[-2] * logits.shape[-1]).item() * len(batch)
+        n_images += len(batch)
         cm += confusion_matrix(class_ids(logits), y, n_classes)
-    loss_sum, pixels = world.sum(loss_sum, pixels)
-    return loss_sum / max(pixels, 1), world.sum_tensor(cm).cpu()
+    loss_sum, n_images = world.sum(loss_sum, n_images)
+    return loss_sum / max(n_images, 1), world.sum_tensor(cm).cpu()
 
 
 def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                x: torch.Tensor, y: torch.Tensor, global_batch: int, device: torch.device, dtype: torch.dtype | None,
                world: World = World(), criterion: Criterion = Criterion()) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One optimiser step on this rank's share ``x, y`` of a global batch of ``global_batch`` images.
-    Returns (summed cross-entropy, logits, masks cropped to the logits). A non-finite loss raises
+    Returns (this rank's ``criterion`` value, the objective minimised; logits; masks cropped to the
+    logits): DDP's gradient is that of the ranks' mean value. A non-finite loss raises
     FloatingPointError on every rank before any weight changes."""
     with autocast(device, dtype):
         logits = net(x)
     y = center_crop(y, logits.shape[-2:])
     # Normalised so that DDP's mean over ranks is the mean over the whole global batch (a rank whose
     # share of a short last batch is empty still takes part, with a zero gradient).
-    loss, ce_sum = criterion(logits, y, global_batch * logits.shape[-2] * logits.shape[-1] / world.size)
-    if world.any(not (torch.isfinite(ce_sum).item() and torch.isfinite(loss).item())):
+    loss = criterion(logits, y, global_batch * logits.shape[-2] * logits.shape[-1] / world.size)
+    if world.any(not torch.isfinite(loss).item()):
         raise FloatingPointError("the loss is not finite")
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)
     scaler.update()
-    return ce_sum, logits.detach(), y
+    return loss.detach(), logits.detach(), y
