@@ -227,9 +227,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from ..inference.video import VideoOptions
 
-    video = VideoOptions(every=args.every, save_masks=args.save_masks, side_by_side=args.side_by_side,
-                         batch_size=args.batch_size, progress=not args.no_progress)
     with _in_flags(args.run):
+        video = VideoOptions(every=args.every, save_masks=args.save_masks, side_by_side=args.side_by_side,
+                             batch_size=args.batch_size, progress=not args.no_progress)
         model = _load(args)
     before = files_in(args.out)
     bar = tqdm(desc="predict", unit="image", disable=True if args.no_progress else None)
@@ -286,7 +286,8 @@ def _in_flags(run: str | Path) -> Iterator[None]:
              ("onnx_model is the onnx engine's; pass engine='onnx'",
               "the ONNX model (--onnx-model) is chosen for the onnx engine only; add --engine onnx"),
              ("precision is the torch engine's", "--precision is the torch engine's"),
-             ("calibration_count", "--calibration-count")]
+             ("calibration_count", "--calibration-count"), ("every must be", "--every must be"),
+             ("(leave tile out)", "(leave out --tile)")]
     try:
         yield
     except (ValueError, FileNotFoundError) as exc:

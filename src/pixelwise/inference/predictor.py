@@ -330,7 +330,7 @@ def _check_tile(tile: tuple[int, int] | None, config: RunConfig) -> tuple[int, i
         raise ValueError(f"tile sides must be ≥ 1, not {h}x{w}")
     if config.model.padding != "same":
         raise ValueError("tiled prediction needs a padded ('same') U-Net; this run's unpadded network predicts "
-                         "in one pass (leave out --tile)")
+                         "in one pass (leave tile out)")
     hints = config.model.size_hints(h, w)
     if hints:
         raise ValueError(f"tile {h}x{w} does not fit this U-Net (each side must be a multiple of "

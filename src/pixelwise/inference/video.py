@@ -61,7 +61,7 @@ class VideoOptions:
 
     def __post_init__(self) -> None:
         if self.every < 1:
-            raise ValueError(f"--every must be at least 1, not {self.every}")
+            raise ValueError(f"every must be at least 1, not {self.every}")
         if self.batch_size < 1:
             raise ValueError(f"batch size must be at least 1, not {self.batch_size}")
 
