@@ -28,6 +28,10 @@ from .metrics import Scores, confusion_matrix, scores
 
 @dataclass
 class Evaluation:
+    """A model scored on a dataset: ``confusion`` (true class × predicted class pixel counts, summed
+    over ``n_images`` images), the run's ``classes``, and the pairs ``skipped`` as invalid; ``scores``
+    gives per-class IoU and Dice, mIoU and pixel accuracy, ``to_dict()`` the report as JSON-able data."""
+
     confusion: np.ndarray
     classes: ClassSet
     n_images: int
