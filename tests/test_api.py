@@ -11,7 +11,7 @@ README = Path(__file__).parent.parent / "README.md"
 
 
 def test_the_api_a_user_needs_is_top_level():
-    for name in ("train", "evaluate", "predict", "Predictor", "export", "check", "RunConfig", "recipe", "UNet"):
+    for name in ("train", "evaluate", "predict", "Predictor", "load", "export", "check", "RunConfig", "recipe", "UNet"):
         assert callable(getattr(pw, name)), name
     assert set(pw.__all__) <= set(dir(pw))
 
@@ -19,6 +19,7 @@ def test_the_api_a_user_needs_is_top_level():
 def test_the_readme_api_example_runs(tmp_path, monkeypatch, capsys):
     block = re.search(r"<!-- api-example -->\n```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S).group(1)
     assert re.findall(r"^(?:from|import) .*", block, re.M) == ["import pixelwise as pw"]
+    assert "pw.load(" in block and "model.predict(" in block and "model.evaluate(" in block
     monkeypatch.chdir(tmp_path)
     exec(compile(block, "README.md", "exec"), {})
     assert "mIoU" in capsys.readouterr().out

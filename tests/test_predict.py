@@ -66,7 +66,7 @@ def test_same_name_in_two_folders_is_reported_not_overwritten(run, scenes, tmp_p
 def test_missing_masks_folder_is_named(run, scenes, tmp_path):
     from pixelwise.data.problems import DataError
 
-    with pytest.raises(DataError, match="--masks folder not found"):
+    with pytest.raises(DataError, match="masks folder not found"):
         predict(Predictor(run), [scenes / IMAGE_DIR], tmp_path / "out", masks_dir=tmp_path / "nomasks")
 
 

@@ -185,21 +185,21 @@ def test_cli_tile_the_network_cannot_take_is_one_line(run, scenes, tmp_path, cap
     assert not (tmp_path / "out").exists()
 
 
-def test_cli_evaluate_threads_tile_and_tta(run, scenes, tmp_path, capsys, monkeypatch):
-    import pixelwise.evaluation.evaluate
+def test_cli_evaluate_threads_tile_and_tta(run, scenes, tmp_path, capsys):
+    import json
 
-    seen = {}
+    from pixelwise.data.pairs import MASK_DIR
+    from pixelwise.inference.predictor import load
 
-    class Recording(Predictor):
-        def __init__(self, *args, **kwargs):
-            seen.update(kwargs)
-            super().__init__(*args, **kwargs)
-
-    monkeypatch.setattr(pixelwise.evaluation.evaluate, "Predictor", Recording)
     code, out, _ = run_cli(capsys, "evaluate", run, scenes, "--out", tmp_path, "--tile", "32x32", "--tta",
-                           "--cache-dir", tmp_path / "cache", "--no-progress")
+                           "--size", "native", "--cache-dir", tmp_path / "cache", "--no-progress")
     assert code == 0 and "mIoU" in out
-    assert seen["tile"] == (32, 32) and seen["tta"] is True
+    expected = load(run, tile=(32, 32), tta=True).evaluate(scenes / IMAGE_DIR, scenes / MASK_DIR, size="native",
+                                                           cache_dir=tmp_path / "cache", progress=False)
+    plain = load(run).evaluate(scenes / IMAGE_DIR, scenes / MASK_DIR, size="native", cache_dir=tmp_path / "cache",
+                               progress=False)
+    written = json.loads((tmp_path / "report.json").read_text())["confusion_matrix"]
+    assert written == expected.confusion.tolist() != plain.confusion.tolist()
     code, _, err = run_cli(capsys, "evaluate", run, scenes, "--tile", "40x40", "--cache-dir", tmp_path / "cache")
     assert code == 1 and "tile 40x40 does not fit" in err
 

@@ -125,7 +125,7 @@ def test_missing_pyav_says_how_to_install(monkeypatch):
 
 
 def test_options_are_checked():
-    with pytest.raises(ValueError, match="--every"):
+    with pytest.raises(ValueError, match="^every must be at least 1"):
         VideoOptions(every=0)
 
 

@@ -13,7 +13,8 @@ from .evaluation.evaluate import Evaluation, evaluate
 from .evaluation.report import format_report, write_report
 from .inference.export import export
 from .inference.predict import predict
-from .inference.predictor import Predictor
+from .inference.onnx_engine import StaleExport
+from .inference.predictor import Predictor, load
 from .model.build import build_model
 from .model.keras import conv_block, format_summary, summary, unet_model, upsampling_block
 from .model.unet import PRESETS, ModelConfig, UNet, count_parameters, preset
@@ -26,7 +27,7 @@ from .training.stop import TrainingStopped
 __all__ = [
     "CARLA", "ClassSet", "DataConfig", "RunConfig", "TrainConfig", "Decoded", "check", "read_image", "read_mask",
     "DataError", "Problem", "Evaluation", "evaluate", "format_report", "write_report", "export", "predict",
-    "Predictor", "conv_block", "format_summary", "summary", "unet_model", "upsampling_block", "PRESETS",
+    "Predictor", "load", "StaleExport", "conv_block", "format_summary", "summary", "unet_model", "upsampling_block", "PRESETS",
     "ModelConfig", "UNet", "build_model", "count_parameters", "preset", "RECIPES", "recipe", "RunDirError", "load_config",
     "write_dataset", "TrainResult", "train", "TrainingStopped",
 ]

@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from ..data.dataset import check
 from ..data.layouts import recognise
 from ..data.pairs import locate
 from ..files import files_in, replaced_note
+from ..inference.onnx_engine import StaleExport
 from ..model.unet import PRESETS, preset
 from ..recipes import recipe
 from ..rundir import CONFIG_FILE, EVALUATION_DIR, INT8_FILE, load_config
@@ -201,15 +204,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from ..evaluation.evaluate import evaluate
     from ..evaluation.report import format_report, write_report
 
     images, masks, only = evaluate_inputs(args)
-    _say_model(args)
-    evaluation = evaluate(args.run, images, masks, weights=args.weights, skip_invalid=args.skip_invalid,
-                          cache_dir=args.cache_dir, progress=not args.no_progress, size=args.size, tile=args.tile,
-                          tta=args.tta, engine=args.engine, onnx_model=args.onnx_model, precision=args.precision,
-                          only=only)
+    with _in_flags(args.run):
+        model = _load(args)
+        evaluation = model.evaluate(images, masks, skip_invalid=args.skip_invalid, cache_dir=args.cache_dir,
+                                    progress=not args.no_progress, size=args.size, only=only)
     out = args.out or Path(args.run) / EVALUATION_DIR
     before = files_in(out)
     written = write_report(evaluation, out)
@@ -224,19 +225,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from ..inference.predict import predict
-    from ..inference.predictor import Predictor
     from ..inference.video import VideoOptions
 
-    video = VideoOptions(every=args.every, save_masks=args.save_masks, side_by_side=args.side_by_side,
-                         batch_size=args.batch_size, progress=not args.no_progress)
-    predictor = Predictor(args.run, weights=args.weights, engine=args.engine, tile=args.tile, tta=args.tta,
-                          onnx_model=args.onnx_model, precision=args.precision)
-    _say_model(args)
+    with _in_flags(args.run):
+        video = VideoOptions(every=args.every, save_masks=args.save_masks, side_by_side=args.side_by_side,
+                             batch_size=args.batch_size, progress=not args.no_progress)
+        model = _load(args)
     before = files_in(args.out)
     bar = tqdm(desc="predict", unit="image", disable=True if args.no_progress else None)
-    result = predict(predictor, args.images, args.out, masks_dir=args.masks, size=args.size,
-                           on_file=lambda _: bar.update(), video=video)
+    result = model.predict(args.images, args.size, out=args.out, masks=args.masks, on_file=lambda _: bar.update(),
+                           video=video)
     bar.close()
     for problem in result.problems:
         print(f"pixelwise predict: {problem}", file=sys.stderr)
@@ -249,8 +247,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ..inference.export import export
 
     before = files_in(args.run)
-    written = export(args.run, int8=None if args.int8 is None else [args.int8],
-                     calibration_count=args.calibration_count, weights=args.weights)
+    with _in_flags(args.run):
+        written = export(args.run, int8=None if args.int8 is None else [args.int8],
+                         calibration_count=args.calibration_count, weights=args.weights)
     print(f"wrote {written[0]} (fp32, any batch, height and width that are multiples of 16)")
     if len(written) > 1:
         print(f"wrote {written[1]} (int8, calibrated on up to {args.calibration_count} images)")
@@ -262,20 +261,49 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load(args: argparse.Namespace):
+    """The run of ``args.run`` loaded with the inference flags its command has (serve has no --tile or
+    --tta), saying which exported model the onnx engine runs."""
+    from ..inference.predictor import load
+
+    model = load(args.run, engine=args.engine, precision=args.precision, tile=getattr(args, "tile", None),
+                 tta=getattr(args, "tta", False), weights=args.weights, onnx_model=args.onnx_model)
+    if model.model_file is not None:
+        print(f"onnx engine: running {model.model_file} ({'int8' if model.model_file.name == INT8_FILE else 'fp32'}; "
+              "--onnx-model chooses)")
+    return model
+
+
+@contextmanager
+def _in_flags(run: str | Path) -> Iterator[None]:
+    """The library's errors name its parameters and functions; on the command line they are worded as
+    the flags and commands that set them."""
+    words = [("call export(int8=IMAGES) first", f"run `pixelwise export {run} --int8 IMAGES` first"),
+             ("call export(weights='best') again", f"run `pixelwise export {run}` again"),
+             ("call export(weights='last') again", f"run `pixelwise export {run} --weights last` again"),
+             ("call export() first", f"run `pixelwise export {run}` first"),
+             ("(onnx_model='fp32')", "(--onnx-model fp32)"), ("(onnx_model)", "(--onnx-model)"),
+             ("onnx_model is the onnx engine's; pass engine='onnx'",
+              "the ONNX model (--onnx-model) is chosen for the onnx engine only; add --engine onnx"),
+             ("precision is the torch engine's", "--precision is the torch engine's"),
+             ("calibration_count", "--calibration-count"), ("every must be", "--every must be"),
+             ("(leave tile out)", "(leave out --tile)")]
+    try:
+        yield
+    except (ValueError, FileNotFoundError) as exc:
+        message = str(exc)
+        for api, flag in words:
+            message = message.replace(api, flag)
+        if message == str(exc):
+            raise
+        raise (ValueError if isinstance(exc, StaleExport) else type(exc))(message) from None
+
+
 def _say_replaced(before: set[Path], written: list[Path]) -> None:
     """The one output rule: evaluate, predict and export replace earlier outputs of the same name, and say so."""
     note = replaced_note(before, written)
     if note:
         print(note)
-
-
-def _say_model(args: argparse.Namespace) -> None:
-    """Which exported model the onnx engine runs (the engine's own choice, the same function)."""
-    from ..inference.onnx_engine import onnx_model_path
-
-    if args.engine == "onnx":
-        path = onnx_model_path(args.run, args.onnx_model)
-        print(f"onnx engine: running {path} ({'int8' if path.name == INT8_FILE else 'fp32'}; --onnx-model chooses)")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -288,13 +316,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import os
 
-    from ..inference.serve import ServeOptions, serve
+    from ..inference.serve import ServeOptions
 
     options = ServeOptions(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
                            max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels,
                            token=args.token or os.environ.get("PIXELWISE_TOKEN") or None)
-    serve(args.run, host=args.host, port=args.port, engine=args.engine, weights=args.weights,
-          onnx_model=args.onnx_model, precision=args.precision, options=options)
+    with _in_flags(args.run):
+        model = _load(args)
+    model.serve(host=args.host, port=args.port, options=options)
     return 0
 
 

@@ -22,12 +22,16 @@ from ..data.official import OfficialSplit, keep_listed
 from ..data.pairs import find_pairs
 from ..data.problems import DataError, Problem, SkippableDataError
 from ..data.transforms import to_target
-from ..inference.predictor import Predictor
+from ..inference.predictor import Predictor, load
 from .metrics import Scores, confusion_matrix, scores
 
 
 @dataclass
 class Evaluation:
+    """A model scored on a dataset: ``confusion`` (true class × predicted class pixel counts, summed
+    over ``n_images`` images), the run's ``classes``, and the pairs ``skipped`` as invalid; ``scores``
+    gives per-class IoU and Dice, mIoU and pixel accuracy, ``to_dict()`` the report as JSON-able data."""
+
     confusion: np.ndarray
     classes: ClassSet
     n_images: int
@@ -69,13 +73,41 @@ def evaluate(run_dir: str | Path, images_dir: str | Path, masks_dir: str | Path,
              size: tuple[int, int] | str | None = None, tile: tuple[int, int] | None = None, tta: bool = False,
              engine: str = "torch", onnx_model: str | None = None, precision: str = "auto",
              only: str | Path | None = None) -> Evaluation:
+    """``load(run_dir, ...).evaluate(images_dir, masks_dir, ...)``: the run loaded with ``weights``,
+    ``tile``, ``tta``, ``engine``, ``onnx_model`` and ``precision`` (see :class:`Predictor`), then
+    scored by :func:`evaluate_predictor` with the other arguments.
+
+    Raises:
+        DataError: problems in the data. FileNotFoundError, ValueError: as :class:`Predictor` raises.
+    """
+    predictor = load(run_dir, weights=weights, tile=tile, tta=tta, engine=engine, onnx_model=onnx_model,
+                     precision=precision)
+    return evaluate_predictor(predictor, images_dir, masks_dir, skip_invalid=skip_invalid, cache_dir=cache_dir,
+                              progress=progress, size=size, only=only)
+
+
+def evaluate_predictor(predictor: Predictor, images_dir: str | Path, masks_dir: str | Path, *,
+                       skip_invalid: bool = False, cache_dir: Path | None = None, progress: bool = True,
+                       size: tuple[int, int] | str | None = None, only: str | Path | None = None) -> Evaluation:
     """Predict every valid pair and sum one confusion matrix over them all, scored at each mask's own
-    size. ``size`` is what the model sees (``Predictor.predict``'s: the training size by default,
-    ``"native"`` for each image's own); ``tile``, ``tta``, ``engine``, ``onnx_model`` and ``precision``
-    are the Predictor's. With ``only``, a split list file (one name per line, as VOC's val.txt), just
-    the frames it names are scored."""
-    predictor = Predictor(run_dir, weights=weights, tile=tile, tta=tta, engine=engine, onnx_model=onnx_model,
-                          precision=precision)
+    size, with the predictor's settings (engine, weights, tile, TTA, precision).
+
+    Args:
+        predictor: the loaded run (``pw.load``).
+        images_dir, masks_dir: the folders of pairs, named as the run's data were.
+        skip_invalid: score the valid pairs when some are not, instead of refusing.
+        cache_dir: where decoded data are cached (default: the user's cache).
+        progress: show a progress bar.
+        size: what the model sees (``Predictor.predict``'s: the training size by default, ``"native"``
+            for each image's own).
+        only: a split list file (one name per line, as VOC's val.txt): just the frames it names are scored.
+
+    Returns:
+        The :class:`Evaluation`.
+
+    Raises:
+        DataError: problems in the data (SkippableDataError where valid pairs remain), or no pairs.
+    """
     n_classes = len(predictor.classes)
     # Validate everything first (cheap, and cached): never report on half a dataset by accident.
     mask_format, naming = MaskFormat.for_run(predictor.config), Naming.for_run(predictor.config)

@@ -20,6 +20,7 @@ from ..data.transforms import to_input
 from ..files import atomic_path
 from ..model.unet import subpixel_copy
 from ..rundir import INT8_FILE, ONNX_FILE, load_config, load_model, weights_path
+from .onnx_engine import DIGEST_KEY, WEIGHTS_KEY, file_digest
 from .predict import expand_images
 
 
@@ -32,8 +33,9 @@ def _require(module: str) -> None:
 
 def export_onnx(run_dir: str | Path, out: str | Path | None = None, weights: str = "best") -> Path:
     """Write the fp32 model as ONNX with dynamic batch, height and width (each side a multiple of
-    what the network needs, e.g. 16); ``predict --engine onnx`` pads images to such sizes. Transposed
-    convs are written as conv + pixel shuffle (SubPixelUpConv): the same outputs, and quantisable."""
+    what the network needs, e.g. 16); the onnx engine pads images to such sizes. Transposed convs are
+    written as conv + pixel shuffle (SubPixelUpConv): the same outputs, and quantisable. The model's
+    metadata records the weights file it was made from and its SHA-256, which the onnx engine checks."""
     _require("onnxscript")
     run_dir = Path(run_dir)
     config = load_config(run_dir)
@@ -49,11 +51,35 @@ def export_onnx(run_dir: str | Path, out: str | Path | None = None, weights: str
     dims = torch.export.Dim
     dynamic = {"x": {0: dims("batch", min=1, max=1024), 2: step * dims("h", min=1, max=4096 // step),
                      3: step * dims("w", min=1, max=4096 // step)}}
+    source = weights_path(run_dir, weights)
+    made_from = {WEIGHTS_KEY: source.name, DIGEST_KEY: file_digest(source)}
     with atomic_path(out) as tmp, warnings.catch_warnings(), _quiet("torch.onnx"):
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (example,), str(tmp), input_names=["image"], output_names=["logits"],
                           dynamic_shapes=dynamic, dynamo=True, external_data=False, optimize=True, verbose=False)
+        _record(tmp, made_from)
     return out
+
+
+def _record(path: Path, metadata: dict[str, str]) -> None:
+    """Write ``metadata`` into the ONNX model at ``path`` (its metadata_props), replacing those keys."""
+    import onnx
+
+    model = onnx.load(str(path))
+    kept = [p for p in model.metadata_props if p.key not in metadata]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for key, value in metadata.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(path))
+
+
+def _recorded(path: Path) -> dict[str, str]:
+    """The weights an export records it was made from (empty for an export by an older pixelwise)."""
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    return {key: props[key] for key in (WEIGHTS_KEY, DIGEST_KEY) if key in props}
 
 
 @contextmanager
@@ -112,6 +138,7 @@ def quantize_int8(run_dir: str | Path, calibration: list[Path], source: str | Pa
             with _quiet(None):  # onnxruntime.quantization logs through the root logger
                 quantize_static(str(prepared), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+            _record(tmp, _recorded(source))  # made from the same weights as the model it quantises
         finally:
             prepared.unlink(missing_ok=True)
     return out

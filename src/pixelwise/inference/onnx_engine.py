@@ -11,6 +11,7 @@ on all cores.
 
 from __future__ import annotations
 
+import hashlib
 import queue
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,6 +24,51 @@ from .tiling import Forward
 
 CHUNK = 4  # images per call of a single-threaded session
 ONNX_MODELS = ("fp32", "int8")
+# Keys of the metadata an export records: which weights file it was made from, and that file's SHA-256.
+WEIGHTS_KEY, DIGEST_KEY = "pixelwise.weights", "pixelwise.weights_sha256"
+
+
+class StaleExport(ValueError):
+    """An ONNX export that was not made from the run's current weights: running it would silently
+    answer with an older model. ``onnx_file`` and ``weights_file`` are the two files."""
+
+    def __init__(self, onnx_file: Path, weights_file: Path, reason: str, weights: str):
+        self.onnx_file, self.weights_file, self.weights = onnx_file, weights_file, weights
+        super().__init__(f"{onnx_file} {reason} {weights_file}; call export(weights={weights!r}) again")
+
+
+def file_digest(path: Path) -> str:
+    """The SHA-256 of a file, in hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_fresh(onnx_file: Path, weights_file: Path) -> None:
+    """Refuse an export whose recorded weights are not ``weights_file`` as it is now.
+
+    Raises:
+        StaleExport: no record (an export by an older pixelwise), another weights file, or changed weights.
+    """
+    import onnxruntime
+
+    weights = weights_file.stem.split(".")[0]
+    try:
+        options = onnxruntime.SessionOptions()
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+        meta = onnxruntime.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
+        recorded = meta.get_modelmeta().custom_metadata_map
+    except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
+        raise ValueError(f"{onnx_file}: unreadable ONNX model ({str(exc).splitlines()[0]})") from None
+    if DIGEST_KEY not in recorded:
+        raise StaleExport(onnx_file, weights_file, "records no weights it was made from, so it cannot be checked "
+                                                   "against", weights)
+    if recorded.get(WEIGHTS_KEY) != weights_file.name:
+        raise StaleExport(onnx_file, weights_file, f"was made from {recorded.get(WEIGHTS_KEY)}, not", weights)
+    if recorded[DIGEST_KEY] != file_digest(weights_file):
+        raise StaleExport(onnx_file, weights_file, "was made from other weights than those now in", weights)
 
 
 def _session(path: Path, threads: int):
@@ -41,7 +87,7 @@ def _session(path: Path, threads: int):
 
 def onnx_model_path(run_dir: str | Path, model: str | None = None) -> Path:
     """The ONNX file the engine runs: ``model="fp32"`` (model.onnx), ``"int8"`` (model.int8.onnx), or
-    None for int8 where ``pixelwise export --int8`` wrote it, else fp32."""
+    None for int8 where ``export(int8=...)`` wrote it, else fp32."""
     from ..rundir import INT8_FILE, ONNX_FILE
 
     run_dir = Path(run_dir)
@@ -52,9 +98,9 @@ def onnx_model_path(run_dir: str | Path, model: str | None = None) -> Path:
     path = run_dir / files[model]
     if not path.exists():
         if model == "int8":
-            raise FileNotFoundError(f"{run_dir}: no {INT8_FILE}; run `pixelwise export {run_dir} --int8 IMAGES` "
-                                    "first, or run the fp32 model (--onnx-model fp32)")
-        raise FileNotFoundError(f"{run_dir}: no {ONNX_FILE}; run `pixelwise export {run_dir}` first")
+            raise FileNotFoundError(f"{run_dir}: no {INT8_FILE}; call export(int8=IMAGES) first, or run the fp32 "
+                                    "model (onnx_model='fp32')")
+        raise FileNotFoundError(f"{run_dir}: no {ONNX_FILE}; call export() first")
     return path
 
 
@@ -65,7 +111,7 @@ def onnx_forward(run_dir: Path, cores: int | None = None, model: str | None = No
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
-        raise ValueError("--engine onnx needs onnxruntime: pip install 'pixelwise[onnx]'") from None
+        raise ValueError("the onnx engine needs onnxruntime: pip install 'pixelwise[onnx]'") from None
     cores = cores or usable_cores()
     wide = _session(path, cores)
     if cores == 1:

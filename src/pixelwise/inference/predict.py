@@ -61,7 +61,7 @@ def predict(predictor: Predictor, inputs: Iterable[str | Path], out_dir: str | P
     for path in dict.fromkeys(files):  # the same file given twice is predicted once
         if path.stem in by_stem:
             result.problems.append(Problem(path, f"same name as {by_stem[path.stem]}: its outputs would overwrite "
-                                                 "those; predict them into separate --out folders"))
+                                                 "those; predict them into separate output folders"))
             continue
         by_stem[path.stem] = path
     for path in by_stem.values():
@@ -114,7 +114,7 @@ def _masks_by_stem(masks_dir: Path, naming: Naming | None = None) -> dict[str, P
     """Mask files by stem (less the run's mask suffix); an image without one still gets a figure, with no
     true-mask panel."""
     if not masks_dir.is_dir():
-        raise DataError([Problem(masks_dir, "--masks folder not found")])
+        raise DataError([Problem(masks_dir, "masks folder not found")])
     naming = naming or Naming()
     found = ((naming.pair_name(masks_dir, p, "mask"), p) for p in sorted(masks_dir.iterdir()) if is_image_file(p))
     return {name: p for name, p in found if name is not None}

@@ -4,7 +4,9 @@ back and upsample the logits to the image's own size."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 import torch
@@ -13,32 +15,63 @@ import torch.nn.functional as F
 from ..config import RunConfig
 from ..data.arrays import image_array
 from ..data.cache import default_cache_dir
+from ..data.decode import read_image
 from ..data.resize import resize_image
 from ..data.transforms import to_input
 from ..device import PRECISION_STORE, PrecisionStore, autocast, forward_timer, measures_precision, pick_device, \
     resolve_precision
-from ..evaluation.metrics import class_ids
-from ..rundir import load_config, load_model
-from .onnx_engine import onnx_forward, onnx_model_path
+from ..rundir import load_config, load_model, weights_path
+from .onnx_engine import check_fresh, onnx_forward, onnx_model_path
 from .tiling import AUTO_TILE, Forward, sliding_window
+from .upsample import upsampled_ids
 
+if TYPE_CHECKING:
+    from ..evaluation.evaluate import Evaluation
+    from .predict import PredictResult
+    from .serve import ServeOptions
+    from .video import VideoOptions, VideoResult
+
+ImageInput = Union[np.ndarray, str, Path]
 ENGINES = ("torch", "onnx")
 TILE_OVERLAP = 0.25
 
 
 class Predictor:
-    """A trained run loaded for inference; ``predict(image)`` returns a class-id mask of the same size.
+    """A trained run loaded for inference, holding its inference settings once: what ``pw.load``
+    returns. ``predict(image)`` gives a class-id mask of the image's size; ``predict(files, out=DIR)``
+    writes masks, colour masks and overlays; ``evaluate``, ``export``, ``serve`` and ``predict_video``
+    use the same settings.
 
     ``engine="onnx"`` runs the run's exported ONNX model with ONNX Runtime on the CPU: ``onnx_model``
-    "fp32" (``model.onnx``) or "int8" (``model.int8.onnx``); by default int8 where ``pixelwise export
-    --int8`` wrote it, else fp32. ``model_file`` says which file runs (None for the torch engine).
+    "fp32" (``model.onnx``) or "int8" (``model.int8.onnx``); by default int8 where ``export(int8=...)``
+    wrote it, else fp32. An export made from other weights than the run's current ``weights`` file is
+    refused (:class:`~pixelwise.inference.onnx_engine.StaleExport`). ``model_file`` says which file runs
+    (None for the torch engine).
 
     ``tile=(h, w)``: where the size the model sees (after padding) is larger than the tile on either
     side, predict in tiles of that size overlapping by at least 25%, blended with Gaussian weights; the
     network's memory then depends on the tile, not the image. Without ``tile`` a padded U-Net is tiled
     at ``AUTO_TILE`` (1024) per side when a side exceeds it, as ``size="native"`` on large photos does;
-    a larger ``tile`` raises that limit. Unpadded ('valid') U-Nets always run in one pass. ``tta=True`` averages the logits of
-    the image and of its horizontal mirror (flipped back), at the cost of two forward passes."""
+    a larger ``tile`` raises that limit. Unpadded ('valid') U-Nets always run in one pass. ``tta=True``
+    averages the logits of the image and of its horizontal mirror (flipped back), at the cost of two
+    forward passes.
+
+    Args:
+        run_dir: a run directory (config.json and weights).
+        weights: "best" or "last".
+        device: where the torch engine runs (default: CUDA where present, else the CPU).
+        precision: the torch engine's "auto", "fp32", "bf16" or "fp16"; "auto" picks fp32 or bf16 by
+            a measurement remembered per machine and network.
+        engine: "torch" or "onnx".
+        tile: (height, width) of the tiles large inputs are predicted in.
+        tta: average with the horizontal mirror.
+        onnx_model: the onnx engine's "fp32" or "int8" model.
+
+    Raises:
+        FileNotFoundError: no run, no such weights, or no ONNX export for the onnx engine.
+        ValueError: a setting out of range or one the engine does not have; a damaged run.
+        StaleExport: the ONNX export was made from other weights.
+    """
 
     def __init__(self, run_dir: str | Path, weights: str = "best", device: torch.device | None = None,
                  precision: str = "auto", engine: str = "torch", tile: tuple[int, int] | None = None,
@@ -46,20 +79,14 @@ class Predictor:
         self.run_dir = Path(run_dir)
         self.config = load_config(self.run_dir)
         self.classes = self.config.classes
-        if engine not in ENGINES:
-            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
-        if onnx_model is not None and engine != "onnx":
-            raise ValueError("the ONNX model (--onnx-model) is chosen for the onnx engine only; add --engine onnx")
-        if precision != "auto" and engine == "onnx":
-            raise ValueError("--precision is the torch engine's; the onnx engine's is its model's (--onnx-model)")
+        check_settings(engine, precision, onnx_model)
+        self.weights, self.engine, self.precision, self.onnx_model = weights, engine, precision, onnx_model
         self.tile = _check_tile(tile, self.config) or _default_tile(self.config)
         self.tta = tta
+        self.model_file: Path | None = None
         if engine == "onnx":
-            self.device, self.dtype = torch.device("cpu"), None
-            self.model_file: Path | None = onnx_model_path(self.run_dir, onnx_model)
-            self._forward = onnx_forward(self.run_dir, model=onnx_model)
+            self._load_onnx()
             return
-        self.model_file = None
         self.device = device or pick_device()
         self.dtype = resolve_precision(precision, self.device, depthwise=self.config.model.encoder != "unet")
         self.model = load_model(self.run_dir, self.config, weights).to(self.device, memory_format=torch.channels_last)
@@ -71,6 +98,13 @@ class Predictor:
                 return self.model(x.contiguous(memory_format=torch.channels_last))
 
         self._forward = forward
+
+    def _load_onnx(self) -> None:
+        """The exported model, once checked to come from the current weights."""
+        self.device, self.dtype = torch.device("cpu"), None
+        self.model_file = onnx_model_path(self.run_dir, self.onnx_model)
+        check_fresh(self.model_file, weights_path(self.run_dir, self.weights))
+        self._forward = onnx_forward(self.run_dir, model=self.onnx_model)
 
     def _remembered_dtype(self) -> torch.dtype | None:
         """fp32 or bf16, whichever scores one image of the training size (or a tile) faster on this
@@ -85,11 +119,12 @@ class Predictor:
         return store.choose({"model": cfg.to_dict(), "input": [h, w]}, forward_timer(self.model, x, self.device))[0]
 
     @torch.no_grad()
-    def logits(self, image: np.ndarray, size: tuple[int, int] | str | None = None) -> torch.Tensor:
+    def logits(self, image: ImageInput, size: tuple[int, int] | str | None = None) -> torch.Tensor:
         """(n_classes, H, W) float logits at ``size``: the training size by default, ``"native"`` for the
         image's own; any size works, in tiles where it is larger than the tile (see the class). ``image`` is
-        any array :func:`~pixelwise.data.arrays.image_array` takes (RGB, RGBA, grey; uint8, 16 bits, floats)."""
-        return self._logits(image_array(image), size)
+        any array :func:`~pixelwise.data.arrays.image_array` takes (RGB, RGBA, grey; uint8, 16 bits, floats)
+        or the path of an image file."""
+        return self._logits(as_image(image), size)
 
     def _logits(self, image: np.ndarray, size: tuple[int, int] | str | None) -> torch.Tensor:
         h, w = image.shape[:2] if size == "native" else (size or self.config.data.size)
@@ -125,21 +160,145 @@ class Predictor:
             return sliding_window(forward, x, self.tile, TILE_OVERLAP)[:, :, :h, :w]
         return forward(x)[:, :, :h, :w].float()
 
-    def predict(self, image: np.ndarray, size: tuple[int, int] | str | None = None) -> np.ndarray:
-        """(H, W) uint8 class ids at the image's own size; logits are upsampled bilinearly, then argmax.
-        An array that cannot be an image (channels first, empty, NaN) is a one-line ValueError."""
-        image = image_array(image)
+    def predict(self, images: ImageInput | Iterable[str | Path], size: tuple[int, int] | str | None = None, *,
+                out: str | Path | None = None, masks: str | Path | None = None, video: VideoOptions | None = None,
+                on_file: Callable[[Path], None] | None = None) -> np.ndarray | PredictResult:
+        """One image's class ids, or with ``out`` every file's outputs written.
+
+        Args:
+            images: without ``out``, one image: an array (RGB, RGBA, grey; uint8, 16 bits, floats) or
+                the path of an image file. With ``out``, image files, folders of them and videos.
+            size: what the model sees: the training size by default, ``"native"`` for each image's own.
+            out: the folder for ``NAME_mask.png`` (ids), ``NAME_color.png``, ``NAME_overlay.png``.
+            masks: with ``out``, a folder of true masks: each image also gets ``NAME_figure.png``.
+            video: with ``out``, the options for video files.
+            on_file: with ``out``, called with each image file once its outputs are written.
+
+        Returns:
+            Without ``out``, the (H, W) uint8 class ids at the image's own size (logits upsampled
+            bilinearly, then arg-maxed). With ``out``, a :class:`~pixelwise.inference.predict.PredictResult`:
+            the files written and the problems of the files that were not.
+
+        Raises:
+            TypeError: ``images`` is neither an array nor a path.
+            ValueError: an array that cannot be an image (channels first, empty, NaN).
+            DataError: an image file that cannot be read (without ``out``; with it, a problem in the result).
+        """
+        if out is not None:
+            from .predict import predict
+
+            return predict(self, [images] if isinstance(images, (str, Path)) else images, out, masks_dir=masks,
+                           size=size, on_file=on_file, video=video)
+        if masks is not None or video is not None or on_file is not None:
+            raise ValueError("masks, video and on_file are for predicting files into a folder: pass out")
+        image = as_image(images)
         return self.mask(self._logits(image, size), image.shape[:2])
+
+    def evaluate(self, images: str | Path, masks: str | Path, **options) -> Evaluation:
+        """This model scored on a folder of image/mask pairs, with its settings.
+
+        Args:
+            images: the images folder.
+            masks: the masks folder.
+            **options: ``skip_invalid``, ``cache_dir``, ``progress``, ``size``, ``only``, as for
+                :func:`~pixelwise.evaluation.evaluate.evaluate_predictor`.
+
+        Returns:
+            The :class:`~pixelwise.evaluation.evaluate.Evaluation`.
+
+        Raises:
+            DataError: problems in the data (unless ``skip_invalid`` and valid pairs remain).
+        """
+        from ..evaluation.evaluate import evaluate_predictor
+
+        return evaluate_predictor(self, images, masks, **options)
+
+    def export(self, *, int8: Iterable[str | Path] | None = None, calibration_count: int = 64) -> list[Path]:
+        """The run's model as ONNX from this model's ``weights`` (see :func:`~pixelwise.inference.export.export`);
+        with the onnx engine, this model then runs the new export.
+
+        Returns:
+            The files written.
+
+        Raises:
+            ValueError: an unpadded U-Net, the ONNX packages missing, a calibration count below 1.
+            DataError: unreadable calibration inputs.
+        """
+        from .export import export
+
+        written = export(self.run_dir, int8=int8, calibration_count=calibration_count, weights=self.weights)
+        if self.engine == "onnx":
+            self._load_onnx()
+        return written
+
+    def serve(self, *, host: str = "127.0.0.1", port: int = 8000, options: ServeOptions | None = None,
+              log: Callable[[str], None] = print) -> None:
+        """Serve this model over HTTP until interrupted (see :func:`~pixelwise.inference.serve.serve`).
+
+        Raises:
+            ValueError: the port cannot be bound, or FastAPI is missing.
+        """
+        from .serve import ServeOptions, serve
+
+        serve(self, host=host, port=port, options=options or ServeOptions(), log=log)
+
+    def predict_video(self, path: str | Path, out: str | Path, options: VideoOptions | None = None,
+                      size: tuple[int, int] | str | None = None) -> VideoResult:
+        """One video's labelled copy (see :func:`~pixelwise.inference.video.predict_video`).
+
+        Raises:
+            DataError: the file cannot be read as a video.
+            ValueError: PyAV is missing.
+        """
+        from .video import VideoOptions, predict_video
+
+        return predict_video(self, path, out, options or VideoOptions(), size)
 
     @staticmethod
     def mask(logits: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
-        """(H, W) uint8 class ids of (n_classes, h, w) logits at ``shape``: upsampled bilinearly, then argmax."""
-        if logits.shape[1:] != shape:
-            # A fresh (1, C, h, w) copy: a view of one image of a channels-last batch, batch stride C,
-            # sends interpolate down a generic path about 9x slower on CPU (torch 2.13).
-            one = logits[None].clone(memory_format=torch.channels_last)
-            logits = F.interpolate(one, size=shape, mode="bilinear", align_corners=False)[0]
-        return class_ids(logits, 0).to(torch.uint8).cpu().numpy()
+        """(H, W) uint8 class ids of (n_classes, h, w) logits at ``shape``: upsampled bilinearly, then
+        argmax, a band of rows at a time on large images (:func:`~pixelwise.inference.upsample.upsampled_ids`)."""
+        return upsampled_ids(logits, shape)
+
+
+def load(run_dir: str | Path, *, engine: str = "torch", precision: str = "auto", tile: tuple[int, int] | None = None,
+         tta: bool = False, weights: str = "best", onnx_model: str | None = None,
+         device: torch.device | None = None) -> Predictor:
+    """A trained run ready for inference, its settings held once for ``predict``, ``evaluate``,
+    ``export``, ``serve`` and ``predict_video``.
+
+    Args:
+        run_dir: a run directory.
+        engine, precision, tile, tta, weights, onnx_model, device: as for :class:`Predictor`.
+
+    Returns:
+        The run's :class:`Predictor`.
+
+    Raises:
+        FileNotFoundError, ValueError, StaleExport: as :class:`Predictor` does.
+    """
+    return Predictor(run_dir, weights=weights, device=device, precision=precision, engine=engine, tile=tile,
+                     tta=tta, onnx_model=onnx_model)
+
+
+def as_image(image: ImageInput) -> np.ndarray:
+    """A uint8 (H, W, 3) image from an array or the path of an image file; anything else is a TypeError."""
+    if isinstance(image, (str, Path)):
+        return read_image(image)
+    if not isinstance(image, (np.ndarray, list, tuple)) and not any(
+            hasattr(image, name) for name in ("__array__", "__array_interface__")):  # a tensor, a PIL image
+        raise TypeError(f"image must be an array or the path of an image file, not {type(image).__name__}")
+    return image_array(image)
+
+
+def check_settings(engine: str, precision: str, onnx_model: str | None) -> None:
+    """The engine exists and the settings given are the chosen engine's."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if onnx_model is not None and engine != "onnx":
+        raise ValueError("onnx_model is the onnx engine's; pass engine='onnx'")
+    if precision != "auto" and engine == "onnx":
+        raise ValueError("precision is the torch engine's; the onnx engine's is its model's (onnx_model)")
 
 
 def flip_tta(forward: Forward) -> Forward:
@@ -171,7 +330,7 @@ def _check_tile(tile: tuple[int, int] | None, config: RunConfig) -> tuple[int, i
         raise ValueError(f"tile sides must be ≥ 1, not {h}x{w}")
     if config.model.padding != "same":
         raise ValueError("tiled prediction needs a padded ('same') U-Net; this run's unpadded network predicts "
-                         "in one pass (leave out --tile)")
+                         "in one pass (leave tile out)")
     hints = config.model.size_hints(h, w)
     if hints:
         raise ValueError(f"tile {h}x{w} does not fit this U-Net (each side must be a multiple of "

@@ -13,12 +13,14 @@ otherwise; ``token`` requires ``Authorization: Bearer TOKEN`` on /info and /pred
 # No ``from __future__ import annotations``: FastAPI reads the handlers' annotations (``Request``, imported
 # inside create_app so that FastAPI stays optional) at definition time.
 import asyncio
-import hashlib
 import hmac
 import io
+import json
+import re
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+import warnings
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -27,11 +29,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..data.decode import read_image_bytes
+from ..classes import ClassSet
+from ..data.decode import quiet_bomb_warnings, read_image_bytes
 from ..data.problems import DataError
 from ..device import precision_name
-from ..rundir import WEIGHTS
+from ..rundir import weights_path
 from .batch import class_shares, predict_batch
+from .onnx_engine import file_digest
 from .outputs import colorize, overlay
 from .predictor import Predictor
 
@@ -115,38 +119,144 @@ class Batcher:
                     future.set_result(mask)
 
 
-def fingerprint(predictor: Predictor, engine: str, weights: str) -> str:
+def fingerprint(predictor: Predictor) -> str:
     """The first 16 hex digits of the SHA-256 of the file the engine runs: which model answered."""
-    path = predictor.model_file if engine == "onnx" else predictor.run_dir / WEIGHTS[weights]
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:16]
+    path = predictor.model_file if predictor.engine == "onnx" else weights_path(predictor.run_dir, predictor.weights)
+    return file_digest(path)[:16]
 
 
-def create_app(predictor: Predictor, options: ServeOptions = ServeOptions(), *, engine: str = "torch",
-               weights: str = "best"):
-    """The FastAPI application serving ``predictor``."""
+def model_info(predictor: Predictor, options: ServeOptions) -> dict:
+    """What ``/info`` answers: the run, its engine and settings, classes and the server's limits."""
+    classes = predictor.classes
+    return {"run": predictor.run_dir.name, "engine": predictor.engine, "weights": predictor.weights,
+            "precision": precision_name(predictor.dtype) if predictor.engine == "torch" else "onnx",
+            "device": str(predictor.device), "training_size": list(predictor.config.data.size),
+            "model": predictor.config.model.to_dict(), "fingerprint": fingerprint(predictor),
+            "classes": [{"id": i, "name": n, "color": list(c)} for i, (n, c) in enumerate(zip(classes.names, classes.colors))],
+            "limits": {k: v for k, v in asdict(options).items() if k != "token"}}
+
+
+class Refused(Exception):
+    """A request the server answers with an HTTP error (``status``) and a one-line ``detail``."""
+
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None):
+        super().__init__(detail)
+        self.status, self.detail, self.headers = status, detail, headers
+
+
+def authorize(headers: Mapping[str, str], token: str | None) -> None:
+    """Nothing when no token is set or the request bears it; else Refused (401)."""
+    if token is None:
+        return
+    given = headers.get("authorization", "")
+    if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        raise Refused(401, "missing or wrong token: send Authorization: Bearer TOKEN", {"WWW-Authenticate": "Bearer"})
+
+
+async def read_body(headers: Mapping[str, str], chunks: AsyncIterator[bytes], max_bytes: int) -> bytes:
+    """The request body, refused (413) as soon as it is known to exceed ``max_bytes``."""
+    declared = headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise Refused(413, f"upload is {int(declared):,} bytes, more than this server's limit of {max_bytes:,}")
+    body = bytearray()
+    async for chunk in chunks:
+        body += chunk
+        if len(body) > max_bytes:
+            raise Refused(413, f"upload is more than this server's limit of {max_bytes:,} bytes")
+    return bytes(body)
+
+
+async def upload(headers: Mapping[str, str], body: bytes) -> tuple[bytes, str]:
+    """The image bytes and name, from a raw body or the first file of a multipart form."""
+    from starlette.datastructures import Headers, UploadFile
+    from starlette.formparsers import MultiPartException, MultiPartParser
+
+    if not headers.get("content-type", "").startswith("multipart/form-data"):
+        return body, "upload"
+
+    async def stream() -> AsyncIterator[bytes]:
+        yield body
+
+    try:
+        form = await MultiPartParser(Headers(headers=dict(headers)), stream(), max_files=4, max_fields=16).parse()
+    except MultiPartException as exc:
+        raise Refused(400, f"unreadable multipart form ({exc.message})") from None
+    files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
+    if not files:
+        raise Refused(400, "the multipart form holds no file; send the image as a file field")
+    name = Path(files[0].filename or "upload").name or "upload"
+    return await files[0].read(), name
+
+
+def decode(data: bytes, name: str, max_pixels: int) -> np.ndarray:
+    """The uploaded image, refused (400) when its header announces more pixels than this server
+    takes (``max_pixels``, or the decoder's own guard where that is lower) or when it cannot be read."""
+    limit = min(max_pixels, Image.MAX_IMAGE_PIXELS or max_pixels)
+    try:
+        with warnings.catch_warnings():
+            quiet_bomb_warnings()
+            with Image.open(io.BytesIO(data)) as im:  # the header only: refuse large images before decoding
+                what = f"is {im.width} x {im.height} pixels"
+                too_large = im.width * im.height > limit
+    except Image.DecompressionBombError as exc:  # the decoder's guard refused it before handing over the header
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        what, too_large = (f"has {int(found.group(1)):,} pixels" if found else "is too large"), True
+    except Exception:  # noqa: BLE001  (read_image_bytes names what is wrong)
+        too_large = False
+    if too_large:
+        raise Refused(400, f"{name}: image {what}, more than this server's limit of {limit:,} pixels")
+    try:
+        return read_image_bytes(data, name)
+    except DataError as exc:
+        raise Refused(400, str(exc.problems[0])) from None
+
+
+def encode(image: np.ndarray, mask: np.ndarray, fmt: str, classes: ClassSet) -> tuple[bytes, str]:
+    """The answer's bytes and media type: class shares as JSON, or the mask, colour mask or overlay as PNG."""
+    if fmt == "json":
+        shares = class_shares(mask, len(classes))
+        order = [int(i) for i in np.argsort(-shares, kind="stable") if shares[i] > 0]
+        answer = {"height": int(mask.shape[0]), "width": int(mask.shape[1]),
+                  "shares": [{"id": i, "name": classes.names[i], "share": round(float(shares[i]), 6)} for i in order]}
+        return json.dumps(answer).encode(), "application/json"
+    picture = {"mask": lambda: mask, "color": lambda: colorize(mask, classes),
+               "overlay": lambda: overlay(image, mask, classes)}[fmt]()
+    buffer = io.BytesIO()
+    Image.fromarray(picture).save(buffer, format="PNG", compress_level=1)  # speed over a few bytes
+    return buffer.getvalue(), "image/png"
+
+
+async def answer(request, batcher: Batcher, options: ServeOptions, classes: ClassSet, fmt: str) -> tuple[bytes, str]:
+    """One /predict request through its stages: token, body, image, a place in a batch, encoding."""
+    authorize(request.headers, options.token)
+    if fmt not in FORMATS:
+        raise Refused(400, f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    body = await read_body(request.headers, request.stream(), int(options.max_upload_mb * 1024 * 1024))
+    data, name = await upload(request.headers, body)
+    image = await asyncio.to_thread(decode, data, name, options.max_pixels)
+    try:
+        mask = await batcher.predict(image)
+    except asyncio.QueueFull:
+        raise Refused(503, f"busy: {options.max_queue} requests already wait; retry shortly", {"Retry-After": "1"}) from None
+    return await asyncio.to_thread(encode, image, mask, fmt, classes)
+
+
+def create_app(predictor: Predictor, options: ServeOptions = ServeOptions()):
+    """The FastAPI application serving ``predictor`` (``pw.load``'s object, with its engine and weights).
+
+    Raises:
+        ValueError: FastAPI, uvicorn or python-multipart missing.
+    """
     require_serve()
     from contextlib import asynccontextmanager
 
-    from fastapi import FastAPI, HTTPException, Request
+    from fastapi import FastAPI, Request
     from fastapi.responses import HTMLResponse, JSONResponse, Response
-    from starlette.datastructures import UploadFile
     from starlette.exceptions import HTTPException as StarletteHTTPException
-    from starlette.formparsers import MultiPartException, MultiPartParser
 
     batcher = Batcher(lambda images: predict_batch(predictor, images), options)
-    classes = predictor.classes
-    info = {"run": predictor.run_dir.name, "engine": engine, "weights": weights,
-            "precision": precision_name(predictor.dtype) if engine == "torch" else "onnx",
-            "device": str(predictor.device), "training_size": list(predictor.config.data.size),
-            "model": predictor.config.model.to_dict(), "fingerprint": fingerprint(predictor, engine, weights),
-            "classes": [{"id": i, "name": n, "color": list(c)} for i, (n, c) in enumerate(zip(classes.names, classes.colors))],
-            "limits": {k: v for k, v in asdict(options).items() if k != "token"}}
+    info = model_info(predictor, options)
     page = resources.files(__package__).joinpath("page.html").read_text(encoding="utf-8")
-    max_bytes = int(options.max_upload_mb * 1024 * 1024)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -158,72 +268,6 @@ def create_app(predictor: Predictor, options: ServeOptions = ServeOptions(), *, 
     app = FastAPI(title="pixelwise", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.batcher = batcher
 
-    def authorize(request: Request) -> None:
-        if options.token is None:
-            return
-        given = request.headers.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {options.token}".encode()):
-            raise HTTPException(401, "missing or wrong token: send Authorization: Bearer TOKEN",
-                                headers={"WWW-Authenticate": "Bearer"})
-
-    async def read_body(request: Request) -> bytes:
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-            raise HTTPException(413, f"upload is {int(declared):,} bytes, more than this server's limit of {max_bytes:,}")
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > max_bytes:
-                raise HTTPException(413, f"upload is more than this server's limit of {max_bytes:,} bytes")
-        return bytes(body)
-
-    async def upload(request: Request) -> tuple[bytes, str]:
-        """The image bytes and name, from a raw body or the first file of a multipart form."""
-        body = await read_body(request)
-        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-            return body, "upload"
-
-        async def stream() -> AsyncIterator[bytes]:
-            yield body
-
-        try:
-            form = await MultiPartParser(request.headers, stream(), max_files=4, max_fields=16).parse()
-        except MultiPartException as exc:
-            raise HTTPException(400, f"unreadable multipart form ({exc.message})") from None
-        files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
-        if not files:
-            raise HTTPException(400, "the multipart form holds no file; send the image as a file field")
-        name = Path(files[0].filename or "upload").name or "upload"
-        return await files[0].read(), name
-
-    def decode(data: bytes, name: str) -> np.ndarray:
-        try:
-            with Image.open(io.BytesIO(data)) as im:  # the header only: refuse large images before decoding
-                if im.width * im.height > options.max_pixels:
-                    raise HTTPException(400, f"{name}: image is {im.width} x {im.height} pixels, more than this "
-                                             f"server's limit of {options.max_pixels:,} pixels")
-        except HTTPException:
-            raise
-        except Exception:  # noqa: BLE001  (read_image_bytes names what is wrong)
-            pass
-        try:
-            return read_image_bytes(data, name)
-        except DataError as exc:
-            raise HTTPException(400, str(exc.problems[0])) from None
-
-    def encode(image: np.ndarray, mask: np.ndarray, fmt: str) -> Response:
-        if fmt == "json":
-            shares = class_shares(mask, len(classes))
-            order = [int(i) for i in np.argsort(-shares, kind="stable") if shares[i] > 0]
-            return JSONResponse({"height": int(mask.shape[0]), "width": int(mask.shape[1]),
-                                 "shares": [{"id": i, "name": classes.names[i], "share": round(float(shares[i]), 6)}
-                                            for i in order]})
-        picture = {"mask": lambda: mask, "color": lambda: colorize(mask, classes),
-                   "overlay": lambda: overlay(image, mask, classes)}[fmt]()
-        buffer = io.BytesIO()
-        Image.fromarray(picture).save(buffer, format="PNG", compress_level=1)  # speed over a few bytes
-        return Response(buffer.getvalue(), media_type="image/png")
-
     @app.get("/", response_class=HTMLResponse)
     async def index() -> HTMLResponse:
         return HTMLResponse(page)
@@ -234,25 +278,19 @@ def create_app(predictor: Predictor, options: ServeOptions = ServeOptions(), *, 
 
     @app.get("/info")
     async def get_info(request: Request) -> dict:
-        authorize(request)
+        authorize(request.headers, options.token)
         return info
 
     @app.post("/predict")
     async def post_predict(request: Request, format: str = "mask") -> Response:  # noqa: A002  (the query name)
-        authorize(request)
-        if format not in FORMATS:
-            raise HTTPException(400, f"format must be one of {', '.join(FORMATS)}, not {format!r}")
         started = time.perf_counter()
-        data, name = await upload(request)
-        image = await asyncio.to_thread(decode, data, name)
-        try:
-            mask = await batcher.predict(image)
-        except asyncio.QueueFull:
-            raise HTTPException(503, f"busy: {options.max_queue} requests already wait; retry shortly",
-                                headers={"Retry-After": "1"}) from None
-        response = await asyncio.to_thread(encode, image, mask, format)
-        response.headers["X-Inference-Ms"] = f"{1000 * (time.perf_counter() - started):.1f}"
-        return response
+        content, media_type = await answer(request, batcher, options, predictor.classes, format)
+        return Response(content, media_type=media_type,
+                        headers={"X-Inference-Ms": f"{1000 * (time.perf_counter() - started):.1f}"})
+
+    @app.exception_handler(Refused)
+    async def refused(request: Request, exc: Refused) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def one_line(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -262,26 +300,39 @@ def create_app(predictor: Predictor, options: ServeOptions = ServeOptions(), *, 
     return app
 
 
-def serve(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000, engine: str = "torch",
-          weights: str = "best", onnx_model: str | None = None, precision: str = "auto",
-          options: ServeOptions = ServeOptions(), log: Callable[[str], None] = print) -> None:
-    """Serve the run until interrupted (``onnx_model``: "fp32" or "int8", and ``precision``, as for ``Predictor``)."""
-    require_serve()
-    import uvicorn
-
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:  # a clear error, not a log line
+def check_port(host: str, port: int) -> None:
+    """A clear error now, not a log line later, when ``host:port`` cannot be bound."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
         try:
             probe.bind((host, port))
         except OSError as exc:
             raise ValueError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
-    predictor = Predictor(run_dir, weights=weights, engine=engine, onnx_model=onnx_model, precision=precision)
-    app = create_app(predictor, options, engine=engine, weights=weights)
+
+
+def serve(predictor: Predictor, *, host: str = "127.0.0.1", port: int = 8000,
+          options: ServeOptions = ServeOptions(), log: Callable[[str], None] = print) -> None:
+    """Serve ``predictor`` (``pw.load``'s object: its engine, weights, precision) until interrupted.
+
+    Args:
+        predictor: the loaded run.
+        host, port: where to listen (127.0.0.1 unless told otherwise).
+        options: the server's limits and token.
+        log: where the start-up lines go.
+
+    Raises:
+        ValueError: the port cannot be bound, or FastAPI is missing.
+    """
+    require_serve()
+    import uvicorn
+
+    check_port(host, port)
+    app = create_app(predictor, options)
     # Requests beyond those the queue and a batch in progress can hold get uvicorn's own 503.
     limit = options.max_queue + 2 * options.max_batch + 16
     if host not in ("127.0.0.1", "localhost", "::1") and options.token is None:
-        log(f"warning: serving on {host} without --token: anyone who can reach this machine can use the model")
-    model = f"{engine} {predictor.model_file.name}" if predictor.model_file else engine
-    log(f"serving {run_dir} ({model}, batches of up to {options.max_batch}, {options.max_wait_ms:g} ms wait) "
-        f"on http://{host}:{port}/")
+        log(f"warning: serving on {host} without a token: anyone who can reach this machine can use the model")
+    model = f"{predictor.engine} {predictor.model_file.name}" if predictor.model_file else predictor.engine
+    log(f"serving {predictor.run_dir} ({model}, batches of up to {options.max_batch}, {options.max_wait_ms:g} ms "
+        f"wait) on http://{host}:{port}/")
     uvicorn.run(app, host=host, port=port, limit_concurrency=limit, log_level="warning", access_log=False)

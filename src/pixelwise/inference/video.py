@@ -61,7 +61,7 @@ class VideoOptions:
 
     def __post_init__(self) -> None:
         if self.every < 1:
-            raise ValueError(f"--every must be at least 1, not {self.every}")
+            raise ValueError(f"every must be at least 1, not {self.every}")
         if self.batch_size < 1:
             raise ValueError(f"batch size must be at least 1, not {self.batch_size}")
 
@@ -140,6 +140,7 @@ class _Writer:
         av = require_av()
         h, w = size
         self.path, self.classes, self.side_by_side, self.masks_dir = path, classes, side_by_side, masks_dir
+        self.size = size  # of the frames, (height, width)
         self.frames = 0
         self.legend = _Legend(classes, h)
         self.palette = classes.palette()
@@ -263,79 +264,111 @@ def _expected_frames(container, stream, rate: Fraction) -> int | None:
 def predict_video(predictor: Predictor, path: str | Path, out_dir: str | Path,
                   options: VideoOptions = VideoOptions(), size: tuple[int, int] | str | None = None) -> VideoResult:
     """Predict one video into ``out_dir``: ``STEM_overlay.mp4`` (``STEM_side_by_side.mp4`` with
-    ``side_by_side``) and with ``save_masks`` ``STEM_masks/NNNNNN.png`` named by frame number. Problems
-    name the file and the frame; what was written up to a problem stays a playable video. ``size``: what
-    the model sees, as in ``Predictor.predict``."""
-    from tqdm.auto import tqdm
+    ``side_by_side``) and with ``save_masks`` ``STEM_masks/NNNNNN.png`` named by frame number.
 
+    Args:
+        predictor: the loaded run (``pw.load``), with its engine and settings.
+        path: the video file.
+        out_dir: where the outputs go.
+        options: frames, outputs and batch size.
+        size: what the model sees, as in ``Predictor.predict``.
+
+    Returns:
+        The files written, the frames predicted, and problems naming the file and the frame; what was
+        written up to a problem stays a playable video.
+
+    Raises:
+        DataError: the file cannot be read as a video. ValueError: PyAV is missing.
+    """
     av = require_av()
     path, out_dir = Path(path), Path(out_dir)
-    result = VideoResult()
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
         raise DataError([Problem(path, f"cannot read as a video ({_first_line(exc)})")]) from None
     try:
-        if not container.streams.video:
-            raise DataError([Problem(path, "holds no video stream")])
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"  # frame-parallel decoding where the codec allows it
-        shape = stream.codec_context.height, stream.codec_context.width
-        if min(shape) < 1:
-            raise DataError([Problem(path, "video stream has no frame size (an unreadable codec?)")])
-        rate = _frame_rate(stream)
-        expected = _expected_frames(container, stream, rate)
+        stream, shape, rate, expected = _video_stream(container, path)
         masks_dir = out_dir / f"{path.stem}_masks" if options.save_masks else None
         (masks_dir or out_dir).mkdir(parents=True, exist_ok=True)
         target = out_dir / f"{path.stem}_{'side_by_side' if options.side_by_side else 'overlay'}.mp4"
         writer = _Writer(target, shape, rate / options.every, predictor.classes, options.side_by_side, masks_dir)
-        result.written.append(target)
-        stop = threading.Event()
-        frames: queue.Queue = queue.Queue(maxsize=2 * options.batch_size)
-        items: queue.Queue = queue.Queue(maxsize=2 * options.batch_size)
         total = -(-expected // options.every) if expected else None
-        bar = tqdm(total=total, desc=path.name, unit="frame", disable=not options.progress or None, leave=True)
-        decoder = _Decoder(container, stream, shape, options.every, frames, stop)
-        encoder = _Encoder(writer, items, stop, bar)
-        decoder.start()
-        encoder.start()
-        try:
-            for batch in _batches(frames, options.batch_size):
-                if stop.is_set():
-                    break
-                masks = predict_batch(predictor, [frame for _, frame in batch], size)
-                for (index, frame), mask in zip(batch, masks):
-                    if not _put(items, (index, frame, mask), stop):
-                        break
-        finally:  # also on Ctrl-C: stop decoding, finish encoding what was predicted, close the file playable
-            stop_decoder(decoder, stop, frames)
-            while encoder.is_alive():  # unless it failed, the encoder drains what was predicted, then ends
-                try:
-                    items.put(_END, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
-            encoder.join()
-            writer.close()
-            bar.close()
-        result.frames = writer.frames
-        if masks_dir is not None:
-            result.written.append(masks_dir)
-        kept = f"the {writer.frames} frames before it are in {target.name}"
-        if encoder.error:
-            result.problems.append(Problem(target, f"cannot write frame {decoder.decoded} ({encoder.error}); {kept}"))
-        elif decoder.error:
-            result.problems.append(Problem(path, f"frame {decoder.decoded}: unreadable video data ({decoder.error}); "
-                                                 f"{kept}"))
-        elif expected and decoder.decoded < expected - 1:  # a duration rounds to ±1 frame
-            result.problems.append(Problem(path, f"video ends at frame {decoder.decoded} of the {expected} its header "
-                                                 f"announces (a truncated or damaged file?); {kept}"))
-        if decoder.corrupt is not None:
-            result.problems.append(Problem(path, f"frame {decoder.corrupt}: corrupt video data, concealed by the decoder "
-                                                 "(this frame and some after it may show artefacts)"))
-        return result
+        decoder, encoder = _run_pipeline(predictor, container, stream, writer, options, size,
+                                         _progress_bar(total, path.name, options.progress))
+        written = [target] + ([masks_dir] if masks_dir is not None else [])
+        return VideoResult(written, writer.frames, _problems(path, target, decoder, encoder, writer.frames, expected))
     finally:
         container.close()
+
+
+def _video_stream(container, path: Path) -> tuple[object, tuple[int, int], Fraction, int | None]:
+    """The first video stream, its frame size, frame rate and announced frame count."""
+    if not container.streams.video:
+        raise DataError([Problem(path, "holds no video stream")])
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"  # frame-parallel decoding where the codec allows it
+    shape = stream.codec_context.height, stream.codec_context.width
+    if min(shape) < 1:
+        raise DataError([Problem(path, "video stream has no frame size (an unreadable codec?)")])
+    rate = _frame_rate(stream)
+    return stream, shape, rate, _expected_frames(container, stream, rate)
+
+
+def _progress_bar(total: int | None, name: str, shown: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=name, unit="frame", disable=not shown or None, leave=True)
+
+
+def _run_pipeline(predictor: Predictor, container, stream, writer: _Writer, options: VideoOptions,
+                  size: tuple[int, int] | str | None, bar) -> tuple[_Decoder, _Encoder]:
+    """Decode, predict (here, in batches) and encode side by side until the video ends, a stage fails
+    or Ctrl-C; the output is closed playable whatever happens."""
+    stop = threading.Event()
+    frames: queue.Queue = queue.Queue(maxsize=2 * options.batch_size)
+    items: queue.Queue = queue.Queue(maxsize=2 * options.batch_size)
+    decoder = _Decoder(container, stream, writer.size, options.every, frames, stop)
+    encoder = _Encoder(writer, items, stop, bar)
+    decoder.start()
+    encoder.start()
+    try:
+        for batch in _batches(frames, options.batch_size):
+            if stop.is_set():
+                break
+            masks = predict_batch(predictor, [frame for _, frame in batch], size)
+            for (index, frame), mask in zip(batch, masks):
+                if not _put(items, (index, frame, mask), stop):
+                    break
+    finally:  # also on Ctrl-C: stop decoding, finish encoding what was predicted, close the file playable
+        stop_decoder(decoder, stop, frames)
+        while encoder.is_alive():  # unless it failed, the encoder drains what was predicted, then ends
+            try:
+                items.put(_END, timeout=0.1)
+                break
+            except queue.Full:
+                continue
+        encoder.join()
+        writer.close()
+        bar.close()
+    return decoder, encoder
+
+
+def _problems(path: Path, target: Path, decoder: _Decoder, encoder: _Encoder, frames: int,
+              expected: int | None) -> list[Problem]:
+    """What went wrong, naming the file and the frame, and what was kept."""
+    problems = []
+    kept = f"the {frames} frames before it are in {target.name}"
+    if encoder.error:
+        problems.append(Problem(target, f"cannot write frame {decoder.decoded} ({encoder.error}); {kept}"))
+    elif decoder.error:
+        problems.append(Problem(path, f"frame {decoder.decoded}: unreadable video data ({decoder.error}); {kept}"))
+    elif expected and decoder.decoded < expected - 1:  # a duration rounds to ±1 frame
+        problems.append(Problem(path, f"video ends at frame {decoder.decoded} of the {expected} its header "
+                                      f"announces (a truncated or damaged file?); {kept}"))
+    if decoder.corrupt is not None:
+        problems.append(Problem(path, f"frame {decoder.corrupt}: corrupt video data, concealed by the decoder "
+                                      "(this frame and some after it may show artefacts)"))
+    return problems
 
 
 def predict_video_reporting(predictor: Predictor, path: str | Path, out_dir: str | Path, options: VideoOptions,
