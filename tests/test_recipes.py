@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pixelwise.cli.commands import _train_config
+from pixelwise.cli.commands import train_config
 from pixelwise.cli.parser import build_parser
 from pixelwise.config import DataConfig, RunConfig, TrainConfig
 from pixelwise.data.transforms import IGNORE_INDEX
@@ -192,7 +192,7 @@ def test_cli_flags_change_single_settings_of_the_recipe():
     def config(*argv: str) -> RunConfig:
         args = build_parser().parse_args(["train", "data", "--out", "run", *argv])
         args.argv = list(argv)
-        return _train_config(args)
+        return train_config(args)
 
     assert config("--recipe", "seed") == recipe("seed")
     assert config() == recipe("default")
@@ -223,7 +223,7 @@ def test_bad_train_settings_are_refused(bad):
 
 @pytest.mark.parametrize("bad", [-1, 256])
 def test_ignore_index_must_be_a_mask_value(bad):
-    with pytest.raises(ValueError, match=f"ignore index {bad} is neither a class id"):
+    with pytest.raises(ValueError, match=rf"train.ignore_index must be in \[0, 255\], not {bad}"):
         RunConfig(train=TrainConfig(ignore_index=bad))
 
 
@@ -387,7 +387,8 @@ def test_class_crops_need_crops_smaller_than_the_image():
         check_trainable(RunConfig(data=DataConfig(size=(96, 128), class_crops=0.5)))
     check_trainable(RunConfig(data=DataConfig(size=(96, 128), class_crops=0.5, crop=0.5)))
     check_trainable(RunConfig(data=DataConfig(size=(96, 128), class_crops=0.5, augment="full")))
-    with pytest.raises(ValueError, match="class crops"):
+    with pytest.raises(ValueError, match="data.class_crops"):
         DataConfig(class_crops=1.5)
     with pytest.raises(ValueError, match="paste"):
         DataConfig(paste=-0.1)
+

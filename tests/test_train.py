@@ -177,7 +177,7 @@ def test_the_epoch_a_time_limit_makes_last_is_validated(scenes, tmp_path, monkey
 
 
 def test_validation_interval_must_be_positive():
-    with pytest.raises(ValueError, match="validation interval"):
+    with pytest.raises(ValueError, match="train.val_every must be ≥ 1"):
         TrainConfig(val_every=0)
 
 

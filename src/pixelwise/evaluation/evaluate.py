@@ -68,17 +68,19 @@ def evaluate(run_dir: str | Path, images_dir: str | Path, masks_dir: str | Path,
              skip_invalid: bool = False, cache_dir: Path | None = None, progress: bool = True,
              size: tuple[int, int] | str | None = None, tile: tuple[int, int] | None = None, tta: bool = False,
              engine: str = "torch", onnx_model: str | None = None, precision: str = "auto",
-             only: str | Path | None = None) -> Evaluation:
+             only: str | Path | None = None, data: dict | None = None) -> Evaluation:
     """Predict every valid pair and sum one confusion matrix over them all, scored at each mask's own
     size. ``size`` is what the model sees (``Predictor.predict``'s: the training size by default,
     ``"native"`` for each image's own); ``tile``, ``tta``, ``engine``, ``onnx_model`` and ``precision``
     are the Predictor's. With ``only``, a split list file (one name per line, as VOC's val.txt), just
-    the frames it names are scored."""
+    the frames it names are scored. ``data`` replaces some of the run's data settings that say how the
+    files are read (``mask_suffix="_L"``, ``mask_format="colors"`` …)."""
     predictor = Predictor(run_dir, weights=weights, tile=tile, tta=tta, engine=engine, onnx_model=onnx_model,
                           precision=precision)
     n_classes = len(predictor.classes)
     # Validate everything first (cheap, and cached): never report on half a dataset by accident.
-    mask_format, naming = MaskFormat.for_run(predictor.config), Naming.for_run(predictor.config)
+    reading = predictor.config.with_data(**(data or {}))
+    mask_format, naming = MaskFormat.for_run(reading), Naming.for_run(reading)
     checked = decode_dataset(Path(images_dir), Path(masks_dir), predictor.config.data.size, n_classes,
                              image_resize=predictor.config.data.image_resize,
                              cache_dir=default_cache_dir() if cache_dir is None else cache_dir, progress=progress,
