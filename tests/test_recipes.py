@@ -28,6 +28,7 @@ from pixelwise.training.augment import (
 from pixelwise.training.losses import (
     Criterion,
     class_weights,
+    make_criterion,
     pixel_counts,
     soft_dice_loss,
 )
@@ -392,3 +393,19 @@ def test_class_crops_need_crops_smaller_than_the_image():
     with pytest.raises(ValueError, match="paste"):
         DataConfig(paste=-0.1)
 
+
+@pytest.mark.parametrize("weights", [None, torch.tensor([1.0, 2.0, 0.5, 3.0])])
+def test_label_smoothing_is_torch_cross_entropy_with_label_smoothing(weights):
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 5, 6)
+    target = torch.randint(0, 4, (2, 5, 6))
+    target[0, 0, :] = IGNORE_INDEX
+    loss, _ = Criterion("ce", weights, label_smoothing=0.1)(logits, target, pixels=60)
+    labelled = target != IGNORE_INDEX
+    manual = F.cross_entropy(logits.permute(0, 2, 3, 1)[labelled], target[labelled], weight=weights,
+                             label_smoothing=0.1, reduction="sum")
+    assert loss.item() == pytest.approx(manual.item() / 60, rel=1e-5)
+    config = RunConfig(train=TrainConfig(label_smoothing=0.1))
+    assert make_criterion(config, np.zeros((1, 2, 2), np.uint8), np.arange(1)).label_smoothing == 0.1
+    with pytest.raises(ValueError, match=r"train.label_smoothing must be in \[0, 1\), not 1.0"):
+        TrainConfig(label_smoothing=1.0)

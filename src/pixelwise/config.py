@@ -119,6 +119,9 @@ class TrainConfig:
     ema: float = setting(
         0.0, "validate and save an exponential moving average of the weights that keeps this share of itself at "
         "each step, such as 0.998 (0: none)", **FRACTION, high_open=True, metavar="DECAY")
+    label_smoothing: float = setting(
+        0.0, "cross-entropy against targets that give this share of each pixel's weight to all classes evenly "
+        "(0: none)", **FRACTION, high_open=True, metavar="F")
 
     def __post_init__(self) -> None:
         check_fields(self, TRAIN_SETTINGS)
