@@ -51,11 +51,12 @@ def test_train_help_prints_each_recipes_values_from_the_recipes(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "(recipes: seed 40, default 60, scratch 120)" in text  # --epochs
     assert "(recipes: seed 0, default 28, scratch 0)" in text  # --time-limit
+    assert "--label-smoothing" in text and "(every recipe: 0)" in text
 
 
 @pytest.mark.parametrize("suffix", [".json", ".yaml"])
 def test_print_config_then_config_gives_a_bit_identical_config_json(scenes, tmp_path, capsys, suffix):
-    flags = [*TINY, "--lr", "0.004", "--cache-dir", tmp_path / "cache"]
+    flags = [*TINY, "--lr", "0.004", "--label-smoothing", "0.05", "--cache-dir", tmp_path / "cache"]
     code, printed, _ = run_cli(capsys, "train", scenes, "--out", tmp_path / "run", *flags, "--print-config")
     assert code == 0 and json.loads(printed)["train"]["lr"] == 0.004
     assert not (tmp_path / "run").exists()  # printing trains nothing
