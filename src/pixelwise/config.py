@@ -13,7 +13,7 @@ from .data.colors import MASK_FORMATS, UNKNOWN_COLORS, MaskFormat
 from .data.naming import Naming
 from .data.resize import RESIZE_MODES
 from .model.build import WEIGHTS_HELP
-from .model.unet import ENCODERS, ModelConfig
+from .model.unet import ENCODERS, PRESETS, ModelConfig
 from .settings import Range, Setting, check_fields, parse_size, setting, settings_of
 
 AUGMENTATIONS = ("none", "flip", "zoom", "full")
@@ -133,8 +133,9 @@ TRAIN_SETTINGS = settings_of(TrainConfig, "train")
 MODEL_SETTINGS = (
     Setting("model.batch_norm", bool, False, "BatchNorm after each 3x3 conv of the U-Net encoder (before its ReLU)",
             flag="--batch-norm"),
-    Setting("model.n_filters", int, 32, "base filters of the unet encoder (an efficientnet encoder has its own "
-            "widths and BatchNorm)", range=Range(1), flag="--filters"),
+    Setting("model.n_filters", int, 32, "base filters of the unet encoder (the preset's by default: "
+            f"{PRESETS['assignment'].n_filters} for assignment, {PRESETS['original'].n_filters} for original); refused "
+            "with an efficientnet encoder, as is model.batch_norm", range=Range(1), flag="--filters"),
     Setting("model.encoder", str, "unet", "unet = the assignment's own encoder; efficientnet-lite0/1/2 = that "
             "ImageNet backbone under a light U-Net decoder", choices=ENCODERS, flag="--encoder"),
     Setting("model.encoder_weights", str, "none", f"what the encoder starts from: {WEIGHTS_HELP} (default: "

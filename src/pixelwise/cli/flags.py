@@ -39,7 +39,8 @@ def recipe_values(setting: Setting) -> str:
 
 def add_setting(p: argparse.ArgumentParser, setting: Setting, default_note: str) -> None:
     """The flag of ``setting``; its help ends with ``default_note`` (such as the recipes' values)."""
-    help_text = as_flags(setting.help).replace("%", "%%") + (f" ({default_note})" if default_note else "")
+    notes = "; ".join(n for n in (str(setting.range) if setting.range else "", default_note) if n)
+    help_text = as_flags(setting.help).replace("%", "%%") + (f" ({notes})" if notes else "")
     if setting.type is bool:
         p.add_argument(setting.flag, dest=setting.dest, action=argparse.BooleanOptionalAction, default=None,
                        help=help_text)

@@ -264,7 +264,7 @@ def run_config(run_dir: Path, config: RunConfig | None, resume: bool) -> RunConf
         foreign = foreign_files(run_dir)
         if foreign:
             raise RunDirError(f"{run_dir}: is not a run folder and not empty ({len(foreign)} other file(s) such as "
-                              f"{foreign[0]!r}); train into a new or empty run_dir")
+                              f"{foreign[0]!r}); train into a new or empty folder (run_dir)")
         return config or recipe(DEFAULT_RECIPE)
     if not (run_dir / LAST).exists():
         raise RunDirError(f"{run_dir}: nothing to resume (no {LAST})")
