@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..classes import CARLA, class_set
-from ..config import DATA_SETTINGS
+from ..config import DATA_SETTINGS, DataConfig
 from ..data.colors import MaskFormat
 from ..data.naming import Naming
 from ..settings import Setting
@@ -28,14 +28,6 @@ def reading_given(args: argparse.Namespace) -> dict:
     """The reading settings given as flags, as DataConfig fields: what evaluate and predict change in
     the run's own."""
     return given(args, READING)["data"]
-
-
-def naming_from(args: argparse.Namespace) -> Naming:
-    return Naming(args.image_suffix or "", args.mask_suffix or "", bool(args.recursive))
-
-
-def mask_format_from(args: argparse.Namespace, classes, ignore_index: int | None = None) -> MaskFormat:
-    return MaskFormat(args.mask_format or "auto", tuple(classes.colors), args.unknown_color or "error", ignore_index)
 
 
 def add_layout_arg(p: argparse.ArgumentParser) -> None:
@@ -104,7 +96,9 @@ def check_inputs(args: argparse.Namespace):
             if fits:
                 raise DataError([Problem(args.data, f"is laid out like {' or '.join(fits)}: pass --layout {fits[0]}")])
             raise
-        return images, masks, classes, mask_format_from(args, classes, args.ignore_index), naming_from(args), None
+        data = DataConfig(**reading_given(args))  # the table's defaults for the flags not given
+        mask_format = MaskFormat(data.mask_format, tuple(classes.colors), data.unknown_color, args.ignore_index)
+        return images, masks, classes, mask_format, Naming(data.image_suffix, data.mask_suffix, data.recursive), None
     if args.classes is not None:
         raise ValueError(f"--layout {args.layout} sets the classes (its shipped class file); leave out --classes")
     preset = layout(args.layout)
@@ -112,7 +106,7 @@ def check_inputs(args: argparse.Namespace):
     classes = preset.classes()
     ignore = preset.ignore_index() if args.ignore_index is None else args.ignore_index
     mask_format = MaskFormat(args.mask_format or preset.mask_format, tuple(classes.colors),
-                             args.unknown_color or "error", ignore, preset.id_map)
+                             args.unknown_color or DataConfig.unknown_color, ignore, preset.id_map)
     naming = Naming(*(flag if flag is not None else default for flag, default in (
         (args.image_suffix, preset.image_suffix), (args.mask_suffix, preset.mask_suffix),
         (args.recursive, preset.recursive))))
