@@ -49,9 +49,9 @@ def test_train_help_prints_each_recipes_values_from_the_recipes(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "(recipes: seed 40, default 60, scratch 120)" in text  # --epochs
-    assert "(recipes: seed 0, default 28, scratch 0)" in text  # --time-limit
-    assert "--label-smoothing" in text and "(every recipe: 0)" in text
+    assert "(≥ 1; recipes: seed 40, default 60, scratch 120)" in text  # --epochs
+    assert "(≥ 0; recipes: seed 0, default 28, scratch 0)" in text  # --time-limit
+    assert "--label-smoothing" in text and "(in [0, 1); every recipe: 0)" in text
 
 
 @pytest.mark.parametrize("suffix", [".json", ".yaml"])

@@ -100,6 +100,8 @@ class Setting:
         if self.choices and value not in self.choices:
             raise SettingError(self.name, f"must be one of {', '.join(map(str, self.choices))}, not {value!r}")
         numbers = value if isinstance(value, tuple) else (value,)
+        if self.range is not None and not all(math.isfinite(v) for v in numbers):
+            raise SettingError(self.name, f"must be a finite number {self.range}, not {value!r}")
         if self.range is not None and not all(v in self.range for v in numbers):
             each = "each " if isinstance(value, tuple) else ""
             raise SettingError(self.name, f"must be {each}{self.range}, not {value!r}")
