@@ -148,7 +148,7 @@ def test_time_limited_run_decays_over_the_epochs_that_fit_and_resumes_without_th
     lines.clear()
     train(scenes / IMAGE_DIR, scenes / MASK_DIR, tmp_path / "run", config, resume=True, cache_dir=tmp_path / "cache",
           progress=False, log=lines.append)
-    assert any("all 2 epochs that fit its --time-limit already done" in line for line in lines)
+    assert any("all 2 epochs that fit its train.time_limit already done" in line for line in lines)
     resumed = _train(scenes, tmp_path / "run", config.with_train(time_limit=0), tmp_path, resume=True)
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4, 5]
     assert load_config(tmp_path / "run").train.time_limit == 0

@@ -73,7 +73,7 @@ def resolve_precision(requested: str, device: torch.device, depthwise: bool = Fa
         return None
     if requested == "fp16":
         if device.type != "cuda":
-            raise ValueError("precision='fp16' needs a CUDA GPU; use 'bf16' or 'fp32' on a CPU")
+            raise ValueError("precision fp16 needs a CUDA GPU; use bf16 or fp32 on a CPU")
         return torch.float16
     if requested == "bf16":
         return torch.bfloat16

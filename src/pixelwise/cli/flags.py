@@ -12,8 +12,7 @@ from ..recipes import RECIPES
 from ..settings import Setting, shown
 
 # The train() parameters that error messages name, as the train command spells them.
-PARAMETERS = {"resume=True": "--resume", "run_dir": "--out", "precision='fp16'": "--precision fp16",
-              "'bf16' or 'fp32'": "bf16 or fp32"}
+PARAMETERS = {"resume=True": "--resume", "run_dir": "--out"}
 _NAMES = re.compile(r"\b(?:model|data|train)\.[a-z_]+\b|" + "|".join(re.escape(p) for p in PARAMETERS))
 
 
