@@ -45,7 +45,7 @@ def test_average_follows_weights_and_batchnorm_statistics_and_copies_counters():
 
 def test_decay_must_be_below_one():
     for bad in (-0.1, 1.0):
-        with pytest.raises(ValueError, match="weight average"):
+        with pytest.raises(ValueError, match=r"train.ema must be in \[0, 1\)"):
             TrainConfig(ema=bad)
 
 

@@ -92,11 +92,12 @@ def test_resume_via_cli_extends_and_refuses_changed_settings(scenes, tmp_path, c
     assert run_cli(capsys, "train", scenes, "--out", run, "--epochs", 1, *common)[0] == 0
     code, _, err = run_cli(capsys, "train", scenes, "--out", run, "--epochs", 2, "--resume", "--lr", "0.1")
     assert code == 1 and "--lr cannot change when resuming" in err
-    code, _, err = run_cli(capsys, "train", scenes, "--out", run, "--epochs", 2, "--resume", "--no-batch-norm",
-                           "--recipe", "seed")
-    assert code == 1 and "--batch-norm, --recipe cannot change" in err
+    code, _, err = run_cli(capsys, "train", scenes, "--out", run, "--epochs", 2, "--resume", "--no-batch-norm")
+    assert code == 1 and "--batch-norm cannot change" in err
+    code, _, err = run_cli(capsys, "train", scenes, "--out", run, "--epochs", 2, "--resume", "--recipe", "seed")
+    assert code == 1 and "--filters, --batch-norm, --size" in err  # the recipe's settings that differ, by flag
     code, _, err = run_cli(capsys, "train", scenes, "--out", run, "--epochs", 2, "--resume", "--preset", "original")
-    assert code == 1 and "--preset cannot change" in err
+    assert code == 1 and "model.padding" in err and "cannot change" in err  # no flag: named as the setting
     with pytest.raises(SystemExit) as usage:  # no abbreviations: --resume must see every flag by its full name
         run_cli(capsys, "train", scenes, "--out", run, "--epochs", 2, "--resume", "--sched", "constant")
     assert usage.value.code == 2
@@ -124,7 +125,7 @@ def test_train_skip_invalid_lists_what_it_skipped(scenes, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["train", "x", "--out", "r", "--epochs", "0"], "epochs and batch size must be ≥ 1"),
+    (["train", "x", "--out", "r", "--epochs", "0"], "--epochs must be ≥ 1, not 0"),
     (["train", "x", "--out", "r", "--recipe", "scratch", "--preset", "original"], "does not fit this U-Net"),
     (["train", "x", "--out", "r", "--filters", "8"], "--filters: only the assignment's U-Net has this setting"),
     (["train", "x", "--out", "r", "--no-batch-norm"], "the efficientnet-lite0 network has its own widths and BatchNorm"),

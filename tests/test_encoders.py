@@ -275,10 +275,10 @@ def test_damaged_weights_files_are_one_line_errors(tmp_path):
 
 
 def _cli_config(*argv: str) -> ModelConfig:
-    from pixelwise.cli.commands import _train_config
+    from pixelwise.cli.commands import train_config
     from pixelwise.cli.parser import build_parser
 
-    return _train_config(build_parser().parse_args(["train", "data", "--out", "run", *argv])).model
+    return train_config(build_parser().parse_args(["train", "data", "--out", "run", *argv])).model
 
 
 def test_encoder_flags_reach_the_model_config(tmp_path):

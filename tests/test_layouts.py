@@ -193,7 +193,7 @@ def test_ignore_index_255_beyond_the_classes_is_neither_trained_nor_scored(tmp_p
     assert main(["predict", str(run), str(images), "--masks", str(masks), "--out", str(tmp_path / "pred"),
                  "--no-progress"]) == 0  # the true-mask figures show the borders, not refuse them
     assert main(["train", data, "--out", str(tmp_path / "r2"), "--classes", "5", "--ignore-index", "256", *cache]) == 1
-    assert "ignore index 256 is neither a class id (0-4) nor another mask value" in capsys.readouterr().err
+    assert "--ignore-index must be in [0, 255], not 256" in capsys.readouterr().err
 
 
 def test_a_list_may_name_files_with_their_suffix(tmp_path):

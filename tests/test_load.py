@@ -29,10 +29,15 @@ def run(scenes, tmp_path_factory):
     return small_run(scenes, tmp_path_factory.mktemp("load") / "run", epochs=2)
 
 
-def whole_image_ids(logits: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
-    """What prediction did before bands: all classes upsampled to the full size at once, then argmax."""
+def assert_ids_of_the_whole_image(ids: np.ndarray, logits: torch.Tensor, shape: tuple[int, int]) -> None:
+    """``ids`` are what prediction did before bands (all classes upsampled to the full size at once, then
+    argmax) wherever the two best classes are more than float rounding apart there."""
     one = logits[None].clone(memory_format=torch.channels_last)
-    return class_ids(F.interpolate(one, size=shape, mode="bilinear", align_corners=False)[0], 0).to(torch.uint8).numpy()
+    whole = F.interpolate(one, size=shape, mode="bilinear", align_corners=False)[0]
+    best_two = whole.topk(2, dim=0).values
+    clear = (best_two[0] - best_two[1] > 1e-4).numpy()
+    assert np.array_equal(ids[clear], class_ids(whole, 0).to(torch.uint8).numpy()[clear])
+    assert clear.mean() > 0.999  # the ties left out are a handful of pixels, not the test's point
 
 
 @pytest.mark.parametrize("classes", [2, 10, 23])
@@ -40,8 +45,8 @@ def whole_image_ids(logits: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
 def test_banded_upsampling_gives_the_ids_of_the_whole_image(shape, classes):
     logits = torch.randn(classes, 48, 64, generator=torch.Generator().manual_seed(sum(shape))) * 3
     # A budget of a few rows, so even these sizes go through many bands.
-    banded = upsampled_ids(logits, shape, max_bytes=10 * classes * shape[1] * 4 * 7)
-    assert np.array_equal(banded, whole_image_ids(logits, shape))
+    banded = upsampled_ids(logits, shape, max_bytes=classes * shape[1] * 4 * 7)
+    assert_ids_of_the_whole_image(banded, logits, shape)
 
 
 def test_banded_upsampling_of_a_trained_model_gives_the_ids_of_the_whole_image(run, scenes):
@@ -49,7 +54,7 @@ def test_banded_upsampling_of_a_trained_model_gives_the_ids_of_the_whole_image(r
     image = pw.read_image(sorted((scenes / IMAGE_DIR).iterdir())[0])
     logits = model.logits(image)
     for shape in ((961, 1283), (479, 641)):
-        assert np.array_equal(upsampled_ids(logits, shape, max_bytes=4 << 20), whole_image_ids(logits, shape))
+        assert_ids_of_the_whole_image(upsampled_ids(logits, shape, max_bytes=4 << 20), logits, shape)
     with pytest.raises(ValueError, match="max_bytes must allow one row"):
         upsampled_ids(logits, (961, 1283), max_bytes=1000)
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pixelwise.cli.commands import _train_config
+from pixelwise.cli.commands import train_config
 from pixelwise.cli.parser import build_parser
 from pixelwise.config import DataConfig, RunConfig, TrainConfig
 from pixelwise.data.transforms import IGNORE_INDEX
@@ -28,6 +28,7 @@ from pixelwise.training.augment import (
 from pixelwise.training.losses import (
     Criterion,
     class_weights,
+    make_criterion,
     pixel_counts,
     soft_dice_loss,
 )
@@ -191,7 +192,7 @@ def test_cli_flags_change_single_settings_of_the_recipe():
     def config(*argv: str) -> RunConfig:
         args = build_parser().parse_args(["train", "data", "--out", "run", *argv])
         args.argv = list(argv)
-        return _train_config(args)
+        return train_config(args)
 
     assert config("--recipe", "seed") == recipe("seed")
     assert config() == recipe("default")
@@ -222,7 +223,7 @@ def test_bad_train_settings_are_refused(bad):
 
 @pytest.mark.parametrize("bad", [-1, 256])
 def test_ignore_index_must_be_a_mask_value(bad):
-    with pytest.raises(ValueError, match=f"ignore index {bad} is neither a class id"):
+    with pytest.raises(ValueError, match=rf"train.ignore_index must be in \[0, 255\], not {bad}"):
         RunConfig(train=TrainConfig(ignore_index=bad))
 
 
@@ -386,7 +387,24 @@ def test_class_crops_need_crops_smaller_than_the_image():
         check_trainable(RunConfig(data=DataConfig(size=(96, 128), class_crops=0.5)))
     check_trainable(RunConfig(data=DataConfig(size=(96, 128), class_crops=0.5, crop=0.5)))
     check_trainable(RunConfig(data=DataConfig(size=(96, 128), class_crops=0.5, augment="full")))
-    with pytest.raises(ValueError, match="class crops"):
+    with pytest.raises(ValueError, match="data.class_crops"):
         DataConfig(class_crops=1.5)
     with pytest.raises(ValueError, match="paste"):
         DataConfig(paste=-0.1)
+
+
+@pytest.mark.parametrize("weights", [None, torch.tensor([1.0, 2.0, 0.5, 3.0])])
+def test_label_smoothing_is_torch_cross_entropy_with_label_smoothing(weights):
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 5, 6)
+    target = torch.randint(0, 4, (2, 5, 6))
+    target[0, 0, :] = IGNORE_INDEX
+    loss, _ = Criterion("ce", weights, label_smoothing=0.1)(logits, target, pixels=60)
+    labelled = target != IGNORE_INDEX
+    manual = F.cross_entropy(logits.permute(0, 2, 3, 1)[labelled], target[labelled], weight=weights,
+                             label_smoothing=0.1, reduction="sum")
+    assert loss.item() == pytest.approx(manual.item() / 60, rel=1e-5)
+    config = RunConfig(train=TrainConfig(label_smoothing=0.1))
+    assert make_criterion(config, np.zeros((1, 2, 2), np.uint8), np.arange(1)).label_smoothing == 0.1
+    with pytest.raises(ValueError, match=r"train.label_smoothing must be in \[0, 1\), not 1.0"):
+        TrainConfig(label_smoothing=1.0)

@@ -169,7 +169,7 @@ def test_time_limited_run_decays_over_the_epochs_that_fit_and_resumes_without_th
     lines.clear()
     train(scenes / IMAGE_DIR, scenes / MASK_DIR, tmp_path / "run", config, resume=True, cache_dir=tmp_path / "cache",
           progress=False, log=lines.append)
-    assert any("all 2 epochs that fit its --time-limit already done" in line for line in lines)
+    assert any("all 2 epochs that fit its train.time_limit already done" in line for line in lines)
     resumed = _train(scenes, tmp_path / "run", config.with_train(time_limit=0), tmp_path, resume=True)
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4, 5]
     assert load_config(tmp_path / "run").train.time_limit == 0
@@ -198,7 +198,7 @@ def test_the_epoch_a_time_limit_makes_last_is_validated(scenes, tmp_path):
 
 
 def test_validation_interval_must_be_positive():
-    with pytest.raises(ValueError, match="validation interval"):
+    with pytest.raises(ValueError, match="train.val_every must be ≥ 1"):
         TrainConfig(val_every=0)
 
 

@@ -105,12 +105,18 @@ class ClassSet:
                 raise ValueError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from exc
             if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
                 raise ValueError(f"{path}: expected a JSON list of class names")
+            for i, name in enumerate(names):
+                if name in names[:i]:
+                    raise ValueError(f"{path}: class name {name!r} (entry {i + 1}) repeats entry {names.index(name) + 1}")
             return cls.from_names(names)
-        names, colors = [], []
+        names, colors, lines = [], [], {}
         for lineno, line in enumerate(text.splitlines(), 1):
             parts = line.split()
             if not parts or parts[0].startswith("#"):
                 continue
+            if parts[0] in lines:
+                raise ValueError(f"{path}:{lineno}: class name {parts[0]!r} repeats line {lines[parts[0]]}")
+            lines[parts[0]] = lineno
             if len(parts) == 1:
                 names.append(parts[0])
                 colors.append(None)
@@ -124,3 +130,22 @@ class ClassSet:
 
 
 CARLA = ClassSet(tuple(n for n, _ in _CARLA), tuple(c for _, c in _CARLA))
+
+
+def class_set(spec: str | int) -> ClassSet:
+    """The classes ``spec`` names: a number of classes (CARLA's names when it is 23, else ``class_0``,
+    ``class_1`` …) or a class file (see :meth:`ClassSet.load`).
+
+    Raises:
+        ValueError: a number outside 2-256, or a file that cannot be read or holds no valid class list,
+            naming the file (and the line).
+    """
+    text = str(spec)
+    if not text.isdigit():
+        return ClassSet.load(text)
+    n = int(text)
+    if n == len(CARLA):
+        return CARLA
+    if not 2 <= n <= MAX_CLASSES:
+        raise ValueError(f"number of classes must be in 2-{MAX_CLASSES}, got {n}")
+    return ClassSet.from_names([f"class_{i}" for i in range(n)])

@@ -12,7 +12,9 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
-from ..config import RESUMABLE, RunConfig
+from ..classes import class_set
+from ..config import SETTINGS, RunConfig
+from ..config_file import apply_config_file, config_text
 from ..data.colors import unknown_color_summary
 from ..data.dataset import check
 from ..data.layouts import recognise
@@ -20,18 +22,19 @@ from ..data.pairs import locate
 from ..files import files_in, replaced_note
 from ..inference.onnx_engine import StaleExport
 from ..model.unet import PRESETS, preset
-from ..recipes import recipe
+from ..recipes import DEFAULT_RECIPE, recipe
+from ..resume import resumed
 from ..rundir import CONFIG_FILE, EVALUATION_DIR, INT8_FILE, load_config
 from ..training.distributed import LaunchFailed, LaunchStopped, launch, launched_rank
 from .data_flags import (
-    DATA_SETTINGS,
     check_inputs,
     evaluate_inputs,
     layout_folders,
     mask_notes,
     official_split,
-    with_layout,
+    reading_given,
 )
+from .flags import as_flags, given, train_settings
 
 EXIT_ERROR, EXIT_DATA, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -60,8 +63,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    images, masks, mask_format, naming, select = check_inputs(args)
-    decoded = check(images, masks, args.classes, cache_dir=args.cache_dir, progress=not args.no_progress,
+    images, masks, classes, mask_format, naming, select = check_inputs(args)
+    decoded = check(images, masks, classes, cache_dir=args.cache_dir, progress=not args.no_progress,
                     mask_format=mask_format, naming=naming, select=select, ignore_index=args.ignore_index)
     total = int(decoded.histogram.sum())
     print(f"{images} + {masks}: {len(decoded.names)} valid pairs, {len(decoded.problems)} problem(s)")
@@ -76,8 +79,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         for i in sorted(range(len(decoded.histogram)), key=lambda i: -decoded.histogram[i]):
             count = int(decoded.histogram[i])
             if count:
-                print(f"  {i:>3} {args.classes.names[i]:<14} {100 * count / total:8.3f}%  {count:>12,}")
-        missing = [args.classes.names[i] for i in range(len(args.classes)) if decoded.histogram[i] == 0]
+                print(f"  {i:>3} {classes.names[i]:<14} {100 * count / total:8.3f}%  {count:>12,}")
+        missing = [classes.names[i] for i in range(len(classes)) if decoded.histogram[i] == 0]
         if missing:
             print(f"  never occurs: {', '.join(missing)}")
     for problem in decoded.problems:
@@ -92,61 +95,35 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_DATA if decoded.problems else 0
 
 
-# Flags that replace one setting of the recipe: flag → (config section, field).
-_SETTINGS = {
-    "--epochs": ("train", "epochs"), "--time-limit": ("train", "time_limit"), "--val-every": ("train", "val_every"),
-    "--ema": ("train", "ema"),
-    "--batch-size": ("train", "batch_size"), "--lr": ("train", "lr"),
-    "--optimizer": ("train", "optimizer"), "--weight-decay": ("train", "weight_decay"),
-    "--schedule": ("train", "schedule"), "--warmup": ("train", "warmup"), "--loss": ("train", "loss"),
-    "--class-weights": ("train", "class_weights"), "--ignore-index": ("train", "ignore_index"),
-    "--precision": ("train", "precision"), "--seed": ("train", "seed"), "--size": ("data", "size"),
-    "--image-resize": ("data", "image_resize"), "--val-fraction": ("data", "val_fraction"),
-    "--split-seed": ("data", "split_seed"),
-    "--augment": ("data", "augment"), "--crop": ("data", "crop"),
-    "--class-crops": ("data", "class_crops"), "--paste": ("data", "paste"), "--batch-norm": ("model", "batch_norm"),
-    "--filters": ("model", "n_filters"), "--encoder": ("model", "encoder"),
-    "--encoder-weights": ("model", "encoder_weights"), "--encoder-lr": ("train", "encoder_lr"), **DATA_SETTINGS,
-}
+def train_config(args: argparse.Namespace, saved: RunConfig | None = None) -> RunConfig:
+    """The settings ``train`` trains with, each layer changing the one before: the recipe (resuming
+    without --recipe: the run's own settings ``saved``), --preset's network, the --config file,
+    --layout's data settings and classes, then --classes and each setting's flag."""
+    from ..data.layouts import layout
 
-
-def _train_config(args: argparse.Namespace) -> RunConfig:
-    base = recipe(args.recipe)
-    model = base.model if args.preset is None else preset(args.preset, batch_norm=base.model.batch_norm)
-    changes: dict[str, dict] = {"model": {"n_classes": len(args.classes), "in_channels": 3}, "data": {}, "train": {}}
-    for flag, (section, name) in _SETTINGS.items():
-        value = getattr(args, flag[2:].replace("-", "_"))
-        if value is not None:
-            changes[section][name] = value
+    config = saved if saved is not None and args.recipe is None else recipe(args.recipe or DEFAULT_RECIPE)
+    if args.preset is not None:
+        config = replace(config, model=preset(args.preset, batch_norm=config.model.batch_norm, in_channels=3,
+                                              n_classes=config.model.n_classes))
+    if args.config is not None:
+        config = apply_config_file(config, args.config)
+    if args.layout is not None:
+        if args.classes is not None:
+            raise ValueError(f"--layout {args.layout} sets the classes (its shipped class file); leave out --classes")
+        config = layout(args.layout).apply(config)
+    classes = config.classes if args.classes is None else class_set(args.classes)
+    changes = given(args, train_settings())
+    changes["model"]["n_classes"] = len(classes)
     if args.encoder is not None and args.encoder_weights is None:  # a backbone is chosen for its weights
         changes["model"]["encoder_weights"] = "none" if args.encoder == "unet" else "imagenet"
     # One replace per section: a half-changed model (a new encoder, the old weights) would be refused.
-    sections = {"model": replace(model, **changes["model"]), "data": replace(base.data, **changes["data"]),
-                "train": replace(base.train, **changes["train"])}
-    unet_only = [flag for flag in ("--filters", "--batch-norm") if _SETTINGS[flag][1] in changes["model"]]
+    sections = {name: replace(getattr(config, name), **changes[name]) for name in changes}
+    unet_only = [SETTINGS[f"model.{name}"].flag for name in ("n_filters", "batch_norm") if name in changes["model"]]
     if unet_only and sections["model"].encoder != "unet":
         raise ValueError(f"{' and '.join(unet_only)}: only the assignment's U-Net has this setting; the "
                          f"{sections['model'].encoder} network has its own widths and BatchNorm "
                          "(--recipe scratch or --encoder unet trains a U-Net)")
-    return RunConfig(classes=args.classes, **sections)
-
-
-def _settings_changed(args: argparse.Namespace, config: RunConfig, saved: RunConfig) -> list[str]:
-    """The flags given with --resume that would change the run's config.json (only --epochs and
-    --time-limit may)."""
-    def given(flag: str) -> bool:
-        return any(t == flag or t.startswith(flag + "=") or t == "--no-" + flag[2:] for t in args.argv)
-
-    def value(c: RunConfig, flag: str):
-        section, name = _SETTINGS[flag]
-        return getattr(getattr(c, section), name)
-
-    changed = [flag for flag, (_, name) in _SETTINGS.items() if name not in RESUMABLE and given(flag)
-               and value(config, flag) != value(saved, flag)]
-    whole = {"--recipe": lambda c: c.resumed_with(RunConfig()),
-             "--preset": lambda c: {k: v for k, v in c.model.to_dict().items() if k != "n_filters"},
-             "--classes": lambda c: c.classes}
-    return changed + [flag for flag, part in whole.items() if given(flag) and part(config) != part(saved)]
+    return RunConfig(classes=classes, **sections)
 
 
 def resume_command(args: argparse.Namespace) -> str:
@@ -179,20 +156,17 @@ def _launch_torchrun(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from ..training.loop import train
 
-    if args.nproc is not None:
+    if args.nproc is not None and not args.print_config:
         return _launch_torchrun(args)
+    saved = load_config(args.out) if args.resume and (args.out / CONFIG_FILE).exists() else None
+    config = train_config(args, saved)
+    if args.print_config:
+        print(config_text(config if saved is None else resumed(saved, config, args.out)), end="")
+        return 0
     images, masks = layout_folders(args) or locate(args.data, args.images, args.masks)
-    config = with_layout(args, _train_config(args))
-    if args.resume and (args.out / CONFIG_FILE).exists():
-        saved = load_config(args.out)
-        changed = _settings_changed(args, config, saved)
-        if changed:  # named by their flags here; train() refuses any change too, named by setting
-            raise ValueError(f"{', '.join(changed)} cannot change when resuming: the run keeps the settings in "
-                             f"{args.out / CONFIG_FILE} (only --epochs and --time-limit can change)")
-        config = saved.with_train(**{name: getattr(args, name) for name in RESUMABLE
-                                     if getattr(args, name) is not None})
     result = train(images, masks, args.out, config, resume=args.resume, skip_invalid=args.skip_invalid,
-                   cache_dir=args.cache_dir, progress=not args.no_progress, official=official_split(args))
+                   cache_dir=args.cache_dir, progress=not args.no_progress, official=official_split(args),
+                   log=lambda line: print(as_flags(line)))
     if launched_rank() not in (None, 0):  # under torchrun, rank 0 alone reports
         return 0
     if result.best_miou is not None:
@@ -210,7 +184,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     with _in_flags(args.run):
         model = _load(args)
         evaluation = model.evaluate(images, masks, skip_invalid=args.skip_invalid, cache_dir=args.cache_dir,
-                                    progress=not args.no_progress, size=args.size, only=only)
+                                    progress=not args.no_progress, size=args.size, only=only, data=reading_given(args))
     out = args.out or Path(args.run) / EVALUATION_DIR
     before = files_in(out)
     written = write_report(evaluation, out)
@@ -234,7 +208,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     before = files_in(args.out)
     bar = tqdm(desc="predict", unit="image", disable=True if args.no_progress else None)
     result = model.predict(args.images, args.size, out=args.out, masks=args.masks, on_file=lambda _: bar.update(),
-                           video=video)
+                           video=video, data=reading_given(args))
     bar.close()
     for problem in result.problems:
         print(f"pixelwise predict: {problem}", file=sys.stderr)

@@ -4,44 +4,30 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
-from ..data.colors import MASK_FORMATS, UNKNOWN_COLORS, MaskFormat
+from ..classes import CARLA, class_set
+from ..config import DATA_SETTINGS, DataConfig
+from ..data.colors import MaskFormat
 from ..data.naming import Naming
+from ..settings import Setting
+from .flags import add_setting, given
 
-# Flag → DataConfig field, for train's settings table.
-DATA_SETTINGS = {
-    "--mask-format": ("data", "mask_format"), "--unknown-color": ("data", "unknown_color"),
-    "--image-suffix": ("data", "image_suffix"), "--mask-suffix": ("data", "mask_suffix"),
-    "--recursive": ("data", "recursive"),
-}
+READING = tuple(s for s in DATA_SETTINGS if s.reading)  # how a dataset's files are read: every command's flags
 
 
-def add_data_format_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--mask-format", choices=MASK_FORMATS, default=None,
-                   help="ids: grey value, palette index or max(R, G, B) (CARLA's id in R); colors: exact match with "
-                        "the class file's colours ('name r g b' lines); auto (the default): colours when every pixel "
-                        "is a class colour, else ids when every pixel has G = B = 0 or R = G = B, else refused")
-    p.add_argument("--unknown-color", choices=UNKNOWN_COLORS, default=None,
-                   help="error (the default): a mask colour no class has is a problem; ignore: such pixels become "
-                        "the --ignore-index class (unlabelled)")
-    p.add_argument("--image-suffix", default=None, metavar="SUFFIX",
-                   help="image file names end in this before the extension (e.g. _leftImg8bit); pairs are matched "
-                        "on the name without it")
-    p.add_argument("--mask-suffix", default=None, metavar="SUFFIX",
-                   help="mask file names end in this (e.g. _L for CamVid, _gtFine_labelIds for Cityscapes); masks "
-                        "without it are not read")
-    p.add_argument("--recursive", action=argparse.BooleanOptionalAction, default=None,
-                   help="also pair the files in sub-folders, by their path below the images and masks folders")
+def add_data_format_args(p: argparse.ArgumentParser, note: Callable[[Setting], str]) -> None:
+    """The flags of the settings that say how a dataset's files are read; ``note`` gives each help's
+    last words (its default)."""
+    for setting in READING:
+        add_setting(p, setting, note(setting))
 
 
-def naming_from(args: argparse.Namespace) -> Naming:
-    return Naming(args.image_suffix or "", args.mask_suffix or "", bool(args.recursive))
-
-
-def mask_format_from(args: argparse.Namespace, ignore_index: int | None = None) -> MaskFormat:
-    return MaskFormat(args.mask_format or "auto", tuple(args.classes.colors), args.unknown_color or "error",
-                      ignore_index)
+def reading_given(args: argparse.Namespace) -> dict:
+    """The reading settings given as flags, as DataConfig fields: what evaluate and predict change in
+    the run's own."""
+    return given(args, READING)["data"]
 
 
 def add_layout_arg(p: argparse.ArgumentParser) -> None:
@@ -75,23 +61,6 @@ def layout_folders(args: argparse.Namespace) -> tuple[Path, Path] | None:
     return args.images or images, args.masks or masks
 
 
-def with_layout(args: argparse.Namespace, config):
-    """``config`` with --layout's settings, then the data flags given beside it."""
-    from dataclasses import replace
-
-    from ..data.layouts import layout
-
-    if getattr(args, "layout", None) is None:
-        return config
-    if any(t == "--classes" or t.startswith("--classes=") for t in args.argv):
-        raise ValueError(f"--layout {args.layout} sets the classes (its shipped class file); leave out --classes")
-    config = layout(args.layout).apply(config)
-    given = {name: getattr(args, flag[2:].replace("-", "_")) for flag, (_, name) in DATA_SETTINGS.items()}
-    data = replace(config.data, **{k: v for k, v in given.items() if v is not None})
-    train = config.train if args.ignore_index is None else replace(config.train, ignore_index=args.ignore_index)
-    return replace(config, data=data, train=train)
-
-
 def official_split(args: argparse.Namespace):
     """The official split the flags (or --layout) ask for, or None for the drive split."""
     from ..data.layouts import layout
@@ -110,15 +79,16 @@ def official_split(args: argparse.Namespace):
 
 
 def check_inputs(args: argparse.Namespace):
-    """What ``check`` reads: (images, masks, mask format, naming, select), with --layout's settings and
-    its classes put in ``args.classes``. A folder that is not in the CameraRGB/CameraMask layout but
-    in a known one is refused with the --layout to pass."""
+    """What ``check`` reads: (images, masks, classes, mask format, naming, select), with --layout's
+    settings. A folder that is not in the CameraRGB/CameraMask layout but in a known one is refused
+    with the --layout to pass."""
     from ..data.layouts import layout, recognise
     from ..data.official import keep_listed
     from ..data.pairs import locate
     from ..data.problems import DataError, Problem
 
     if args.layout is None:
+        classes = CARLA if args.classes is None else class_set(args.classes)  # a bad class file first: exit 1
         try:
             images, masks = locate(args.data, args.images, args.masks)
         except DataError:
@@ -126,21 +96,23 @@ def check_inputs(args: argparse.Namespace):
             if fits:
                 raise DataError([Problem(args.data, f"is laid out like {' or '.join(fits)}: pass --layout {fits[0]}")])
             raise
-        return images, masks, mask_format_from(args, args.ignore_index), naming_from(args), None
-    if any(t == "--classes" or t.startswith("--classes=") for t in args.argv):
+        data = DataConfig(**reading_given(args))  # the table's defaults for the flags not given
+        mask_format = MaskFormat(data.mask_format, tuple(classes.colors), data.unknown_color, args.ignore_index)
+        return images, masks, classes, mask_format, Naming(data.image_suffix, data.mask_suffix, data.recursive), None
+    if args.classes is not None:
         raise ValueError(f"--layout {args.layout} sets the classes (its shipped class file); leave out --classes")
     preset = layout(args.layout)
     images, masks = layout_folders(args) or locate(args.data, args.images, args.masks)
-    args.classes = preset.classes()
+    classes = preset.classes()
     ignore = preset.ignore_index() if args.ignore_index is None else args.ignore_index
-    mask_format = MaskFormat(args.mask_format or preset.mask_format, tuple(args.classes.colors),
-                             args.unknown_color or "error", ignore, preset.id_map)
-    naming = Naming(*(given if given is not None else default for given, default in (
+    mask_format = MaskFormat(args.mask_format or preset.mask_format, tuple(classes.colors),
+                             args.unknown_color or DataConfig.unknown_color, ignore, preset.id_map)
+    naming = Naming(*(flag if flag is not None else default for flag, default in (
         (args.image_suffix, preset.image_suffix), (args.mask_suffix, preset.mask_suffix),
         (args.recursive, preset.recursive))))
     official = preset.official(args.data) if args.data is not None else None
     select = keep_listed(official, images, masks, naming) if official is not None and official.lists else None
-    return images, masks, mask_format, naming, select
+    return images, masks, classes, mask_format, naming, select
 
 
 def add_evaluate_args(p: argparse.ArgumentParser) -> None:

@@ -7,12 +7,15 @@ import sys
 import time
 from pathlib import Path
 
+from ..config_file import ConfigFileError
 from ..data.problems import DataError, SkippableDataError
 from ..files import WriteError
+from ..resume import RunExists
 from ..rundir import LAST, RunDirError
 from ..training.distributed import launched_rank
 from ..training.stop import TrainingStopped
 from .commands import COMMANDS, EXIT_DATA, EXIT_ERROR, EXIT_INTERRUPTED, resume_command
+from .flags import as_flags
 from .parser import build_parser
 
 
@@ -46,8 +49,15 @@ def main(argv: list[str] | None = None) -> int:
                     f"{resume_command(args)}")
         print(f"pixelwise {args.command}: error: {exc}{hint}", file=sys.stderr)
         return EXIT_ERROR
-    except (ValueError, FileNotFoundError, RunDirError, FloatingPointError, OSError) as exc:
+    except RunExists as exc:
+        print(f"pixelwise {args.command}: error: {exc.run_dir}: already holds a run; use --resume to continue it or "
+              "choose another --out", file=sys.stderr)
+        return EXIT_ERROR
+    except ConfigFileError as exc:  # names the file's own keys (train.lr), not flags
         print(f"pixelwise {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except (ValueError, FileNotFoundError, RunDirError, FloatingPointError, OSError) as exc:
+        print(f"pixelwise {args.command}: error: {as_flags(str(exc))}", file=sys.stderr)
         return EXIT_ERROR
     except MemoryError:
         print(f"pixelwise {args.command}: error: out of memory; try a smaller --batch-size or --size", file=sys.stderr)

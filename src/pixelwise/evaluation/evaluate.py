@@ -72,7 +72,7 @@ def evaluate(run_dir: str | Path, images_dir: str | Path, masks_dir: str | Path,
              skip_invalid: bool = False, cache_dir: Path | None = None, progress: bool = True,
              size: tuple[int, int] | str | None = None, tile: tuple[int, int] | None = None, tta: bool = False,
              engine: str = "torch", onnx_model: str | None = None, precision: str = "auto",
-             only: str | Path | None = None) -> Evaluation:
+             only: str | Path | None = None, data: dict | None = None) -> Evaluation:
     """``load(run_dir, ...).evaluate(images_dir, masks_dir, ...)``: the run loaded with ``weights``,
     ``tile``, ``tta``, ``engine``, ``onnx_model`` and ``precision`` (see :class:`Predictor`), then
     scored by :func:`evaluate_predictor` with the other arguments.
@@ -83,12 +83,13 @@ def evaluate(run_dir: str | Path, images_dir: str | Path, masks_dir: str | Path,
     predictor = load(run_dir, weights=weights, tile=tile, tta=tta, engine=engine, onnx_model=onnx_model,
                      precision=precision)
     return evaluate_predictor(predictor, images_dir, masks_dir, skip_invalid=skip_invalid, cache_dir=cache_dir,
-                              progress=progress, size=size, only=only)
+                              progress=progress, size=size, only=only, data=data)
 
 
 def evaluate_predictor(predictor: Predictor, images_dir: str | Path, masks_dir: str | Path, *,
                        skip_invalid: bool = False, cache_dir: Path | None = None, progress: bool = True,
-                       size: tuple[int, int] | str | None = None, only: str | Path | None = None) -> Evaluation:
+                       size: tuple[int, int] | str | None = None, only: str | Path | None = None,
+                       data: dict | None = None) -> Evaluation:
     """Predict every valid pair and sum one confusion matrix over them all, scored at each mask's own
     size, with the predictor's settings (engine, weights, tile, TTA, precision).
 
@@ -101,6 +102,8 @@ def evaluate_predictor(predictor: Predictor, images_dir: str | Path, masks_dir: 
         size: what the model sees (``Predictor.predict``'s: the training size by default, ``"native"``
             for each image's own).
         only: a split list file (one name per line, as VOC's val.txt): just the frames it names are scored.
+        data: data settings that replace the run's own for reading these files (``mask_suffix="_L"``,
+            ``mask_format="colors"`` …); the run's settings are the defaults.
 
     Returns:
         The :class:`Evaluation`.
@@ -110,7 +113,8 @@ def evaluate_predictor(predictor: Predictor, images_dir: str | Path, masks_dir: 
     """
     n_classes = len(predictor.classes)
     # Validate everything first (cheap, and cached): never report on half a dataset by accident.
-    mask_format, naming = MaskFormat.for_run(predictor.config), Naming.for_run(predictor.config)
+    reading = predictor.config.with_data(**(data or {}))
+    mask_format, naming = MaskFormat.for_run(reading), Naming.for_run(reading)
     checked = decode_dataset(Path(images_dir), Path(masks_dir), predictor.config.data.size, n_classes,
                              image_resize=predictor.config.data.image_resize,
                              cache_dir=default_cache_dir() if cache_dir is None else cache_dir, progress=progress,

@@ -46,15 +46,18 @@ class PredictResult:
 
 def predict(predictor: Predictor, inputs: Iterable[str | Path], out_dir: str | Path, *,
                   masks_dir: str | Path | None = None, size: tuple[int, int] | str | None = None,
-                  on_file: Callable[[Path], None] | None = None, video: VideoOptions | None = None) -> PredictResult:
+                  on_file: Callable[[Path], None] | None = None, video: VideoOptions | None = None,
+                  data: dict | None = None) -> PredictResult:
     """For each image: ``NAME_mask.png`` (class ids, original size), ``NAME_color.png``,
     ``NAME_overlay.png``, and with ``masks_dir`` the Input | True | Predicted ``NAME_figure.png``.
     Video files go to ``predict_video`` (with ``video``'s options). A bad file is reported and
-    skipped; the others are still written."""
+    skipped; the others are still written. ``data`` replaces some of the run's data settings that say
+    how the masks are read (``mask_suffix="_L"``, ``mask_format="colors"`` …)."""
     out_dir = Path(out_dir)
     files, problems = expand_images(inputs)
     result = PredictResult(problems=problems)
-    naming, mask_format = Naming.for_run(predictor.config), MaskFormat.for_run(predictor.config)
+    reading = predictor.config.with_data(**(data or {}))
+    naming, mask_format = Naming.for_run(reading), MaskFormat.for_run(reading)
     masks = _masks_by_stem(Path(masks_dir), naming) if masks_dir is not None else {}
     make_folder(out_dir)  # a bad --out fails once here, not once per image
     by_stem: dict[str, Path] = {}

@@ -162,7 +162,7 @@ class Predictor:
 
     def predict(self, images: ImageInput | Iterable[str | Path], size: tuple[int, int] | str | None = None, *,
                 out: str | Path | None = None, masks: str | Path | None = None, video: VideoOptions | None = None,
-                on_file: Callable[[Path], None] | None = None) -> np.ndarray | PredictResult:
+                on_file: Callable[[Path], None] | None = None, data: dict | None = None) -> np.ndarray | PredictResult:
         """One image's class ids, or with ``out`` every file's outputs written.
 
         Args:
@@ -173,6 +173,8 @@ class Predictor:
             masks: with ``out``, a folder of true masks: each image also gets ``NAME_figure.png``.
             video: with ``out``, the options for video files.
             on_file: with ``out``, called with each image file once its outputs are written.
+            data: with ``masks``, data settings that replace the run's own for reading them
+                (``mask_suffix="_L"``, ``mask_format="colors"`` …).
 
         Returns:
             Without ``out``, the (H, W) uint8 class ids at the image's own size (logits upsampled
@@ -188,9 +190,9 @@ class Predictor:
             from .predict import predict
 
             return predict(self, [images] if isinstance(images, (str, Path)) else images, out, masks_dir=masks,
-                           size=size, on_file=on_file, video=video)
-        if masks is not None or video is not None or on_file is not None:
-            raise ValueError("masks, video and on_file are for predicting files into a folder: pass out")
+                           size=size, on_file=on_file, video=video, data=data)
+        if masks is not None or video is not None or on_file is not None or data is not None:
+            raise ValueError("masks, video, on_file and data are for predicting files into a folder: pass out")
         image = as_image(images)
         return self.mask(self._logits(image, size), image.shape[:2])
 
@@ -200,7 +202,7 @@ class Predictor:
         Args:
             images: the images folder.
             masks: the masks folder.
-            **options: ``skip_invalid``, ``cache_dir``, ``progress``, ``size``, ``only``, as for
+            **options: ``skip_invalid``, ``cache_dir``, ``progress``, ``size``, ``only``, ``data``, as for
                 :func:`~pixelwise.evaluation.evaluate.evaluate_predictor`.
 
         Returns:

@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from ..allocator import keep_freed_memory
-from ..config import RESUMABLE, RunConfig
+from ..config import RunConfig
 from ..data.cache import default_cache_dir
 from ..data.colors import MaskFormat
 from ..data.dataset import Decoded, decode_dataset
@@ -34,9 +34,9 @@ from ..evaluation.metrics import class_ids, scores
 from ..model.build import build_model
 from ..recipes import DEFAULT_RECIPE, recipe
 from ..files import remove_leftover_temps
+from ..resume import RunExists, resumed
 from ..rundir import (
     BEST,
-    CONFIG_FILE,
     CURVES_FILE,
     LAST,
     TRAINING_FILES,
@@ -313,26 +313,18 @@ def _seconds_since(started: float, world: World, clock: Callable[[], float]) -> 
 
 def run_config(run_dir: Path, config: RunConfig | None, resume: bool) -> RunConfig:
     """The configuration a run trains with, and the refusals that keep a run directory whole: a new
-    run never overwrites one, and a resumed one keeps its settings (only the epoch count and time limit
-    may change)."""
+    run never overwrites one (RunExists), and a resumed one keeps its settings (SettingsChanged)."""
     if not resume:
         if (run_dir / LAST).exists():
-            raise RunDirError(f"{run_dir}: already holds a run; use --resume to continue it or choose another --out")
+            raise RunExists(run_dir)
         foreign = foreign_files(run_dir)
         if foreign:
             raise RunDirError(f"{run_dir}: is not a run folder and not empty ({len(foreign)} other file(s) such as "
-                              f"{foreign[0]!r}); train into a new or empty folder (--out)")
+                              f"{foreign[0]!r}); train into a new or empty folder (run_dir)")
         return config or recipe(DEFAULT_RECIPE)
     if not (run_dir / LAST).exists():
         raise RunDirError(f"{run_dir}: nothing to resume (no {LAST})")
-    saved = load_config(run_dir)
-    if config is None:
-        return saved
-    changed = [name for name in saved.changes(config) if name.removeprefix("train.") not in RESUMABLE]
-    if changed:
-        raise RunDirError(f"{', '.join(changed)} cannot change when resuming: the run keeps the settings in "
-                          f"{run_dir / CONFIG_FILE} (only the epoch count and the time limit can change)")
-    return saved.resumed_with(config)
+    return resumed(load_config(run_dir), config, run_dir)
 
 
 def _set_up(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, config: RunConfig, *,
@@ -386,9 +378,9 @@ def _restore(run: _Session) -> tuple[Progress, list[dict]]:
         state.loss_sum, state.loss_images, state.correct, state.seen = 0.0, 0, 0, 0
     history = read_history(run.run_dir)[: state.epoch - 1]
     if state.epoch > planned_epochs(run.config.train, history):
-        limit = " that fit its --time-limit" if len(history) < run.config.train.epochs else ""
-        run.log(f"{run.run_dir}: all {len(history)} epochs{limit} already done; pass a larger --epochs "
-                f"{'or --time-limit ' if limit else ''}to train on")
+        limit = " that fit its train.time_limit" if len(history) < run.config.train.epochs else ""
+        run.log(f"{run.run_dir}: all {len(history)} epochs{limit} already done; pass a larger train.epochs "
+                f"{'or train.time_limit ' if limit else ''}to train on")
     return state, history
 
 
@@ -417,7 +409,7 @@ def _train_epoch(run: _Session, state: Progress, epoch: int, epochs: int, stop: 
         except FloatingPointError:
             raise FloatingPointError(f"training diverged in epoch {epoch}, step {step + 1} (the loss is not "
                                      f"finite); the last good checkpoint in {run.run_dir} is intact. "
-                                     "Try a lower --lr or --precision fp32.") from None
+                                     "Try a lower train.lr or train.precision fp32.") from None
         if run.average:
             run.average.update(run.model, done)
         state.step = step + 1

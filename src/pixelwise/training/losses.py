@@ -72,10 +72,13 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Criterion:
-    """The objective of a run: ``loss`` is ``"ce"`` or ``"ce+dice"``, ``weights`` per class or None."""
+    """The objective of a run: ``loss`` is ``"ce"`` or ``"ce+dice"``, ``weights`` per class or None,
+    ``label_smoothing`` the share of each pixel's target spread over all classes (as in
+    ``torch.nn.functional.cross_entropy``)."""
 
     loss: str = "ce"
     weights: torch.Tensor | None = None
+    label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -91,9 +94,12 @@ class Criterion:
         Cross-entropy and Dice share one log-softmax."""
         log_probs, target, labelled, true_log_prob = _log_probs(logits, target)
         per_pixel = -true_log_prob * labelled
-        if self.weights is not None:
-            per_pixel = per_pixel * self.weights.to(logits.device)[target]
-        objective = per_pixel.sum() * (1.0 / pixels)
+        weights = None if self.weights is None else self.weights.to(logits.device)
+        objective = per_pixel if weights is None else per_pixel * weights[target]
+        if self.label_smoothing:
+            spread = -(log_probs if weights is None else log_probs * weights).mean(1) * labelled
+            objective = (1 - self.label_smoothing) * objective + self.label_smoothing * spread
+        objective = objective.sum() * (1.0 / pixels)
         if self.loss == "ce+dice":
             objective = objective + _dice(log_probs, target, labelled, true_log_prob)
         return objective
@@ -109,9 +115,10 @@ def pixel_counts(masks: np.ndarray, index: np.ndarray, n_classes: int, chunk: in
 
 def make_criterion(config: RunConfig, masks: np.ndarray, train_idx: np.ndarray) -> Criterion:
     """The run's objective; class weights come from the training masks (never the validation ones)."""
+    smoothing = config.train.label_smoothing
     if config.train.class_weights == "none":
-        return Criterion(config.train.loss)
+        return Criterion(config.train.loss, label_smoothing=smoothing)
     counts = pixel_counts(masks, train_idx, config.model.n_classes)
     if config.train.ignore_index is not None and config.train.ignore_index < len(counts):
         counts[config.train.ignore_index] = 0
-    return Criterion(config.train.loss, class_weights(counts))
+    return Criterion(config.train.loss, class_weights(counts), smoothing)
