@@ -130,13 +130,13 @@ def test_options_are_checked():
 
 
 def test_legend_lists_the_classes_in_view_most_pixels_first(predictor):
-    from pixelwise.inference.video import _Legend
+    from pixelwise.inference.video import Legend
 
     mask = np.zeros((480, 640), np.uint8)
     mask[:, :200] = 5  # 31%
     mask[:40, 600:] = 7  # 0.52%: just above the 0.5% threshold
     mask[400:404, 300:304] = 9  # 0.005%: below it
-    legend = _Legend(predictor.classes, 480)
+    legend = Legend(predictor.classes, 480)
     assert legend.shown(mask) == (0, 5, 7)
     picture = np.full((480, 640, 3), 128, np.uint8)
     drawn = legend.draw(picture.copy(), mask)

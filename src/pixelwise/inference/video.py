@@ -142,7 +142,7 @@ class _Writer:
         self.path, self.classes, self.side_by_side, self.masks_dir = path, classes, side_by_side, masks_dir
         self.size = size  # of the frames, (height, width)
         self.frames = 0
-        self.legend = _Legend(classes, h)
+        self.legend = Legend(classes, h)
         self.palette = classes.palette()
         # Fragmented MP4: each fragment is playable as soon as it is written (no index at the end).
         self.container = av.open(str(path), "w", format="mp4",
@@ -185,7 +185,7 @@ def _blend(frame: np.ndarray, colors: np.ndarray) -> np.ndarray:
     return (frame >> 1) + (colors >> 1) + ((frame | colors) & 1)
 
 
-class _Legend:
+class Legend:
     """The classes in view, drawn in the top-left corner: a swatch and a name each, most pixels first.
     Drawn images are cached by the set of classes shown, so most frames only paste one."""
 
