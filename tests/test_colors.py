@@ -15,8 +15,7 @@ from data_files import decode, make_dataset, rgba_mask, save, save_palette
 from PIL import Image
 
 from pixelwise.classes import CARLA, ClassSet
-from pixelwise.config import RunConfig
-from pixelwise.config import DataConfig
+from pixelwise.config import DataConfig, RunConfig
 from pixelwise.data.colors import (
     MaskFormat,
     UnknownColors,
@@ -197,12 +196,14 @@ def test_the_format_is_saved_and_old_configs_read_ids():
         small_config().__class__(config.model, config.data.__class__(unknown_color="ignore"), config.train)
 
 
-def test_a_config_without_mask_settings_gets_what_new_runs_get():
+def test_a_new_run_reads_masks_by_its_data_settings_and_an_old_one_by_the_ids_rule():
     config = small_config()
-    lacking = type("Config", (), {"data": object(), "classes": config.classes, "train": config.train})()
-    fmt = MaskFormat.for_run(lacking)
+    fmt = MaskFormat.for_run(config)
     assert (fmt.kind, fmt.unknown, fmt.id_map) == (DataConfig.mask_format, DataConfig.unknown_color, DataConfig.id_map)
-    assert fmt == MaskFormat.for_run(config)  # a new run's config says the same
+    saved = config.to_dict()
+    for key in ("mask_format", "unknown_color", "id_map"):  # config.json of a run made before mask formats
+        del saved["data"][key]
+    assert MaskFormat.for_run(RunConfig.from_dict(saved)).kind == "ids"
 
 
 # ------------------------------------------------------------------------------ one rule per format

@@ -399,7 +399,7 @@ def test_label_smoothing_is_torch_cross_entropy_with_label_smoothing(weights):
     logits = torch.randn(2, 4, 5, 6)
     target = torch.randint(0, 4, (2, 5, 6))
     target[0, 0, :] = IGNORE_INDEX
-    loss, _ = Criterion("ce", weights, label_smoothing=0.1)(logits, target, pixels=60)
+    loss = Criterion("ce", weights, label_smoothing=0.1)(logits, target, pixels=60)
     labelled = target != IGNORE_INDEX
     manual = F.cross_entropy(logits.permute(0, 2, 3, 1)[labelled], target[labelled], weight=weights,
                              label_smoothing=0.1, reduction="sum")

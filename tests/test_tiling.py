@@ -189,7 +189,7 @@ def test_cli_evaluate_threads_tile_and_tta(run, scenes, tmp_path, capsys):
     import json
 
     from pixelwise.data.pairs import MASK_DIR
-    from pixelwise.inference.predictor import load
+    from pixelwise.inference.model import load
 
     code, out, _ = run_cli(capsys, "evaluate", run, scenes, "--out", tmp_path, "--tile", "32x32", "--tta",
                            "--size", "native", "--cache-dir", tmp_path / "cache", "--no-progress")

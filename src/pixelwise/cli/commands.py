@@ -238,7 +238,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def _load(args: argparse.Namespace):
     """The run of ``args.run`` loaded with the inference flags its command has (serve has no --tile or
     --tta), saying which exported model the onnx engine runs."""
-    from ..inference.predictor import load
+    from ..inference.model import load
 
     model = load(args.run, engine=args.engine, precision=args.precision, tile=getattr(args, "tile", None),
                  tta=getattr(args, "tta", False), weights=args.weights, onnx_model=args.onnx_model)

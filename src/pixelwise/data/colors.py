@@ -101,15 +101,11 @@ class MaskFormat:
     @classmethod
     def for_run(cls, config) -> MaskFormat:
         """The mask format of a :class:`~pixelwise.config.RunConfig`: its data settings, its class colours,
-        its ignored class as the unlabelled one. A setting the data section lacks takes DataConfig's
-        default, the one new runs get (runs saved before mask formats existed load with ``ids``: config.py)."""
-        from ..config import DataConfig  # config.py imports this module
-
-        def setting(name: str):
-            return getattr(config.data, name, getattr(DataConfig, name))
-
-        return cls(setting("mask_format"), tuple(config.classes.colors), setting("unknown_color"),
-                   config.train.ignore_index, tuple(setting("id_map")))
+        its ignored class as the unlabelled one (runs saved before mask formats existed load with ``ids``:
+        config.py)."""
+        data = config.data
+        return cls(data.mask_format, tuple(config.classes.colors), data.unknown_color, config.train.ignore_index,
+                   tuple(data.id_map))
 
 
 @functools.lru_cache(maxsize=8)

@@ -22,7 +22,7 @@ from ..data.official import OfficialSplit, keep_listed
 from ..data.pairs import find_pairs
 from ..data.problems import DataError, Problem, SkippableDataError
 from ..data.transforms import to_target
-from ..inference.predictor import Predictor, load
+from ..inference.predictor import Predictor
 from .metrics import Scores, confusion_matrix, scores
 
 
@@ -80,8 +80,8 @@ def evaluate(run_dir: str | Path, images_dir: str | Path, masks_dir: str | Path,
     Raises:
         DataError: problems in the data. FileNotFoundError, ValueError: as :class:`Predictor` raises.
     """
-    predictor = load(run_dir, weights=weights, tile=tile, tta=tta, engine=engine, onnx_model=onnx_model,
-                     precision=precision)
+    predictor = Predictor(run_dir, weights=weights, tile=tile, tta=tta, engine=engine, onnx_model=onnx_model,
+                          precision=precision)
     return evaluate_predictor(predictor, images_dir, masks_dir, skip_invalid=skip_invalid, cache_dir=cache_dir,
                               progress=progress, size=size, only=only, data=data)
 

@@ -4,9 +4,8 @@ back and upsample the logits to the image's own size."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Union
+from typing import Union
 
 import numpy as np
 import torch
@@ -24,12 +23,6 @@ from ..rundir import load_config, load_model, weights_path
 from .onnx_engine import check_fresh, onnx_forward, onnx_model_path
 from .tiling import AUTO_TILE, Forward, sliding_window
 from .upsample import upsampled_ids
-
-if TYPE_CHECKING:
-    from ..evaluation.evaluate import Evaluation
-    from .predict import PredictResult
-    from .serve import ServeOptions
-    from .video import VideoOptions, VideoResult
 
 ImageInput = Union[np.ndarray, str, Path]
 ENGINES = ("torch", "onnx")
@@ -160,127 +153,29 @@ class Predictor:
             return sliding_window(forward, x, self.tile, TILE_OVERLAP)[:, :, :h, :w]
         return forward(x)[:, :, :h, :w].float()
 
-    def predict(self, images: ImageInput | Iterable[str | Path], size: tuple[int, int] | str | None = None, *,
-                out: str | Path | None = None, masks: str | Path | None = None, video: VideoOptions | None = None,
-                on_file: Callable[[Path], None] | None = None, data: dict | None = None) -> np.ndarray | PredictResult:
-        """One image's class ids, or with ``out`` every file's outputs written.
+    def predict(self, image: ImageInput, size: tuple[int, int] | str | None = None) -> np.ndarray:
+        """One image's class ids.
 
         Args:
-            images: without ``out``, one image: an array (RGB, RGBA, grey; uint8, 16 bits, floats) or
-                the path of an image file. With ``out``, image files, folders of them and videos.
-            size: what the model sees: the training size by default, ``"native"`` for each image's own.
-            out: the folder for ``NAME_mask.png`` (ids), ``NAME_color.png``, ``NAME_overlay.png``.
-            masks: with ``out``, a folder of true masks: each image also gets ``NAME_figure.png``.
-            video: with ``out``, the options for video files.
-            on_file: with ``out``, called with each image file once its outputs are written.
-            data: with ``masks``, data settings that replace the run's own for reading them
-                (``mask_suffix="_L"``, ``mask_format="colors"`` …).
+            image: an array (RGB, RGBA, grey; uint8, 16 bits, floats) or the path of an image file.
+            size: what the model sees: the training size by default, ``"native"`` for the image's own.
 
         Returns:
-            Without ``out``, the (H, W) uint8 class ids at the image's own size (logits upsampled
-            bilinearly, then arg-maxed). With ``out``, a :class:`~pixelwise.inference.predict.PredictResult`:
-            the files written and the problems of the files that were not.
+            The (H, W) uint8 class ids at the image's own size (logits upsampled bilinearly, then arg-maxed).
 
         Raises:
-            TypeError: ``images`` is neither an array nor a path.
+            TypeError: ``image`` is neither an array nor a path.
             ValueError: an array that cannot be an image (channels first, empty, NaN).
-            DataError: an image file that cannot be read (without ``out``; with it, a problem in the result).
+            DataError: an image file that cannot be read.
         """
-        if out is not None:
-            from .predict import predict
-
-            return predict(self, [images] if isinstance(images, (str, Path)) else images, out, masks_dir=masks,
-                           size=size, on_file=on_file, video=video, data=data)
-        if masks is not None or video is not None or on_file is not None or data is not None:
-            raise ValueError("masks, video, on_file and data are for predicting files into a folder: pass out")
-        image = as_image(images)
+        image = as_image(image)
         return self.mask(self._logits(image, size), image.shape[:2])
-
-    def evaluate(self, images: str | Path, masks: str | Path, **options) -> Evaluation:
-        """This model scored on a folder of image/mask pairs, with its settings.
-
-        Args:
-            images: the images folder.
-            masks: the masks folder.
-            **options: ``skip_invalid``, ``cache_dir``, ``progress``, ``size``, ``only``, ``data``, as for
-                :func:`~pixelwise.evaluation.evaluate.evaluate_predictor`.
-
-        Returns:
-            The :class:`~pixelwise.evaluation.evaluate.Evaluation`.
-
-        Raises:
-            DataError: problems in the data (unless ``skip_invalid`` and valid pairs remain).
-        """
-        from ..evaluation.evaluate import evaluate_predictor
-
-        return evaluate_predictor(self, images, masks, **options)
-
-    def export(self, *, int8: Iterable[str | Path] | None = None, calibration_count: int = 64) -> list[Path]:
-        """The run's model as ONNX from this model's ``weights`` (see :func:`~pixelwise.inference.export.export`);
-        with the onnx engine, this model then runs the new export.
-
-        Returns:
-            The files written.
-
-        Raises:
-            ValueError: an unpadded U-Net, the ONNX packages missing, a calibration count below 1.
-            DataError: unreadable calibration inputs.
-        """
-        from .export import export
-
-        written = export(self.run_dir, int8=int8, calibration_count=calibration_count, weights=self.weights)
-        if self.engine == "onnx":
-            self._load_onnx()
-        return written
-
-    def serve(self, *, host: str = "127.0.0.1", port: int = 8000, options: ServeOptions | None = None,
-              log: Callable[[str], None] = print) -> None:
-        """Serve this model over HTTP until interrupted (see :func:`~pixelwise.inference.serve.serve`).
-
-        Raises:
-            ValueError: the port cannot be bound, or FastAPI is missing.
-        """
-        from .serve import ServeOptions, serve
-
-        serve(self, host=host, port=port, options=options or ServeOptions(), log=log)
-
-    def predict_video(self, path: str | Path, out: str | Path, options: VideoOptions | None = None,
-                      size: tuple[int, int] | str | None = None) -> VideoResult:
-        """One video's labelled copy (see :func:`~pixelwise.inference.video.predict_video`).
-
-        Raises:
-            DataError: the file cannot be read as a video.
-            ValueError: PyAV is missing.
-        """
-        from .video import VideoOptions, predict_video
-
-        return predict_video(self, path, out, options or VideoOptions(), size)
 
     @staticmethod
     def mask(logits: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
         """(H, W) uint8 class ids of (n_classes, h, w) logits at ``shape``: upsampled bilinearly, then
         argmax, a band of rows at a time on large images (:func:`~pixelwise.inference.upsample.upsampled_ids`)."""
         return upsampled_ids(logits, shape)
-
-
-def load(run_dir: str | Path, *, engine: str = "torch", precision: str = "auto", tile: tuple[int, int] | None = None,
-         tta: bool = False, weights: str = "best", onnx_model: str | None = None,
-         device: torch.device | None = None) -> Predictor:
-    """A trained run ready for inference, its settings held once for ``predict``, ``evaluate``,
-    ``export``, ``serve`` and ``predict_video``.
-
-    Args:
-        run_dir: a run directory.
-        engine, precision, tile, tta, weights, onnx_model, device: as for :class:`Predictor`.
-
-    Returns:
-        The run's :class:`Predictor`.
-
-    Raises:
-        FileNotFoundError, ValueError, StaleExport: as :class:`Predictor` does.
-    """
-    return Predictor(run_dir, weights=weights, device=device, precision=precision, engine=engine, tile=tile,
-                     tta=tta, onnx_model=onnx_model)
 
 
 def as_image(image: ImageInput) -> np.ndarray:
