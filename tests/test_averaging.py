@@ -13,7 +13,8 @@ from pixelwise.evaluation.metrics import scores
 from pixelwise.model.build import build_model
 from pixelwise.training import checkpoint
 from pixelwise.training.averaging import WeightAverage, decay_at
-from pixelwise.training.loop import prepare_data, train
+from pixelwise.training.loop import train
+from pixelwise.training.prepare import prepare_data
 from pixelwise.training.step import validate
 
 

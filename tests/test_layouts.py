@@ -119,7 +119,7 @@ def test_check_without_layout_names_the_one_that_fits(tmp_path, capsys):
 def test_cityscapes_label_ids_become_train_ids_and_val_is_the_official_split(tmp_path):
     from conftest import small_config
 
-    from pixelwise.training.loop import prepare_data
+    from pixelwise.training.prepare import prepare_data
 
     data = cityscapes(tmp_path / "cs")
     preset = layout("cityscapes")

@@ -20,7 +20,8 @@ from pixelwise.rundir import LAST, RunDirError, load_config
 from pixelwise.training import checkpoint
 from pixelwise.training.checks import check_memory
 from pixelwise.training.hooks import Hooks
-from pixelwise.training.loop import prepare_data, train
+from pixelwise.training.loop import train
+from pixelwise.training.prepare import prepare_data
 from pixelwise.training.step import epoch_order, planned_epochs
 
 

@@ -113,7 +113,8 @@ def measured_precision(time_step: Callable[[torch.dtype | None], float], rounds:
 
 
 PRECISION_STORE = "precision.json"  # in the cache folder: the fp32-or-bf16 choices of this machine
-_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bfloat16": torch.bfloat16}
+# The autocast dtype of each name precision_name gives (runs and the store keep names, not dtypes).
+PRECISION_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class PrecisionStore:
@@ -142,8 +143,8 @@ class PrecisionStore:
     def recall(self, what: dict) -> tuple[bool, torch.dtype | None]:
         """``(True, dtype)`` where a choice for ``what`` on this machine is kept, else ``(False, None)``."""
         record = _read_json_object(self.path).get(self._key(what)[0])
-        if isinstance(record, dict) and record.get("choice") in _DTYPES:
-            return True, _DTYPES[record["choice"]]
+        if isinstance(record, dict) and record.get("choice") in PRECISION_DTYPES:
+            return True, PRECISION_DTYPES[record["choice"]]
         return False, None
 
     def remember(self, what: dict, choice: torch.dtype | None, seconds: dict[str, float]) -> None:

@@ -6,7 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from .config import RESUMABLE, RunConfig
-from .rundir import CONFIG_FILE, RunDirError
+from .recipes import DEFAULT_RECIPE, recipe
+from .rundir import CONFIG_FILE, LAST, RunDirError, load_config
+from .rundir_lock import foreign_files
 
 
 class RunExists(RunDirError):
@@ -52,3 +54,19 @@ def resumed(saved: RunConfig, asked: RunConfig | None, run_dir: Path) -> RunConf
     if changed:
         raise SettingsChanged(changed, Path(run_dir) / CONFIG_FILE)
     return saved.with_train(**{name: getattr(asked.train, name) for name in RESUMABLE})
+
+
+def run_config(run_dir: Path, config: RunConfig | None, resume: bool) -> RunConfig:
+    """The configuration a run trains with, and the refusals that keep a run directory whole: a new
+    run never overwrites one (RunExists), and a resumed one keeps its settings (SettingsChanged)."""
+    if not resume:
+        if (run_dir / LAST).exists():
+            raise RunExists(run_dir)
+        foreign = foreign_files(run_dir)
+        if foreign:
+            raise RunDirError(f"{run_dir}: is not a run folder and not empty ({len(foreign)} other file(s) such as "
+                              f"{foreign[0]!r}); train into a new or empty folder (run_dir)")
+        return config or recipe(DEFAULT_RECIPE)
+    if not (run_dir / LAST).exists():
+        raise RunDirError(f"{run_dir}: nothing to resume (no {LAST})")
+    return resumed(load_config(run_dir), config, run_dir)

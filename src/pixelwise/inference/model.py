@@ -86,7 +86,7 @@ class Model(Predictor):
         """
         written = export(self.run_dir, int8=int8, calibration_count=calibration_count, weights=self.weights)
         if self.engine == "onnx":
-            self._load_onnx()
+            self.load_onnx()
         return written
 
     def serve(self, *, host: str = "127.0.0.1", port: int = 8000, options: ServeOptions | None = None,

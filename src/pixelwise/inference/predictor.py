@@ -78,7 +78,7 @@ class Predictor:
         self.tta = tta
         self.model_file: Path | None = None
         if engine == "onnx":
-            self._load_onnx()
+            self.load_onnx()
             return
         self.device = device or pick_device()
         self.dtype = resolve_precision(precision, self.device, depthwise=self.config.model.encoder != "unet")
@@ -92,8 +92,13 @@ class Predictor:
 
         self._forward = forward
 
-    def _load_onnx(self) -> None:
-        """The exported model, once checked to come from the current weights."""
+    def load_onnx(self) -> None:
+        """(Re)load the exported ONNX model, once checked to come from the current weights.
+
+        Raises:
+            StaleExport: the export was made from other weights, or records none.
+            FileNotFoundError: no export.
+        """
         self.device, self.dtype = torch.device("cpu"), None
         self.model_file = onnx_model_path(self.run_dir, self.onnx_model)
         check_fresh(self.model_file, weights_path(self.run_dir, self.weights))

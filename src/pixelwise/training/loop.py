@@ -8,7 +8,6 @@ step where the run stopped. Under ``torchrun`` the same loop runs data-parallel 
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -22,31 +21,24 @@ from tqdm.auto import tqdm
 from ..allocator import keep_freed_memory
 from ..config import RunConfig
 from ..data.cache import default_cache_dir
-from ..data.colors import MaskFormat
-from ..data.dataset import Decoded, decode_dataset
-from ..data.naming import Naming
-from ..data.official import OfficialSplit, join, keep_listed, split_by_lists
-from ..data.problems import DataError, SkippableDataError
-from ..data.split import Split, split_by_runs
+from ..data.official import OfficialSplit
 from ..data.transforms import IGNORE_INDEX, to_batch
 from ..device import PRECISION_STORE
 from ..evaluation.metrics import class_ids, scores
 from ..model.build import build_model
-from ..recipes import DEFAULT_RECIPE, recipe
 from ..files import remove_leftover_temps
-from ..resume import RunExists, resumed
+from ..resume import run_config
 from ..rundir import (
     BEST,
     CURVES_FILE,
     LAST,
     TRAINING_FILES,
     RunDirError,
-    load_config,
     read_history,
     save_config,
     write_history,
 )
-from ..rundir_lock import foreign_files, hold_run
+from ..rundir_lock import hold_run
 from . import checkpoint
 from .augment import training_transform
 from .averaging import WeightAverage
@@ -55,6 +47,7 @@ from .distributed import World, close_world, init_world
 from .hooks import Hooks
 from .losses import Criterion, make_criterion
 from .precision import Precisions, choose_precisions
+from .prepare import prepare_data, split_fingerprint
 from .step import (
     in_batches,
     epoch_order,
@@ -89,44 +82,6 @@ class Progress:
     best: float = -math.inf  # best validation mIoU (or minus the training loss without validation)
     best_epoch: int = 0
     data: str = ""  # fingerprint of the split: resuming on other data would not continue this run
-
-
-def prepare_data(images_dir: Path, masks_dir: Path, config: RunConfig, *, skip_invalid: bool, cache_dir: Path | None,
-                 progress: bool, log: Callable[[str], None], official: OfficialSplit | None = None
-                 ) -> tuple[Decoded, Split]:
-    """Decode and validate every pair up front (refusing bad data before any training), then split: by
-    drive, or by ``official``'s validation folder or split lists."""
-    official = official or OfficialSplit()
-    naming = Naming.for_run(config)
-    settings = {"image_resize": config.data.image_resize, "cache_dir": cache_dir, "progress": progress,
-                "mask_format": MaskFormat.for_run(config), "naming": naming, "ignore_index": config.train.ignore_index}
-    decoded = decode_dataset(images_dir, masks_dir, config.data.size, config.model.n_classes, **settings,
-                             select=keep_listed(official, images_dir, masks_dir, naming) if official.lists else None)
-    n_train = len(decoded.names)
-    if official.folders:
-        decoded = join(decoded, decode_dataset(official.val_images, official.val_masks, config.data.size,
-                                               config.model.n_classes, **settings))
-    if decoded.problems and not skip_invalid:
-        raise (SkippableDataError if len(decoded.names) else DataError)(decoded.problems)
-    if decoded.problems:
-        log(f"skipping {len(decoded.skipped)} invalid pair(s) (--skip-invalid):")
-        for problem in decoded.problems:
-            log(f"  {problem}")
-    if len(decoded.names) == 0:
-        raise DataError(decoded.problems) if decoded.problems else ValueError(f"{images_dir}: no image/mask pairs found")
-    if official.folders:
-        split = Split(list(range(n_train)), list(range(n_train, len(decoded.names))))
-    elif official.lists:
-        split = split_by_lists(decoded.names, official)
-    else:
-        split = split_by_runs(decoded.names, config.data.val_fraction, config.data.split_seed)
-    return decoded, split
-
-
-def _fingerprint(names: list[str], split: Split) -> str:
-    text = "\n".join(names[i] for i in split.train) + "\n--\n" + "\n".join(names[i] for i in split.val)
-    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:16]
-
 
 
 @dataclass
@@ -311,22 +266,6 @@ def _seconds_since(started: float, world: World, clock: Callable[[], float]) -> 
     return world.sum(clock() - started)[0] / world.size
 
 
-def run_config(run_dir: Path, config: RunConfig | None, resume: bool) -> RunConfig:
-    """The configuration a run trains with, and the refusals that keep a run directory whole: a new
-    run never overwrites one (RunExists), and a resumed one keeps its settings (SettingsChanged)."""
-    if not resume:
-        if (run_dir / LAST).exists():
-            raise RunExists(run_dir)
-        foreign = foreign_files(run_dir)
-        if foreign:
-            raise RunDirError(f"{run_dir}: is not a run folder and not empty ({len(foreign)} other file(s) such as "
-                              f"{foreign[0]!r}); train into a new or empty folder (run_dir)")
-        return config or recipe(DEFAULT_RECIPE)
-    if not (run_dir / LAST).exists():
-        raise RunDirError(f"{run_dir}: nothing to resume (no {LAST})")
-    return resumed(load_config(run_dir), config, run_dir)
-
-
 def _set_up(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, config: RunConfig, *,
             skip_invalid: bool, cache_dir: Path | None, progress: bool, log: Callable[[str], None],
             official: OfficialSplit | None, hooks: Hooks) -> _Session:
@@ -362,7 +301,7 @@ def _set_up(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, conf
         augment=training_transform(config.data.augment, config.data.size, config.data.crop_size(config.model.step),
                                    config.data.class_crops, config.data.paste),
         average=WeightAverage(model, config.train.ema) if config.train.ema else None,
-        fingerprint=_fingerprint(decoded.names, split), progress=progress, log=log, hooks=hooks)
+        fingerprint=split_fingerprint(decoded.names, split), progress=progress, log=log, hooks=hooks)
 
 
 def _restore(run: _Session) -> tuple[Progress, list[dict]]:

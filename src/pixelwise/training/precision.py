@@ -12,13 +12,11 @@ import numpy as np
 import torch
 
 from ..config import RunConfig
-from ..device import (PrecisionStore, forward_timer, measured_precision, measures_precision, precision_name,
-                      resolve_precision)
+from ..device import (PRECISION_DTYPES, PrecisionStore, forward_timer, measured_precision, measures_precision,
+                      precision_name, resolve_precision)
 from .distributed import World
 from .losses import Criterion
 from .step import step_timer
-
-_NAMES: dict[str, torch.dtype | None] = {"fp32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -69,8 +67,9 @@ def choose_precisions(config: RunConfig, model: torch.nn.Module, criterion: Crit
         ValueError: fp16 asked for on a device without CUDA.
     """
     ruled = resolve_precision(config.train.precision, device, depthwise=config.model.encoder != "unet")
-    if recorded and recorded.get("device") == device.type and {recorded.get("train"), recorded.get("validate")} <= _NAMES.keys():
-        return Precisions(_NAMES[recorded["train"]], _NAMES[recorded["validate"]], "as recorded when this run started")
+    names = recorded and (recorded.get("train"), recorded.get("validate"))
+    if names and recorded.get("device") == device.type and set(names) <= PRECISION_DTYPES.keys():
+        return Precisions(*(PRECISION_DTYPES[name] for name in names), "as recorded when this run started")
     if not measures_precision(config.train.precision, device):
         return Precisions(ruled, ruled)
     kept = PrecisionStore(store)
