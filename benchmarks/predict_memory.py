@@ -5,15 +5,15 @@
 Saves a run of an untrained narrow U-Net (``preset("assignment", n_filters=16)`` at 48x64, 23 classes:
 what matters here is the image, not the model), then for each size predicts one random square image of
 that side at the training size (the default: the logits are upsampled to the image's own size) in a
-fresh Python process and prints that process's peak resident memory (``ru_maxrss``), before and after
-``predict``. Each size runs in its own process because a high-water mark never goes down. Linux only
-(ru_maxrss in KiB). Not part of the test run.
+fresh Python process and prints that process's peak resident memory (``VmHWM`` in /proc/self/status),
+before and after ``predict``. Each size runs in its own process because a high-water mark never goes
+down; not ``ru_maxrss``, which on Linux also carries the peak of the process that started the child.
+Linux only. Not part of the test run.
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
 import subprocess
 import sys
 import tempfile
@@ -35,6 +35,12 @@ def make_run(run_dir: Path) -> Path:
     return run_dir
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far, in MiB."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
+
+
 def child(run_dir: Path, side: int) -> None:
     """Predict one side x side image and print the peak RSS before and after, in MiB."""
     import numpy as np
@@ -43,9 +49,9 @@ def child(run_dir: Path, side: int) -> None:
 
     predictor = Predictor(run_dir, precision="fp32")
     image = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    before = peak_rss_mib()
     mask = predictor.predict(image)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    after = peak_rss_mib()
     assert mask.shape == (side, side)
     print(f"{side} {before:.0f} {after:.0f}")
 
