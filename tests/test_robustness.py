@@ -324,8 +324,8 @@ def test_evaluate_twice_says_it_replaced_the_earlier_report(run_copy, few, tmp_p
     assert "replaced" not in capsys.readouterr().out
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert (f"replaced 5 earlier file(s) in {run_copy / 'evaluation'}: report.json, per_class.csv, confusion.csv "
-            "and 2 more") in out
+    assert (f"replaced 6 earlier file(s) in {run_copy / 'evaluation'}: report.json, per_class.csv, confusion.csv "
+            "and 3 more") in out
 
 
 def test_predict_twice_into_one_folder_says_what_it_replaced(run_copy, few, tmp_path, capsys):

@@ -3,11 +3,9 @@ masks identical to Predictor's, every error code, 16 concurrent clients, a full 
 real headless browser."""
 
 import io
-import json
 import os
 import shutil
 import socket
-import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +13,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import pytest
+from browser import CHROMIUM, DevTools
 from conftest import small_run
 from PIL import Image
 
@@ -202,77 +201,11 @@ def test_cli_refuses_a_port_in_use(run, capsys):
 
 # --- the page, in a real headless browser (Debian's chromium), driven over the DevTools pipe --------------
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-class DevTools:
-    """Chrome DevTools Protocol over --remote-debugging-pipe (fds 3 and 4): no websocket library needed."""
-
-    def __init__(self, url, profile):
-        to_child, self._write = os.pipe()
-        self._read, from_child = os.pipe()
-
-        def fds():  # in the child: the pipe ends as fds 3 and 4, via high numbers so neither overwrites the other
-            high = os.dup(to_child), os.dup(from_child)
-            os.dup2(high[0], 3)
-            os.dup2(high[1], 4)
-
-        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--remote-debugging-pipe",
-                 f"--user-data-dir={profile}", "--window-size=1280,900", "--hide-scrollbars"]
-        self.process = subprocess.Popen([CHROMIUM, *flags, url], preexec_fn=fds, pass_fds=(3, 4),
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        os.close(to_child)
-        os.close(from_child)
-        self._buffer, self._id, self.session = b"", 0, None
-
-    def send(self, method, session=True, **params):
-        self._id += 1
-        message = {"id": self._id, "method": method, "params": params}
-        if session and self.session:
-            message["sessionId"] = self.session
-        os.write(self._write, json.dumps(message).encode() + b"\0")
-        while True:
-            while b"\0" not in self._buffer:
-                chunk = os.read(self._read, 1 << 16)
-                assert chunk, "chromium closed the pipe"
-                self._buffer += chunk
-            raw, self._buffer = self._buffer.split(b"\0", 1)
-            reply = json.loads(raw)
-            if reply.get("id") == self._id:
-                assert "error" not in reply, reply["error"]
-                return reply["result"]
-
-    def evaluate(self, expression):
-        return self.send("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
-
-    def wait_for(self, expression, seconds=60):
-        deadline = time.monotonic() + seconds
-        while not (value := self.evaluate(expression)):
-            assert time.monotonic() < deadline, f"timed out waiting for {expression}"
-            time.sleep(0.1)
-        return value
-
-    def close(self):
-        try:
-            self.send("Browser.close", session=False)
-        except (AssertionError, OSError):
-            pass
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-
-
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
 def test_page_in_a_headless_browser(run, server, images, tmp_path):
     browser = DevTools(f"{server}/", tmp_path / "profile")
     try:
-        deadline = time.monotonic() + 30
-        while not (pages := [t for t in browser.send("Target.getTargets")["targetInfos"] if t["type"] == "page"]):
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
-        browser.session = browser.send("Target.attachToTarget", targetId=pages[0]["targetId"], flatten=True)["sessionId"]
+        browser.attach()
         browser.wait_for("document.getElementById('meta').textContent.includes('classes')")
         image = os.environ.get("PIXELWISE_PAGE_IMAGE") or str(images[3])
         root = browser.send("DOM.getDocument")["root"]["nodeId"]

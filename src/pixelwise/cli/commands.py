@@ -191,7 +191,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(format_report(evaluation))
     for problem in evaluation.skipped:
         print(f"pixelwise evaluate: skipped {problem}", file=sys.stderr)
-    print(f"\nreport, confusion matrix (CSV and PNG) and per-class IoU plot in {out}")
+    print(f"\nreport (report.html for a browser, report.json), confusion matrix (CSV and PNG) and per-class IoU plot "
+          f"in {out}")
     _say_replaced(before, written)
     return 0
 

@@ -1,4 +1,4 @@
-"""The evaluation report: the printed table, report.json, the CSVs and the two plots."""
+"""The evaluation report: the printed table, report.json, the CSVs, the two plots and report.html."""
 
 from __future__ import annotations
 
@@ -13,12 +13,25 @@ from ..classes import ClassSet
 from ..figures import plt, save_figure
 from ..files import atomic_write_text, make_folder
 from .evaluate import Evaluation
+from .report_html import REPORT_HTML, report_page
 
 REPORT_FILE = "report.json"
 
 
 def write_report(evaluation: Evaluation, out_dir: str | Path) -> list[Path]:
-    """report.json, per_class.csv, confusion.csv, confusion.png and per_class_iou.png in ``out_dir``."""
+    """report.json, per_class.csv, confusion.csv, confusion.png, per_class_iou.png and report.html in ``out_dir``.
+
+    Args:
+        evaluation: what :func:`~pixelwise.evaluation.evaluate.evaluate` returned.
+        out_dir: the report folder (made if missing); files of the same names are replaced.
+
+    Returns:
+        The files written.
+
+    Raises:
+        WriteError: a file cannot be written (the earlier version of it is kept).
+        ValueError: ``out_dir`` cannot be made.
+    """
     out_dir = make_folder(out_dir, "report folder")
     report = evaluation.to_dict()
     atomic_write_text(out_dir / REPORT_FILE, json.dumps(report, indent=2) + "\n")
@@ -33,7 +46,9 @@ def write_report(evaluation: Evaluation, out_dir: str | Path) -> list[Path]:
     miou = "n/a" if report["miou"] is None else f"{report['miou']:.3f}"
     plot_per_class([c["name"] for c in present], [c["iou"] for c in present], out_dir / "per_class_iou.png",
                    f"IoU per class (mIoU {miou})")
-    return [out_dir / n for n in (REPORT_FILE, "per_class.csv", "confusion.csv", "confusion.png", "per_class_iou.png")]
+    atomic_write_text(out_dir / REPORT_HTML, report_page(evaluation, (out_dir / "confusion.png").read_bytes()))
+    return [out_dir / n for n in (REPORT_FILE, "per_class.csv", "confusion.csv", "confusion.png", "per_class_iou.png",
+                                  REPORT_HTML)]
 
 
 def _csv(rows: list) -> str:
