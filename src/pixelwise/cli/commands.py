@@ -197,6 +197,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from ..evaluation.compare import compare, write_comparison
+
+    comparison = compare(args.runs)
+    print(comparison.markdown(), end="")
+    if args.out is not None:
+        before = files_in(args.out)
+        written = write_comparison(comparison, args.out)
+        print(f"\nwrote {', '.join(p.name for p in written)} to {args.out}")
+        _say_replaced(before, written)
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
@@ -303,5 +316,5 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"demo": cmd_demo, "summary": cmd_summary, "synth": cmd_synth, "check": cmd_check, "train": cmd_train,
-            "evaluate": cmd_evaluate, "predict": cmd_predict, "export": cmd_export,
+            "evaluate": cmd_evaluate, "compare": cmd_compare, "predict": cmd_predict, "export": cmd_export,
             "serve": cmd_serve}

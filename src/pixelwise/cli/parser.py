@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "image/mask pairs, score it per class, predict masks for new images.")
     parser.add_argument("--version", action="version", version=f"pixelwise {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_demo, _summary, _synth, _check, _train, _evaluate, _export, _predict, _serve):
+    for add in (_demo, _summary, _synth, _check, _train, _evaluate, _compare, _export, _predict, _serve):
         add(sub)
     return parser
 
@@ -176,6 +176,16 @@ def _evaluate(sub) -> None:
                    help="average each prediction with that of the mirrored image (two passes per image)")
     _engine_arg(p)
     _cache_args(p)
+
+
+def _compare(sub) -> None:
+    p = sub.add_parser("compare", help="runs side by side: the settings that differ, training, evaluation and "
+                                       "per-class IoU")
+    p.add_argument("runs", nargs="+", type=Path, metavar="RUN",
+                   help="run directories written by train (with their evaluation where `pixelwise evaluate` wrote "
+                        "it into the run)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="also write compare.csv, compare.md and a per-class IoU chart (compare_per_class.png) here")
 
 
 def _export(sub) -> None:
