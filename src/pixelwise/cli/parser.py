@@ -184,7 +184,7 @@ def _compare(sub) -> None:
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN",
                    help="run directories written by train (with their evaluation where `pixelwise evaluate` wrote "
                         "it into the run)")
-    p.add_argument("--out", type=Path, default=None,
+    p.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="also write compare.csv, compare.md and a per-class IoU chart (compare_per_class.png) here")
 
 
