@@ -13,8 +13,10 @@ truth), pixel accuracy, per-class IoU, the training wall time, when (in training
 first reached the seed run's final validation mIoU, and for a configuration run with several
 ``seed=N`` the mean and range over those seeds, and how many pixels of each class the training drives
 hold and how many pixels, frames and drives of the held-out set. Writes ``quality.json``,
-``quality.md``, a per-class IoU figure and Input | True | Predicted figures for a few held-out frames
-into ``--out``. A finished run is reused, not retrained.
+``quality.md``, ``pixelwise compare``'s table of the runs (``compare.md``, ``compare.csv``: the settings
+in which they differ, per-class IoU) and per-class IoU chart (``compare_per_class.png``), and
+Input | True | Predicted figures for a few held-out frames into ``--out``. A finished run is reused,
+not retrained.
 Not part of the test run; needs exclusive use of the CPU for meaningful wall times.
 
 Pretrained encoders (issue 14): the ``default`` recipe fine-tunes ImageNet EfficientNet-Lite0 (its
@@ -48,6 +50,7 @@ from pixelwise.data.dataset import decode_dataset
 from pixelwise.data.decode import read_mask
 from pixelwise.data.pairs import IMAGE_DIR, MASK_DIR, find_pairs
 from pixelwise.data.split import frame_runs, split_by_runs
+from pixelwise.evaluation.compare import Comparison, compare, write_comparison
 from pixelwise.evaluation.evaluate import evaluate
 from pixelwise.evaluation.report import write_report
 from pixelwise.inference.predict import predict
@@ -107,6 +110,11 @@ def configure(name: str) -> RunConfig:
     return replace(config, **sections)
 
 
+def run_folder(out: Path, name: str) -> Path:
+    """Where the run ``name`` (``RECIPE@HxW,setting=value``) trains."""
+    return out / name.replace("@", "-").replace(",", "-").replace("=", "-").replace("/", "-")
+
+
 def run(name: str, data: Path, out: Path, cache: Path, held_out: Path, epochs: int | None) -> dict:
     config = configure(name)
     if (config.data.split_seed, config.data.val_fraction) != (SPLIT_SEED, VAL_FRACTION):
@@ -114,7 +122,7 @@ def run(name: str, data: Path, out: Path, cache: Path, held_out: Path, epochs: i
                          f"validation fraction {VAL_FRACTION}); another split would train on some of them")
     if epochs is not None:
         config = config.with_train(epochs=epochs)
-    run_dir = out / name.replace("@", "-").replace(",", "-").replace("=", "-").replace("/", "-")
+    run_dir = run_folder(out, name)
     summary_file = run_dir / "quality.json"
     if (run_dir / "config.json").exists() and load_config(run_dir) != config:
         raise SystemExit(f"{run_dir} was trained with other settings than {name} now means (a recipe changed?): "
@@ -148,7 +156,6 @@ def time_to_reach(summary: dict, target: float) -> float | None:
 
 
 def table(results: list[dict]) -> str:
-    present = [c for c in CARLA.names if any(r["iou"][c] is not None for r in results)]
     seed = next((r for r in results if r["run"].startswith("seed@")), None)
     target = seed["val_miou_by_time"][-1][1] if seed else None
     lines = ["| run | epochs | train wall | mIoU | pixel acc. | reaches seed's val mIoU after | "
@@ -158,10 +165,6 @@ def table(results: list[dict]) -> str:
         lines.append(f"| {r['run']} | {r['epochs']} | {r['wall_s'] / 60:.1f} min | {r['miou']:.3f} | "
                      f"{r['pixel_accuracy']:.3f} | {'-' if reach is None else f'{reach / 60:.1f} min'} | "
                      + " | ".join(f"{r['iou'][c]:.3f}" if r["iou"][c] is not None else "-" for c in WATCH) + " |")
-    lines += ["", "| class | " + " | ".join(r["run"] for r in results) + " |", "|" + "---|" * (1 + len(results))]
-    for c in present:
-        lines.append(f"| {c} | " + " | ".join("-" if r["iou"][c] is None else f"{r['iou'][c]:.3f}" for r in results)
-                     + " |")
     return "\n".join(lines)
 
 
@@ -218,29 +221,11 @@ def support(held_out: Path, training: Path, by_drive: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def report(results: list[dict], held_out_support: str) -> str:
-    return "\n\n".join(part for part in (table(results), spread(results), held_out_support) if part)
-
-
-def plot(results: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    present = [c for c in CARLA.names if any(r["iou"][c] is not None for r in results)]
-    width = 0.8 / len(results)
-    fig, ax = plt.subplots(figsize=(12, 4.5))
-    for k, r in enumerate(results):
-        values = [r["iou"][c] or 0.0 for c in present]
-        ax.bar(np.arange(len(present)) + k * width, values, width, label=f"{r['run']} (mIoU {r['miou']:.3f})")
-    ax.set_xticks(np.arange(len(present)) + width * (len(results) - 1) / 2, present, rotation=60, ha="right")
-    ax.set_ylabel("IoU on held-out drives (640x480)")
-    ax.set_ylim(0, 1)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+def report(results: list[dict], comparison: Comparison, held_out_support: str) -> str:
+    """The runs' table, ``pixelwise compare``'s (settings that differ, IoU per class), the spread over
+    seeds and the classes' support."""
+    parts = (table(results), comparison.markdown().rstrip(), spread(results), held_out_support)
+    return "\n\n".join(part for part in parts if part)
 
 
 def cpu_kind() -> str:
@@ -275,13 +260,14 @@ def main() -> int:
     training = held_out_folder(args.data, args.out, names, part="train")
     held_out_support = support(held_out, training, drives(names))  # the same for every run: read once
     results = []
-    for name in args.runs:
+    for k, name in enumerate(args.runs):
         results.append(run(name, args.data, args.out, cache, held_out, args.epochs))
-        print(report(results, held_out_support), flush=True)
+        comparison = compare([run_folder(args.out, done) for done in args.runs[:k + 1]])
+        print(report(results, comparison, held_out_support), flush=True)
     (args.out / "quality.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.out / "quality.md").write_text(report(results, held_out_support) + f"\n\nCPU: {cpu_kind()}\n")
-    plot(results, args.out / "per_class_iou.png")
-    print(f"\nwritten: {args.out / 'quality.md'}, {args.out / 'per_class_iou.png'}, {args.out / 'figures'}")
+    (args.out / "quality.md").write_text(report(results, comparison, held_out_support) + f"\n\nCPU: {cpu_kind()}\n")
+    write_comparison(comparison, args.out)
+    print(f"\nwritten: {args.out / 'quality.md'}, {args.out / 'compare_per_class.png'}, {args.out / 'figures'}")
     return 0
 
 

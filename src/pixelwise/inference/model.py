@@ -62,7 +62,7 @@ class Model(Predictor):
         Args:
             images: the images folder.
             masks: the masks folder.
-            **options: ``skip_invalid``, ``cache_dir``, ``progress``, ``size``, ``only``, ``data``, as for
+            **options: ``skip_invalid``, ``cache_dir``, ``progress``, ``size``, ``only``, ``data``, ``worst``, as for
                 :func:`~pixelwise.evaluation.evaluate.evaluate_predictor`.
 
         Returns:
