@@ -38,7 +38,7 @@ td.name, th.name { text-align: left; }
 .frame { margin: 18px 0; } .frame figcaption { margin-bottom: 6px; }
 .panels { display: flex; gap: 6px; flex-wrap: wrap; } .panels div { text-align: center; font-size: 13px; color: #5b6475; }
 .panels img { display: block; image-rendering: pixelated; border: 1px solid #d8dce4; }
-img.confusion { max-width: 100%; }
+img.confusion { max-width: min(100%, 720px); }
 """
 
 
