@@ -15,12 +15,12 @@ import pytest
 from safetensors.torch import load_file
 
 from conftest import small_run
-from pixelwise.data.pairs import IMAGE_DIR, MASK_DIR
+from pixelwise.data.pairs import IMAGE_DIR
 from pixelwise.data.problems import DataError
 from pixelwise.inference.inputs import list_inputs
 from pixelwise.inference.manifest import COLUMNS, MANIFEST, merge_manifest
 from pixelwise.inference.model import load
-from pixelwise.inference.shard import process_threads
+from pixelwise.inference.shard import process_cores
 
 OUTPUTS = ("_mask.png", "_color.png", "_overlay.png")
 
@@ -79,8 +79,11 @@ def test_inputs_are_sorted_once_repeats_dropped_and_shares_disjoint(tmp_path):
         list_inputs([], [tmp_path / "no-list.txt"])
 
 
-def test_threads_divide_the_cores_between_the_processes_of_a_machine():
-    assert [process_threads(n, cores=16) for n in (1, 2, 3, 16, 32)] == [16, 8, 5, 1, 1]
+def test_the_processes_of_a_machine_divide_its_cores_in_blocks():
+    cores = [0, 1, 2, 3, 4, 5, 6]
+    assert [process_cores(rank, 3, cores) for rank in range(3)] == [[0, 1, 2], [3, 4], [5, 6]]
+    assert [process_cores(rank, 1, cores) for rank in range(1)] == [cores]
+    assert [process_cores(rank, 4, [8, 9]) for rank in range(4)] == [[8], [9], [8], [9]]
 
 
 def test_a_rerun_skips_what_this_model_predicted_and_overwrite_redoes_it(run, frames, tmp_path):
