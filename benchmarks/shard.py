@@ -1,12 +1,13 @@
 """Sharded prediction: files/s of one process against torchrun's two, and the cost of listing a folder of
 a million files.
 
-    .venv/bin/python benchmarks/shard.py [--frames 32] [--precision auto] [--list-count 1000000] [--work DIR]
+    .venv/bin/python benchmarks/shard.py [--frames 32] [--precision fp32] [--list-count 1000000] [--work DIR]
 
 1. Throughput: saves an untrained run of the ``default`` recipe (its network, EfficientNet-Lite0 under
    the light U-Net decoder, with random weights: the speed does not depend on them), writes
-   ``--frames`` synthetic 640x480 frames and predicts them with ``pixelwise predict`` as one process,
-   then as ``torchrun --standalone --nproc-per-node 2``. It prints the wall-clock files/s of each
+   ``--frames`` synthetic 640x480 frames and predicts them with ``pixelwise predict`` as one process
+   (with every core's thread, then with one thread), then as ``torchrun --standalone --nproc-per-node 2``
+   (one core each). It prints the wall-clock files/s of each
    command (start-up and model loading included) and the steady files/s from ``predictions.csv``
    (images over the busiest process's summed seconds).
 2. Listing: creates ``--list-count`` empty ``.png`` files in one folder and, in a fresh process each,
@@ -84,14 +85,17 @@ def throughput(work: Path, frames: int, precision: str) -> list[dict]:
     run = make_run(work / "run")
     images = write_dataset(work / "frames", frames, seed=0, height=480, width=640, progress=False) / "CameraRGB"
     predict = ["-m", "pixelwise", "predict", str(run), str(images), "--precision", precision, "--no-progress"]
+    torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     results = []
-    for processes, launcher in ((1, []), (2, ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"])):
-        out = work / f"out-{processes}"
+    for processes, threads, launcher in ((1, None, []), (1, 1, []), (2, 1, torchrun)):
+        out = work / f"out-{processes}-{threads}"
         command = [sys.executable, *launcher, *predict, "--out", str(out)]
+        env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads and not launcher else {})}
         start = time.perf_counter()
-        subprocess.run(command, check=True, capture_output=True)
+        subprocess.run(command, check=True, capture_output=True, env=env)
         wall = time.perf_counter() - start
-        results.append({"processes": processes, "frames": frames, "wall_s": round(wall, 1),
+        results.append({"processes": processes, "threads_each": threads or os.cpu_count(), "frames": frames,
+                        "wall_s": round(wall, 1),
                         "files_per_s_wall": round(frames / wall, 3),
                         "files_per_s_steady": round(steady_files_per_second(out / "predictions.csv", processes), 3)})
         print(json.dumps(results[-1]), flush=True)
@@ -117,17 +121,19 @@ def listing(work: Path, count: int) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--frames", type=int, default=32)
+    parser.add_argument("--frames", type=int, default=32, help="frames to predict (0: skip this part)")
     parser.add_argument("--precision", default="fp32",
                         help="the torch engine's arithmetic (default: fp32; auto measures on its first load per thread count)")
-    parser.add_argument("--list-count", type=int, default=1_000_000)
+    parser.add_argument("--list-count", type=int, default=1_000_000, help="empty files to list (0: skip this part)")
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="pixelwise-shard-"))
     os.environ.setdefault("PIXELWISE_CACHE", str(work / "cache"))
     try:
-        throughput(work, args.frames, args.precision)
-        listing(work, args.list_count)
+        if args.frames:
+            throughput(work, args.frames, args.precision)
+        if args.list_count:
+            listing(work, args.list_count)
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
