@@ -453,7 +453,8 @@ def test_predict(root, run, capfd, bad, name, by_folder, with_masks):
         assert code == 2 and f"wrote {len(outputs)} files" in out
         assert not any((out_dir / f"{name}{suffix}").exists() for suffix in OUTPUTS), "outputs of a refused image"
     stems = ("good", name) if code == 0 else ("good",)
-    assert sorted(p.name for p in out_dir.iterdir()) == sorted(stem + suffix for stem in stems for suffix in outputs)
+    assert sorted(p.name for p in out_dir.iterdir()) == sorted(
+        ["predictions.csv"] + [stem + suffix for stem in stems for suffix in outputs])  # + one row per image
     assert_no_partial_files(out_dir)
 
 
@@ -536,7 +537,7 @@ def test_predict_names_too_long_for_the_outputs(root, run, capfd):
     assert code == 2 and f"{too_long}_overlay.png" in err and len(err.strip().split("\n")) == 1
     assert "wrote 6 files" in out
     written = sorted(p.name for p in out_dir.iterdir())
-    assert written == sorted(f"{stem}{suffix}" for stem in (fits, "good") for suffix in OUTPUTS[:3])
+    assert written == sorted(["predictions.csv"] + [f"{stem}{suffix}" for stem in (fits, "good") for suffix in OUTPUTS[:3]])
     assert_no_partial_files(out_dir)
 
 

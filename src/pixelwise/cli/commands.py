@@ -213,21 +213,32 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
+    from ..inference.shard import join_launch
     from ..inference.video import VideoOptions
 
+    if not args.images and not args.lists:
+        raise ValueError("nothing to predict: give image files, folders or --list FILE")
+    world = join_launch()  # before loading: the threads a torchrun process may use decide its arithmetic
     with _in_flags(args.run):
         video = VideoOptions(every=args.every, save_masks=args.save_masks, side_by_side=args.side_by_side,
                              batch_size=args.batch_size, progress=not args.no_progress)
         model = _load(args)
-    before = files_in(args.out)
-    bar = tqdm(desc="predict", unit="image", disable=True if args.no_progress else None)
+    who = f"process {world.rank + 1} of {world.size}: " if world.distributed else ""
+    bar = tqdm(desc=f"predict{f' ({who[:-2]})' if who else ''}", unit="image",
+               disable=True if args.no_progress or not world.is_main else None)
     result = model.predict(args.images, args.size, out=args.out, masks=args.masks, on_file=lambda _: bar.update(),
-                           video=video, data=reading_given(args))
+                           video=video, data=reading_given(args), lists=args.lists, overwrite=args.overwrite,
+                           on_start=lambda count: bar.reset(total=count))
     bar.close()
     for problem in result.problems:
         print(f"pixelwise predict: {problem}", file=sys.stderr)
-    print(f"wrote {len(result.written)} files to {args.out}")
-    _say_replaced(before, result.written)
+    if result.skipped:
+        print(f"{who}skipped {result.skipped} image(s) this model already predicted into {args.out} "
+              "(--overwrite predicts them again)")
+    print(f"{who}wrote {len(result.written)} files to {args.out}")
+    _say_replaced(set(result.replaced), result.written)
+    if result.manifest is not None:
+        print(f"one row per image in {result.manifest}")
     return EXIT_DATA if result.problems else 0
 
 

@@ -199,10 +199,19 @@ def _export(sub) -> None:
 
 
 def _predict(sub) -> None:
-    p = sub.add_parser("predict", help="write class-id masks, colour masks and overlays for images")
+    p = sub.add_parser("predict", help="write class-id masks, colour masks and overlays for images (started by "
+                       "torchrun, each process predicts its share: see docs/scaling.md)")
     p.add_argument("run", type=Path, help="run directory written by train")
-    p.add_argument("images", nargs="+", type=Path, help="image files or folders of images")
-    p.add_argument("--out", type=Path, required=True, help="folder for the outputs")
+    p.add_argument("images", nargs="*", type=Path,
+                   help="image files, folders of images, or quoted glob patterns ('frames/*.png', '**' recursive)")
+    p.add_argument("--list", type=Path, action="append", default=[], metavar="FILE", dest="lists",
+                   help="a text file of image paths, one a line, relative to the file's folder (may be repeated)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="folder for the outputs and predictions.csv (one row per image: its outputs, size, classes "
+                        "present with their pixel shares, seconds); images this model already predicted there are "
+                        "skipped, so the same command continues a killed run")
+    p.add_argument("--overwrite", action="store_true",
+                   help="predict every image again, even those predictions.csv says are done")
     p.add_argument("--masks", type=Path, default=None,
                    help="folder of true masks (same file names): also write Input | True | Predicted figures")
     add_data_format_args(p, lambda _: "default: the run's")

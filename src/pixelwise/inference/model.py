@@ -25,7 +25,9 @@ class Model(Predictor):
 
     def predict(self, images: ImageInput | Iterable[str | Path], size: tuple[int, int] | str | None = None, *,
                 out: str | Path | None = None, masks: str | Path | None = None, video: VideoOptions | None = None,
-                on_file: Callable[[Path], None] | None = None, data: dict | None = None) -> np.ndarray | PredictResult:
+                on_file: Callable[[Path], None] | None = None, data: dict | None = None,
+                lists: Iterable[str | Path] = (), overwrite: bool = False,
+                on_start: Callable[[int], None] | None = None) -> np.ndarray | PredictResult:
         """One image's class ids, or with ``out`` every file's outputs written.
 
         Args:
@@ -38,6 +40,9 @@ class Model(Predictor):
             on_file: with ``out``, called with each image file once its outputs are written.
             data: with ``masks``, data settings that replace the run's own for reading them
                 (``mask_suffix="_L"``, ``mask_format="colors"`` …).
+            lists, overwrite, on_start: with ``out``, as for :func:`~pixelwise.inference.predict.predict`
+                (lists of input paths; predict again what ``OUT/predictions.csv`` says is done; told the
+                count to predict). Started by torchrun, each process predicts its share (docs/scaling.md).
 
         Returns:
             Without ``out``, the (H, W) uint8 class ids at the image's own size (logits upsampled
@@ -51,9 +56,11 @@ class Model(Predictor):
         """
         if out is not None:
             return predict(self, [images] if isinstance(images, (str, Path)) else images, out, masks_dir=masks,
-                           size=size, on_file=on_file, video=video, data=data)
-        if masks is not None or video is not None or on_file is not None or data is not None:
-            raise ValueError("masks, video, on_file and data are for predicting files into a folder: pass out")
+                           size=size, on_file=on_file, video=video, data=data, lists=lists, overwrite=overwrite,
+                           on_start=on_start)
+        if any(v is not None for v in (masks, video, on_file, data, on_start)) or lists or overwrite:
+            raise ValueError("masks, video, on_file, data, lists, overwrite and on_start are for predicting files "
+                             "into a folder: pass out")
         return super().predict(images, size)
 
     def evaluate(self, images: str | Path, masks: str | Path, **options) -> Evaluation:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 import numpy as np  # noqa: E402
@@ -46,20 +48,45 @@ def save_png(path: Path, array: np.ndarray) -> None:
     atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
 
 
+def output_paths(stem: Path, figure: bool) -> list[Path]:
+    """The files :func:`write_outputs` writes for one image: ``STEM_mask.png`` (class ids),
+    ``STEM_color.png``, ``STEM_overlay.png`` and, with ``figure``, ``STEM_figure.png``."""
+    return [Path(f"{stem}{suffix}") for suffix in ("_mask.png", "_color.png", "_overlay.png", "_figure.png")[:3 + figure]]
+
+
+# What atomic_path names an output while it is written (".NAME_mask.png.k3x_9az2.tmp.png"): a process
+# killed at that moment leaves it behind.
+_UNFINISHED = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp\.png")
+
+
+def remove_unfinished_outputs(out_dir: Path) -> int:
+    """Remove the temporary files that writes of outputs into ``out_dir`` left when their process was
+    killed, and return how many. Call it only while no process writes into ``out_dir``."""
+    try:
+        entries = [e for e in os.scandir(out_dir) if _UNFINISHED.fullmatch(e.name) and e.is_file(follow_symlinks=False)]
+    except OSError:
+        return 0
+    for entry in entries:
+        try:
+            os.unlink(entry.path)
+        except FileNotFoundError:  # another machine's process, sharing this folder, removed it first
+            continue
+    return len(entries)
+
+
 def write_outputs(path: Path, stem: Path, image: np.ndarray, mask: np.ndarray, classes: ClassSet, *,
                    true: np.ndarray | None, figure: bool) -> list[Path]:
     """Write one image's outputs, all or none: if one cannot be written (a name too long for the file
     system, a full disk) the others are removed again and a DataError names the image."""
-    outputs = {Path(f"{stem}_mask.png"): mask, Path(f"{stem}_color.png"): colorize(mask, classes),
-               Path(f"{stem}_overlay.png"): overlay(image, mask, classes)}
+    mask_file, color_file, overlay_file, *figure_file = output_paths(stem, figure)
+    outputs = {mask_file: mask, color_file: colorize(mask, classes), overlay_file: overlay(image, mask, classes)}
     written: list[Path] = []
     target: Path
     try:
         for target, array in outputs.items():
             save_png(target, array)
             written.append(target)
-        if figure:
-            target = Path(f"{stem}_figure.png")
+        for target in figure_file:
             display_figure(image, mask, classes, target, true=true)
             written.append(target)
     except OSError as exc:

@@ -3,6 +3,8 @@ unreadable or clashing inputs listed as problems while the rest are still writte
 
 from __future__ import annotations
 
+import os
+import time
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -17,8 +19,12 @@ from ..data.naming import Naming
 from ..data.pairs import is_image_file
 from ..data.problems import DataError, Problem
 from ..files import make_folder
-from .outputs import write_outputs
+from ..training.distributed import World, close_world
+from .inputs import InputList, list_inputs
+from .manifest import ManifestPart, done_in_share, manifest_row, merge_manifest, model_key
+from .outputs import output_paths, remove_unfinished_outputs, write_outputs
 from .predictor import Predictor
+from .shard import join_launch
 from .video import VideoOptions, is_video_file, predict_video_reporting
 
 
@@ -40,65 +46,173 @@ def expand_images(inputs: Iterable[str | Path]) -> tuple[list[Path], list[Proble
 
 @dataclass
 class PredictResult:
+    """What one process's ``predict`` did.
+
+    Attributes:
+        written: the files written.
+        problems: the inputs that were not predicted, each naming the file and why.
+        skipped: inputs left as they were because ``predictions.csv`` and their files say that this
+            model already predicted them.
+        replaced: earlier files that outputs replaced.
+        manifest: ``OUT/predictions.csv`` once merged (by the main process), else None.
+    """
+
     written: list[Path] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    skipped: int = 0
+    replaced: list[Path] = field(default_factory=list)
+    manifest: Path | None = None
 
 
 def predict(predictor: Predictor, inputs: Iterable[str | Path], out_dir: str | Path, *,
-                  masks_dir: str | Path | None = None, size: tuple[int, int] | str | None = None,
-                  on_file: Callable[[Path], None] | None = None, video: VideoOptions | None = None,
-                  data: dict | None = None) -> PredictResult:
+            masks_dir: str | Path | None = None, size: tuple[int, int] | str | None = None,
+            on_file: Callable[[Path], None] | None = None, video: VideoOptions | None = None,
+            data: dict | None = None, lists: Iterable[str | Path] = (), overwrite: bool = False,
+            on_start: Callable[[int], None] | None = None) -> PredictResult:
     """For each image: ``NAME_mask.png`` (class ids, original size), ``NAME_color.png``,
-    ``NAME_overlay.png``, and with ``masks_dir`` the Input | True | Predicted ``NAME_figure.png``.
-    Video files go to ``predict_video`` (with ``video``'s options). A bad file is reported and
-    skipped; the others are still written. ``data`` replaces some of the run's data settings that say
-    how the masks are read (``mask_suffix="_L"``, ``mask_format="colors"`` …)."""
+    ``NAME_overlay.png``, and with ``masks_dir`` the Input | True | Predicted ``NAME_figure.png``, plus
+    a row in ``OUT/predictions.csv``. Video files go to ``predict_video`` (with ``video``'s options). A
+    bad file is reported and skipped; the others are still written.
+
+    Started by ``torchrun``, each process predicts every N-th input of the sorted list from its rank on
+    and the main process merges the rows into ``predictions.csv`` once all are done.
+
+    Args:
+        predictor: the model.
+        inputs: image and video files, folders of images and glob patterns (see
+            :func:`~pixelwise.inference.inputs.list_inputs`).
+        out_dir: the output folder.
+        masks_dir: a folder of true masks for the figures.
+        size: what the model sees: the training size by default, ``"native"`` for each image's own.
+        on_file: called with each image file once its outputs are written.
+        video: the options for video files.
+        data: data settings that replace some of the run's for reading the masks (``mask_suffix="_L"``,
+            ``mask_format="colors"`` …).
+        lists: text files of input paths, one a line, relative to the list file.
+        overwrite: predict images again even where ``predictions.csv`` says this model already did and
+            their files are all there (by default those are skipped, so a killed run can be restarted).
+        on_start: called once with the number of images this process will predict.
+
+    Returns:
+        The :class:`PredictResult` of this process.
+
+    Raises:
+        DataError: a list file cannot be read, or ``masks_dir`` is not a folder.
+        ValueError: ``out_dir`` cannot be created.
+    """
     out_dir = Path(out_dir)
-    files, problems = expand_images(inputs)
-    result = PredictResult(problems=problems)
+    listing = list_inputs(inputs, lists)
     reading = predictor.config.with_data(**(data or {}))
     naming, mask_format = Naming.for_run(reading), MaskFormat.for_run(reading)
     masks = _masks_by_stem(Path(masks_dir), naming) if masks_dir is not None else {}
     make_folder(out_dir)  # a bad --out fails once here, not once per image
-    by_stem: dict[str, Path] = {}
-    for path in dict.fromkeys(files):  # the same file given twice is predicted once
-        if path.stem in by_stem:
-            result.problems.append(Problem(path, f"same name as {by_stem[path.stem]}: its outputs would overwrite "
-                                                 "those; predict them into separate output folders"))
-            continue
-        by_stem[path.stem] = path
-    for path in by_stem.values():
-        if is_video_file(path):
-            done = predict_video_reporting(predictor, path, out_dir, video or VideoOptions(), size)
-            result.written, result.problems = result.written + done.written, result.problems + done.problems
-            continue
-        try:
-            with warnings.catch_warnings():
-                quiet_bomb_warnings()
-                image = read_image(path)
-                name = naming.pair_name(path.parent, path, "image") or path.stem
-                true = read_mask_as(masks[name], mask_format) if name in masks else None
-            if true is not None:
-                _check_true_mask(true, masks[name], path, image, len(predictor.classes),
-                                 predictor.config.train.ignore_index)
-        except DataError as exc:
-            result.problems.extend(exc.problems)
-            continue
-        try:
-            mask = predictor.predict(image, size)
-        except (RuntimeError, MemoryError) as exc:  # out of memory on a large --size native image, say
-            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            result.problems.append(Problem(path, f"cannot predict this image ({message})"))
-            continue
-        try:
-            result.written += write_outputs(path, out_dir / path.stem, image, mask, predictor.classes,
-                                             true=true, figure=masks_dir is not None)
-        except DataError as exc:
-            result.problems.extend(exc.problems)
-            continue
-        if on_file is not None:
-            on_file(path)
+    world = join_launch()
+    together = False
+    try:
+        job = _Job(predictor, out_dir, size, naming, mask_format, masks, figure=masks_dir is not None,
+                   video=video or VideoOptions(), key=model_key(predictor, size))
+        result = _predict_share(job, listing, world, overwrite, on_start, on_file)
+        together = True
+    finally:
+        close_world(world, together)
     return result
+
+
+@dataclass
+class _Job:
+    """What every input of one ``predict`` call is predicted with."""
+
+    predictor: Predictor
+    out_dir: Path
+    size: tuple[int, int] | str | None
+    naming: Naming
+    mask_format: MaskFormat
+    masks: dict[str, Path]
+    figure: bool
+    video: VideoOptions
+    key: str
+
+
+def _predict_share(job: _Job, listing: InputList, world: World, overwrite: bool,
+                   on_start: Callable[[int], None] | None, on_file: Callable[[Path], None] | None) -> PredictResult:
+    """This process's share of ``listing``, in order; the manifest merged by the main process before
+    (rows a killed run left in parts) and after (every process's rows), each time with the others waiting."""
+    result = PredictResult(problems=listing.problems if world.is_main else [])  # every process lists the same
+    if world.local_rank == 0:  # one process per machine, for an output folder on each machine's own disk
+        remove_unfinished_outputs(job.out_dir)
+    if world.is_main:
+        merge_manifest(job.out_dir)
+    world.barrier()
+    share = listing.share(world.rank, world.size)
+    done = bytearray(len(share)) if overwrite else done_in_share(job.out_dir, listing, share, job.key)
+    for i, position in enumerate(share):
+        if done[i] and not _outputs_there(job, listing.stem(position)):  # deleted since: predict it again
+            done[i] = 0
+    result.skipped = done.count(1)
+    if on_start is not None:
+        on_start(len(share) - result.skipped)
+    part = ManifestPart(job.out_dir, world.rank)
+    try:
+        for i, position in enumerate(share):
+            if done[i]:
+                continue
+            row = _predict_one(job, listing, position, result)
+            if row is not None:
+                part.add(row)
+                if on_file is not None:
+                    on_file(listing.path(position))
+    finally:
+        part.close()
+    world.barrier()
+    if world.is_main:
+        result.manifest = merge_manifest(job.out_dir)
+    return result
+
+
+def _outputs_there(job: _Job, stem: str) -> bool:
+    return all(os.path.isfile(p) for p in output_paths(job.out_dir / stem, job.figure))  # False for a name too long
+
+
+def _predict_one(job: _Job, listing: InputList, position: int, result: PredictResult) -> list[str] | None:
+    """Predict one input into ``result``; its manifest row once its outputs are all written, else None."""
+    path, started = listing.path(position), time.perf_counter()
+    first = listing.clash(position)
+    if first is not None:
+        result.problems.append(Problem(path, f"same name as {first}: its outputs would overwrite those; "
+                                             "predict them into separate output folders"))
+        return None
+    if is_video_file(path):
+        done = predict_video_reporting(job.predictor, path, job.out_dir, job.video, job.size)
+        result.written, result.problems = result.written + done.written, result.problems + done.problems
+        return None
+    try:
+        with warnings.catch_warnings():
+            quiet_bomb_warnings()
+            image = read_image(path)
+            name = job.naming.pair_name(path.parent, path, "image") or path.stem
+            true = read_mask_as(job.masks[name], job.mask_format) if name in job.masks else None
+        if true is not None:
+            _check_true_mask(true, job.masks[name], path, image, len(job.predictor.classes),
+                             job.predictor.config.train.ignore_index)
+    except DataError as exc:
+        result.problems.extend(exc.problems)
+        return None
+    try:
+        mask = job.predictor.predict(image, job.size)
+    except (RuntimeError, MemoryError) as exc:  # out of memory on a large --size native image, say
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        result.problems.append(Problem(path, f"cannot predict this image ({message})"))
+        return None
+    stem = job.out_dir / listing.stem(position)
+    replacing = [p for p in output_paths(stem, job.figure) if os.path.exists(p)]  # False for a name too long
+    try:
+        written = write_outputs(path, stem, image, mask, job.predictor.classes, true=true, figure=job.figure)
+    except DataError as exc:
+        result.problems.extend(exc.problems)
+        return None
+    result.written += written
+    result.replaced += replacing
+    return manifest_row(path, written, mask, job.predictor.classes, time.perf_counter() - started, job.key)
 
 
 def _check_true_mask(true: np.ndarray, mask_path: Path, image_path: Path, image: np.ndarray, n_classes: int,
