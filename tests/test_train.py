@@ -424,7 +424,7 @@ def test_size_the_network_cannot_take_is_refused_before_decoding(scenes, tmp_pat
 
     cfg = small_config(epochs=1)
     cfg = replace(cfg, data=replace(cfg.data, size=(40, 40)))
-    with pytest.raises(ValueError, match=r"--size 40x40 does not fit.*try 32 or 48"):
+    with pytest.raises(ValueError, match=r"data.size 40x40 does not fit.*try 32 or 48"):
         _train(scenes, tmp_path / "run", cfg, tmp_path)
     assert not (tmp_path / "cache").exists() and not (tmp_path / "run").exists()
 

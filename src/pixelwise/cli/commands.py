@@ -84,7 +84,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         if missing:
             print(f"  never occurs: {', '.join(missing)}")
     for problem in decoded.problems:
-        print(f"pixelwise check: {problem}", file=sys.stderr)
+        print(f"pixelwise check: {as_flags(str(problem))}", file=sys.stderr)
     for note in mask_notes(masks, naming, decoded.problems):
         print(f"pixelwise check: warning: {note}", file=sys.stderr)
     unknown = unknown_color_summary(decoded.problems)
@@ -190,7 +190,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     written = write_report(evaluation, out)
     print(format_report(evaluation))
     for problem in evaluation.skipped:
-        print(f"pixelwise evaluate: skipped {problem}", file=sys.stderr)
+        print(f"pixelwise evaluate: skipped {as_flags(str(problem))}", file=sys.stderr)
     print(f"\nreport, confusion matrix (CSV and PNG) and per-class IoU plot in {out}")
     _say_replaced(before, written)
     return 0
@@ -211,7 +211,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                            video=video, data=reading_given(args))
     bar.close()
     for problem in result.problems:
-        print(f"pixelwise predict: {problem}", file=sys.stderr)
+        print(f"pixelwise predict: {as_flags(str(problem))}", file=sys.stderr)
     print(f"wrote {len(result.written)} files to {args.out}")
     _say_replaced(before, result.written)
     return EXIT_DATA if result.problems else 0
