@@ -4,7 +4,10 @@ needed, never half-written, shared safely; parallel decoding."""
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +18,7 @@ from pixelwise.data import cache as cache_module
 from pixelwise.data import dataset, table
 from pixelwise.data import pairs as pairs_module
 from pixelwise.data.dataset import decode_dataset
+from pixelwise.data.pairs import find_pairs
 from pixelwise.data.resize import resize_mask
 
 H, W = 12, 16  # original size of the synthetic frames
@@ -23,6 +27,8 @@ from data_files import SIZE, decode, frame, make_dataset, rgba_mask, save
 # ----------------------------------------------------------------------------------------------- cache
 
 
+# Whether the cache answered is which image files were opened: these watch Pillow's Image.open itself
+# (third-party, the one place every decode passes), since nothing of pixelwise's own should report it.
 def forbid_decoding(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("an image file was opened although the cache should have answered")
@@ -224,25 +230,28 @@ def test_corrupt_or_truncated_cache_is_rebuilt(tmp_path, monkeypatch, corruption
     assert len(cache_files(cache)["npy"]) == 2
 
 
-def test_an_interrupted_build_leaves_nothing_that_looks_valid(tmp_path, monkeypatch):
+class InterruptedDecoder(table.PairDecoder):
+    """Decodes as a build does, until a Ctrl-C arrives while pair "3" is decoded."""
+
+    def __call__(self, item):
+        if item[0].name == "3":
+            raise KeyboardInterrupt
+        return super().__call__(item)
+
+
+def test_an_interrupted_build_leaves_nothing_that_looks_valid(tmp_path):
     images, masks = make_dataset(tmp_path / "set", ["1", "2", "3", "4"])
     cache = tmp_path / "cache"
-    real = table.decode_pair
-
-    def crash_on_third(pair, *args):
-        if pair.name == "3":
-            raise KeyboardInterrupt
-        return real(pair, *args)
-
-    monkeypatch.setattr(table, "decode_pair", crash_on_third)
+    cache.mkdir()
+    slot = cache_module.Cache(cache, images, masks, SIZE, "nearest")  # the slot decode(…, cache_dir=cache) uses
+    pairs, _ = find_pairs(images, masks)
     with pytest.raises(KeyboardInterrupt):
-        decode(images, masks, cache_dir=cache)
+        slot.build(pairs, *slot.keys(pairs), InterruptedDecoder(SIZE, "nearest"), workers=2, progress=False)
     assert cache_files(cache) == {"meta": [], "npy": [], "other": []}
     # what a SIGKILL leaves: a temporary file, removed by the next build once it is an hour old
     stale = cache / f".{'0' * 24}.x.images.npy.abc.tmp.npy"
     stale.write_bytes(b"half")
-    monkeypatch.setattr(table, "decode_pair", real)
-    slot = cache_module.Cache(cache, images, masks, SIZE, "nearest").slot
+    slot = slot.slot
     stale = stale.rename(cache / f".{slot}.0123456789abcdef.images.npy.abc.tmp.npy")
     fresh = cache / f".{slot}.0123456789abcdef.masks.npy.abc.tmp.npy"
     fresh.write_bytes(b"another process is writing this")
@@ -270,15 +279,29 @@ def test_problems_are_found_with_a_cache_too(tmp_path):
     assert_same(fixed, decode(images, masks))
 
 
-def test_an_unwritable_cache_warns_and_decodes_into_memory(tmp_path, monkeypatch):
+@contextmanager
+def file_size_limit(limit: int):
+    """A real limit on the size of the files this process writes (``ulimit -f``): a write past it fails
+    with EFBIG, as a full disk fails with ENOSPC, in the middle of a cache build."""
+    resource = pytest.importorskip("resource")
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # an error from write(), not a killed process
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+
+
+def test_an_unwritable_cache_warns_and_decodes_into_memory(tmp_path):
     images, masks = make_dataset(tmp_path / "set", ["1", "2"])
-
-    def disk_full(*args):
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(cache_module, "new_array_file", disk_full)
-    with pytest.warns(UserWarning, match="cannot use the decode cache .No space left on device.; decoding without it"):
-        decoded = decode(images, masks, cache_dir=tmp_path / "cache")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    # The decoded images (2 x 6 x 8 x 3 bytes and a .npy header) do not fit in 300 bytes; the lock file does.
+    with file_size_limit(300), \
+            pytest.warns(UserWarning, match="cannot use the decode cache .File too large.; decoding without it"):
+        decoded = decode(images, masks, cache_dir=cache)
     assert not isinstance(decoded.images, np.memmap)
     assert_same(decoded, decode(images, masks))
     assert cache_files(tmp_path / "cache")["npy"] == []
@@ -343,14 +366,24 @@ def test_no_decompression_warning_escapes_decode(tmp_path, monkeypatch):
     assert all("larger than the limit" in p.message for p in decoded.problems)
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this system")
 def test_decoders_default_to_the_cores_this_process_may_use(tmp_path, monkeypatch):
     from pixelwise import device
 
-    monkeypatch.setattr(device.os, "sched_getaffinity", lambda pid: {0, 5, 7}, raising=False)
-    assert device.usable_cores() == 3  # not os.cpu_count(): a CPU set or taskset limits the process
-    seen = []
-    real = table.parallel_map
-    monkeypatch.setattr(table, "parallel_map", lambda fn, items, workers: seen.append(workers) or real(fn, items, 1))
     images, masks = make_dataset(tmp_path, ["000001", "000002"])
-    decode_dataset(images, masks, size=SIZE, n_classes=5, progress=False)
-    assert seen == [3]
+    threads: list[str] = []
+    real_open = Image.open
+    monkeypatch.setattr(Image, "open", lambda *a, **k: threads.append(threading.current_thread().name)
+                        or real_open(*a, **k))
+    allowed = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(allowed)})  # what taskset -c N does: one core, whatever os.cpu_count() says
+    try:
+        assert device.usable_cores() == 1
+        decode_dataset(images, masks, size=SIZE, n_classes=5, progress=False)
+    finally:
+        os.sched_setaffinity(0, allowed)
+    assert threads == [threading.current_thread().name] * 4  # one core: decoded here, no pool of threads
+    if len(allowed) > 1:
+        threads.clear()
+        decode_dataset(images, masks, size=SIZE, n_classes=5, progress=False)
+        assert all(name.startswith("pixelwise-decode") for name in threads)

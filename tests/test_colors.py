@@ -96,7 +96,7 @@ def test_unknown_colours_can_be_marked_unlabelled():
     rgb[0, 0] = (9, 9, 10)
     got = colors_to_ids(rgb, MaskFormat("colors", COLORS, "ignore", unlabelled=0))
     assert got.tolist() == [[0, 2], [3, 4]]
-    with pytest.raises(ValueError, match="--ignore-index"):
+    with pytest.raises(ValueError, match="train.ignore_index"):
         MaskFormat("colors", COLORS, "ignore")
 
 
@@ -192,7 +192,7 @@ def test_the_format_is_saved_and_old_configs_read_ids():
     for key in ("mask_format", "unknown_color", "image_suffix", "mask_suffix", "recursive"):
         del old["data"][key]
     assert RunConfig.from_dict(old).data.mask_format == "ids"  # runs from before decode masks as they did
-    with pytest.raises(ValueError, match="--ignore-index"):
+    with pytest.raises(ValueError, match="train.ignore_index"):
         small_config().__class__(config.model, config.data.__class__(unknown_color="ignore"), config.train)
 
 

@@ -155,7 +155,7 @@ def test_a_name_in_both_lists_is_refused(tmp_path):
     (tmp_path / "val.txt").write_text("b\n")
     with pytest.raises(DataError, match="names 1 frame.s. the training list train.txt names too, such as 'b'"):
         split_by_lists(["a", "b"], OfficialSplit(train_list=tmp_path / "train.txt", val_list=tmp_path / "val.txt"))
-    with pytest.raises(ValueError, match="--train-list and --val-list"):
+    with pytest.raises(ValueError, match="train_list and val_list"):
         OfficialSplit(train_list=tmp_path / "train.txt")
 
 

@@ -47,13 +47,13 @@ def test_locate_names_what_is_missing(tmp_path):
     with pytest.raises(DataError) as err:
         locate(tmp_path / "plain")
     message = str(err.value)
-    assert "CameraRGB/" in message and "CameraMask/" in message and "--images" in message and "images/" in message
+    assert "CameraRGB/" in message and "CameraMask/" in message and "images=FOLDER" in message and "images/" in message
 
     with pytest.raises(DataError) as err:
         locate(images=tmp_path / "plain" / "images", masks=tmp_path / "gone")
     assert [p.path for p in err.value.problems] == [tmp_path / "gone"]
 
-    with pytest.raises(DataError, match="--masks"):
+    with pytest.raises(DataError, match="masks=FOLDER"):
         locate(images=tmp_path / "plain" / "images")
     with pytest.raises(ValueError):
         locate()

@@ -237,7 +237,7 @@ def test_a_crop_the_network_cannot_take_is_refused_before_training():
 
     config = RunConfig(model=preset("original", in_channels=3, n_classes=23),
                        data=DataConfig(size=(572, 572), crop=0.5))
-    with pytest.raises(ValueError, match="--crop 0.5 gives 288x288 crops"):
+    with pytest.raises(ValueError, match="data.crop 0.5 gives 288x288 crops"):
         check_trainable(config)
 
 
@@ -383,7 +383,7 @@ def test_paste_copies_the_small_classes_of_the_previous_frame_exactly():
 def test_class_crops_need_crops_smaller_than_the_image():
     from pixelwise.training.checks import check_trainable
 
-    with pytest.raises(ValueError, match="--class-crops"):
+    with pytest.raises(ValueError, match="data.class_crops"):
         check_trainable(RunConfig(data=DataConfig(size=(96, 128), class_crops=0.5)))
     check_trainable(RunConfig(data=DataConfig(size=(96, 128), class_crops=0.5, crop=0.5)))
     check_trainable(RunConfig(data=DataConfig(size=(96, 128), class_crops=0.5, augment="full")))

@@ -149,7 +149,13 @@ def _assert_one_line_with_resume(err: str, run: Path, argv: list[str]) -> None:
 
 
 def test_disk_full_during_training_injected(scenes, tmp_path, capsys, monkeypatch):
-    """ENOSPC as safetensors reports it, on the third checkpoint written (the first epoch's last)."""
+    """ENOSPC as safetensors reports it, on the third checkpoint written (the first epoch's last).
+
+    A disk that fills up in the middle of a run cannot be made without mounting a file system, which
+    needs root (the tmpfs test below does it where it can); so this replaces the third-party writer,
+    safetensors' save_file, as checkpoint.py calls it: the one honest way to make that write fail
+    here with safetensors' own words, while everything around it (the atomic write, the loop, the
+    CLI) runs as it does on a full disk."""
     run = tmp_path / "run"
     real, calls = checkpoint.save_file, []
 
@@ -200,6 +206,9 @@ def test_a_write_error_names_the_file_and_keeps_the_old_version(tmp_path, monkey
     def fail(*args, **kwargs):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
 
+    # The crash must come between writing the temporary file and moving it into place, which no real
+    # condition a test can set up does (a read-only folder refuses the temporary file first, and root
+    # writes anyway): the OS call os.replace is made to fail, as a file system turned read-only would.
     monkeypatch.setattr(os, "replace", fail)
     with pytest.raises(WriteError) as caught:
         atomic_write_text(path, "new\n")

@@ -48,7 +48,7 @@ def run_demo(out: str | Path = "pixelwise-demo", *, count: int = 300, epochs: in
     out = Path(out)
     if out.exists():
         if not (out / DEMO_MARKER).exists():
-            raise ValueError(f"{out} exists and is not a pixelwise demo folder; pass another --out")
+            raise ValueError(f"{out} exists and is not a pixelwise demo folder; pass another out=FOLDER")
         shutil.rmtree(out)
     out.mkdir(parents=True)
     (out / DEMO_MARKER).touch()

@@ -80,7 +80,7 @@ def weights_path(run_dir: Path, weights: str = "best") -> Path:
     path = run_dir / WEIGHTS[weights]
     if not path.exists():
         raise FileNotFoundError(f"{run_dir}: no {path.name}; has this run finished (and, for best, validated) an epoch? "
-                                "--weights last uses the latest")
+                                "weights='last' uses the latest")
     return path
 
 

@@ -77,7 +77,7 @@ def hold_run(run_dir: str | Path, held: bool = True,
             pid = _holder(run_dir / LOCK_FILE)
             who = f"process {pid}" if pid else "another process"
             refusal = RunLocked(f"{run_dir}: {who} is training this run right now; wait for it to finish "
-                                "(or stop it), or choose another --out")
+                                "(or stop it), or choose another run_dir")
         except (ValueError, OSError) as exc:
             refusal = exc
     if agree(refusal is not None):

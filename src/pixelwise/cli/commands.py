@@ -84,7 +84,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         if missing:
             print(f"  never occurs: {', '.join(missing)}")
     for problem in decoded.problems:
-        print(f"pixelwise check: {problem}", file=sys.stderr)
+        print(f"pixelwise check: {as_flags(str(problem))}", file=sys.stderr)
     for note in mask_notes(masks, naming, decoded.problems):
         print(f"pixelwise check: warning: {note}", file=sys.stderr)
     unknown = unknown_color_summary(decoded.problems)
@@ -190,7 +190,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     written = write_report(evaluation, out)
     print(format_report(evaluation))
     for problem in evaluation.skipped:
-        print(f"pixelwise evaluate: skipped {problem}", file=sys.stderr)
+        print(f"pixelwise evaluate: skipped {as_flags(str(problem))}", file=sys.stderr)
     print(f"\nreport (report.html for a browser, report.json), confusion matrix (CSV and PNG) and per-class IoU plot "
           f"in {out}")
     _say_replaced(before, written)
@@ -231,7 +231,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                            on_start=lambda count: bar.reset(total=count))
     bar.close()
     for problem in result.problems:
-        print(f"pixelwise predict: {problem}", file=sys.stderr)
+        print(f"pixelwise predict: {as_flags(str(problem))}", file=sys.stderr)
     if result.skipped:
         print(f"{who}skipped {result.skipped} image(s) this model already predicted into {args.out} "
               "(--overwrite predicts them again)")

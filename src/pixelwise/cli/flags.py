@@ -11,9 +11,16 @@ from ..config import SETTINGS
 from ..recipes import RECIPES
 from ..settings import Setting, shown
 
-# The train() parameters that error messages name, as the train command spells them.
-PARAMETERS = {"resume=True": "--resume", "run_dir": "--out"}
-_NAMES = re.compile(r"\b(?:model|data|train)\.[a-z_]+\b|" + "|".join(re.escape(p) for p in PARAMETERS))
+# The Python parameters that library messages name, as the commands spell them.
+PARAMETERS = {
+    "resume=True": "--resume", "skip_invalid=True": "--skip-invalid", "run_dir": "--out", "out=FOLDER": "--out FOLDER",
+    "images=FOLDER": "--images FOLDER", "masks=FOLDER": "--masks FOLDER", "weights='last'": "--weights last",
+    "val_images": "--val-images", "val_masks": "--val-masks", "train_list": "--train-list", "val_list": "--val-list",
+    "nproc": "--nproc",
+}
+# A name stands alone: not part of a longer word, a path (/runs/run_dir/…) or a flag already.
+_NAMES = re.compile(r"(?<![\w/\\.-])(?:(?:model|data|train)\.[a-z_]+|"
+                    + "|".join(re.escape(p) for p in PARAMETERS) + r")(?![\w/\\-])")
 
 
 def as_flags(text: str) -> str:

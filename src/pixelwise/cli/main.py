@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         if launched_rank() not in (None, 0):  # under torchrun every rank finds the same problems: list them once
             return EXIT_DATA
         for problem in exc.problems:
-            print(f"pixelwise {args.command}: {problem}", file=sys.stderr)
+            print(f"pixelwise {args.command}: {as_flags(str(problem))}", file=sys.stderr)
         if isinstance(exc, SkippableDataError):  # only where skipping the bad pairs would leave valid ones
             print(f"pixelwise {args.command}: {len(exc.problems)} problem(s) in the data; fix them or pass "
                   "--skip-invalid to use the valid pairs only", file=sys.stderr)
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train" and (Path(args.out) / LAST).exists() and launched_rank() is None:
             hint = (f"; the run is intact up to its last saved step; once the file can be written, continue with: "
                     f"{resume_command(args)}")
-        print(f"pixelwise {args.command}: error: {exc}{hint}", file=sys.stderr)
+        print(f"pixelwise {args.command}: error: {as_flags(str(exc))}{hint}", file=sys.stderr)
         return EXIT_ERROR
     except RunExists as exc:
         print(f"pixelwise {args.command}: error: {exc.run_dir}: already holds a run; use --resume to continue it or "

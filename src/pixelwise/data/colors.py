@@ -86,8 +86,8 @@ class MaskFormat:
             if shared:
                 raise ValueError(f"colour-coded masks need one colour per class, but {shared}")
         if self.unknown == "ignore" and self.kind != "ids" and self.unlabelled is None:
-            raise ValueError("--unknown-color ignore marks unknown colours as the unlabelled class: name that class "
-                             "with --ignore-index ID")
+            raise ValueError("data.unknown_color ignore marks unknown colours as the unlabelled class: name that class "
+                             "with train.ignore_index")
 
     @property
     def usable_table(self) -> bool:
@@ -195,7 +195,7 @@ def _unknown_problem(path: Path, packed: np.ndarray, unknown_mask: np.ndarray, h
     more = f" and {len(found) - 8} more" if len(found) > 8 else ""
     if has_table:
         message = (f"mask has {len(found)} colour(s) no class has: {shown}{more}; add them to the class file "
-                   "or pass --unknown-color ignore")
+                   "or set data.unknown_color to ignore")
     else:
         message = (f"mask is colour-coded ({len(found)} colour(s): {shown}{more}) but the classes have no colour "
                    "table; give a class file with 'name r g b' lines")

@@ -1,5 +1,6 @@
-"""Official splits instead of the drive split: a validation folder of its own (``--val``), or VOC-style
-list files that name the training and the validation frames (``--train-list``/``--val-list``)."""
+"""Official splits instead of the drive split: a validation folder of its own (``val_images`` and
+``val_masks``), or VOC-style list files that name the training and the validation frames
+(``train_list``/``val_list``)."""
 
 from __future__ import annotations
 
@@ -27,10 +28,9 @@ class OfficialSplit:
 
     def __post_init__(self) -> None:
         if (self.val_images is None) != (self.val_masks is None):
-            raise ValueError("a validation folder needs both its images and its masks (--val-images and --val-masks, "
-                             "or --val DATA)")
+            raise ValueError("a validation folder needs both its images and its masks (val_images and val_masks)")
         if (self.train_list is None) != (self.val_list is None):
-            raise ValueError("official split lists come in pairs: --train-list and --val-list")
+            raise ValueError("official split lists come in pairs: train_list and val_list")
         if self.val_images is not None and self.train_list is not None:
             raise ValueError("give a validation folder or split lists, not both")
 

@@ -43,9 +43,11 @@ def locate(data: str | Path | None = None, images: str | Path | None = None,
     problems: list[Problem] = []
     if data_dir is None:
         if images_dir is None:
-            problems.append(Problem(masks_dir, "a masks folder was given without an images folder; pass --images too"))
+            problems.append(Problem(masks_dir, "a masks folder was given without an images folder; "
+                                               "pass images=FOLDER too"))
         if masks_dir is None:
-            problems.append(Problem(images_dir, "an images folder was given without a masks folder; pass --masks too"))
+            problems.append(Problem(images_dir, "an images folder was given without a masks folder; "
+                                                "pass masks=FOLDER too"))
     elif images_dir is None or masks_dir is None:
         if not data_dir.exists():
             problems.append(Problem(data_dir, "no such folder"))
@@ -60,7 +62,7 @@ def locate(data: str | Path | None = None, images: str | Path | None = None,
                 found = f" (it has {', '.join(subfolders[:6])}{more})" if subfolders else ""
                 problems.append(Problem(data_dir, f"has no {' or '.join(missing)} folder{found}; a dataset folder "
                                                   f"holds {IMAGE_DIR}/ and {MASK_DIR}/ with matching file names, or "
-                                                  "pass --images and --masks to name the folders yourself"))
+                                                  "pass images=FOLDER and masks=FOLDER to name the folders yourself"))
         images_dir = images_dir if images_dir is not None else data_dir / IMAGE_DIR
         masks_dir = masks_dir if masks_dir is not None else data_dir / MASK_DIR
     if not problems:

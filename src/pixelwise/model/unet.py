@@ -40,7 +40,8 @@ class ModelConfig:
         if self.encoder != "unet" and (self.in_channels != 3 or self.padding != "same"):
             raise ValueError(f"the {self.encoder} encoder takes RGB input (in_channels 3) and pads ('same')")
         if self.encoder == "unet" and self.encoder_weights != "none":
-            raise ValueError("the assignment's U-Net encoder has no pretrained weights; use --encoder-weights none")
+            raise ValueError("the assignment's U-Net encoder has no pretrained weights; "
+                             "set model.encoder_weights to none")
         if self.padding not in ("same", "valid"):
             raise ValueError(f"padding must be 'same' or 'valid', not {self.padding!r}")
         if self.depth < 2:

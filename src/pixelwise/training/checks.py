@@ -26,24 +26,24 @@ def check_trainable(config: RunConfig, pretrained: bool = True) -> None:
     # A pretrained encoder pads any size to its multiple of 32 itself; its crops are multiples of 32.
     hints = model.size_hints(h, w) if model.encoder == "unet" else []
     if hints:
-        raise ValueError(f"--size {h}x{w} does not fit this U-Net: {'; '.join(hints)}")
+        raise ValueError(f"data.size {h}x{w} does not fit this U-Net: {'; '.join(hints)}")
     ch, cw = config.data.crop_size(model.step)
     if config.data.crop < 1 and (ch, cw) == (h, w):
-        raise ValueError(f"--crop {config.data.crop} rounds to the whole {h}x{w} image (crops are multiples of "
-                         f"{model.step}); choose a smaller --crop")
+        raise ValueError(f"data.crop {config.data.crop} rounds to the whole {h}x{w} image (crops are multiples of "
+                         f"{model.step}); choose a smaller data.crop")
     if config.data.class_crops > 0 and config.data.crop == 1 and config.data.augment not in ZOOMING:
-        raise ValueError("--class-crops places crops smaller than the image, so it needs --crop below 1 "
-                         "or --augment zoom|full (whose zoom crops)")
+        raise ValueError("data.class_crops places crops smaller than the image, so it needs data.crop below 1 "
+                         "or data.augment zoom or full (whose zoom crops)")
     hints = model.size_hints(ch, cw)
     if hints:
-        raise ValueError(f"--crop {config.data.crop} gives {ch}x{cw} crops, which do not fit this U-Net: "
-                         f"{'; '.join(hints)}; choose another --crop")
+        raise ValueError(f"data.crop {config.data.crop} gives {ch}x{cw} crops, which do not fit this U-Net: "
+                         f"{'; '.join(hints)}; choose another data.crop")
 
 
 def check_memory(config: RunConfig, device: torch.device,
                  available: Callable[[torch.device], int | None] = available_memory) -> None:
     """Refuse, before any allocation, a network whose weights, gradients and Adam state alone exceed
-    the memory free on ``device``: a typo in --filters would otherwise get the process killed without
+    the memory free on ``device``: a typo in model.n_filters would otherwise get the process killed without
     a word. ``available`` says how many bytes are free on a device, or None where the system does not say.
 
     Raises:
@@ -56,11 +56,11 @@ def check_memory(config: RunConfig, device: torch.device,
     if free is not None and need > free:
         raise ValueError(f"a U-Net of {config.model.n_filters} base filters has {parameters:,} parameters, whose "
                          f"weights, gradients and optimiser state need {need / 2**30:,.1f} GiB, more than the "
-                         f"{free / 2**30:,.1f} GiB free on {device.type}; choose fewer --filters")
+                         f"{free / 2**30:,.1f} GiB free on {device.type}; choose fewer model.n_filters")
 
 
 def check_finite(model: torch.nn.Module, epoch: int, run_dir: Path) -> None:
     """Refuse to save weights that are no longer finite (a loss can stay finite for the step that broke them)."""
     if not all(torch.isfinite(p).all() for p in model.parameters()):
         raise FloatingPointError(f"training diverged in epoch {epoch} (the weights are no longer finite); "
-                                 f"the last good checkpoint in {run_dir} is intact. Try a lower --lr.")
+                                 f"the last good checkpoint in {run_dir} is intact. Try a lower train.lr.")

@@ -122,7 +122,7 @@ def launch(nproc: int, command: list[str]) -> None:
     from torch.distributed.run import get_args_parser, run
 
     if nproc < 1:
-        raise ValueError(f"--nproc must be at least 1, not {nproc}")
+        raise ValueError(f"nproc must be at least 1, not {nproc}")
     try:
         run(get_args_parser().parse_args(["--standalone", "--nproc-per-node", str(nproc), "-m", "pixelwise", *command]))
     except SignalException:

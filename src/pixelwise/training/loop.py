@@ -312,7 +312,7 @@ def _restore(run: _Session) -> tuple[Progress, list[dict]]:
         state.loss_sum = 0.0  # so this epoch's loss counts the steps from here on
     if state.data != run.fingerprint:
         raise RunDirError(f"{run.run_dir}: the training data or its split changed since this run started, so it "
-                          "cannot be continued exactly; train a new run with another --out")
+                          "cannot be continued exactly; train a new run with another run_dir")
     if not run.world.is_main:  # the partial sums saved are totals over all ranks: count them once
         state.loss_sum, state.loss_images, state.correct, state.seen = 0.0, 0, 0, 0
     history = read_history(run.run_dir)[: state.epoch - 1]

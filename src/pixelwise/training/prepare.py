@@ -34,7 +34,7 @@ def prepare_data(images_dir: Path, masks_dir: Path, config: RunConfig, *, skip_i
     if decoded.problems and not skip_invalid:
         raise (SkippableDataError if len(decoded.names) else DataError)(decoded.problems)
     if decoded.problems:
-        log(f"skipping {len(decoded.skipped)} invalid pair(s) (--skip-invalid):")
+        log(f"skipping {len(decoded.skipped)} invalid pair(s) (skip_invalid=True):")
         for problem in decoded.problems:
             log(f"  {problem}")
     if len(decoded.names) == 0:
