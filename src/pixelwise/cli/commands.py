@@ -19,6 +19,7 @@ from ..data.colors import unknown_color_summary
 from ..data.dataset import check
 from ..data.layouts import recognise
 from ..data.pairs import locate
+from ..data.problems import SkippableDataError
 from ..files import files_in, replaced_note
 from ..inference.onnx_engine import StaleExport
 from ..model.unet import PRESETS, preset
@@ -33,6 +34,7 @@ from .data_flags import (
     mask_notes,
     official_split,
     reading_given,
+    use_export,
 )
 from .flags import as_flags, given, train_settings
 
@@ -63,9 +65,14 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    export = use_export(args)
     images, masks, classes, mask_format, naming, select = check_inputs(args)
     decoded = check(images, masks, classes, cache_dir=args.cache_dir, progress=not args.no_progress,
                     mask_format=mask_format, naming=naming, select=select, ignore_index=args.ignore_index)
+    if export is not None:
+        decoded.problems[:0] = export.problems
+        for note in export.notes:
+            print(f"pixelwise check: note: {note}", file=sys.stderr)
     total = int(decoded.histogram.sum())
     print(f"{images} + {masks}: {len(decoded.names)} valid pairs, {len(decoded.problems)} problem(s)")
     fits = recognise(args.data) if args.layout is None and args.data is not None else []
@@ -159,6 +166,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.nproc is not None and not args.print_config:
         return _launch_torchrun(args)
     saved = load_config(args.out) if args.resume and (args.out / CONFIG_FILE).exists() else None
+    _export_problems(use_export(args, saved.classes if saved is not None else None), args)
     config = train_config(args, saved)
     if args.print_config:
         print(config_text(config if saved is None else resumed(saved, config, args.out)), end="")
@@ -180,6 +188,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..evaluation.report import format_report, write_report
 
+    _export_problems(use_export(args, load_config(args.run).classes), args)
     images, masks, only = evaluate_inputs(args)
     with _in_flags(args.run):
         model = _load(args)
@@ -258,6 +267,19 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"removed {stale}: it was quantised from the model.onnx just replaced (export with --int8 to make "
               "a new one)")
     return 0
+
+
+def _export_problems(export, args: argparse.Namespace) -> None:
+    """The tasks of a labelling tool's export that were left out: a DataError unless --skip-invalid
+    (then listed as skipped), and its notes."""
+    if export is None:
+        return
+    if export.problems and not args.skip_invalid:
+        raise SkippableDataError(export.problems)
+    for problem in export.problems:
+        print(f"pixelwise {args.command}: skipped {problem}", file=sys.stderr)
+    for note in export.notes:
+        print(f"pixelwise {args.command}: note: {note}", file=sys.stderr)
 
 
 def _load(args: argparse.Namespace):

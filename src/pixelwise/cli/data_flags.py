@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
-from ..classes import CARLA, class_set
+from ..classes import CARLA, ClassSet, class_set
 from ..config import DATA_SETTINGS, DataConfig
 from ..data.colors import MaskFormat
 from ..data.naming import Naming
@@ -31,12 +32,51 @@ def reading_given(args: argparse.Namespace) -> dict:
 
 
 def add_layout_arg(p: argparse.ArgumentParser) -> None:
+    from ..data.exports import EXPORT_LAYOUTS
     from ..data.layouts import LAYOUTS
 
-    p.add_argument("--layout", choices=sorted(LAYOUTS), default=None,
+    p.add_argument("--layout", choices=sorted([*LAYOUTS, *EXPORT_LAYOUTS]), default=None,
                    help="a well-known dataset's layout: its folders below DATA, pairing, mask format, classes "
                         "(names and colours), unlabelled class and official split in one word; flags given "
-                        "beside it still win")
+                        "beside it still win. labelstudio: DATA is Label Studio's JSON export and --images the "
+                        "folder of its images; cvat: DATA is an unpacked CVAT 'Segmentation mask 1.1' export "
+                        "(its classes from labelmap.txt; --images where it was exported without images)")
+
+
+def use_export(args: argparse.Namespace, classes: ClassSet | None = None):
+    """With ``--layout labelstudio`` or ``cvat``: the export read as a dataset (a Label Studio export drawn
+    into masks in the cache), and ``args`` rewritten to read it as folders of images and masks with its
+    classes and mask format. ``classes`` (a run's, for evaluate) decide the ids a Label Studio export is
+    drawn with; by default ``--classes`` or the export's own. None without such a layout."""
+    from ..data.cache import default_cache_dir
+    from ..data.exports import class_text, read_cvat, read_labelstudio
+    from ..files import atomic_write_text
+
+    if getattr(args, "layout", None) not in ("labelstudio", "cvat"):
+        return None
+    if args.data is None:
+        raise ValueError(f"layout {args.layout}: give the export (DATA)")
+    cache = Path(args.cache_dir) if args.cache_dir is not None else default_cache_dir()
+    given = getattr(args, "classes", None)
+    if args.layout == "cvat":
+        if given is not None:
+            raise ValueError("--layout cvat sets the classes (the export's labelmap.txt); leave out --classes")
+        dataset = read_cvat(args.data, args.images)
+        if classes is not None and dataset.classes != classes:
+            raise ValueError(f"{args.data}: the labelmap.txt's classes ({', '.join(dataset.classes.names)}) and "
+                             f"colours are not the run's ({', '.join(classes.names)})")
+    else:
+        if args.images is None:
+            raise ValueError("--layout labelstudio: give --images, the folder of the export's images")
+        given_classes = classes or (class_set(given) if given is not None else None)
+        dataset = read_labelstudio(args.data, args.images, cache, given_classes)
+    text = class_text(dataset.classes)  # the commands read classes from a file (--classes): write one
+    class_file = cache / "export-classes" / f"{hashlib.sha256(text.encode()).hexdigest()[:16]}.txt"
+    class_file.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(class_file, text)
+    args.data, args.images, args.masks, args.layout = None, dataset.images, dataset.masks, None
+    args.classes, args.mask_format = str(class_file), dataset.mask_format
+    return dataset
 
 
 def add_split_args(p: argparse.ArgumentParser) -> None:
