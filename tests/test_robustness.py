@@ -342,7 +342,7 @@ def test_predict_twice_into_one_folder_says_what_it_replaced(run_copy, few, tmp_
     assert main(argv) == 0
     assert "replaced" not in capsys.readouterr().out
     (tmp_path / "out" / "mine.txt").write_text("kept")
-    assert main(argv) == 0
+    assert main(argv + ["--overwrite"]) == 0  # without it, the images predicted by this model are skipped
     out = capsys.readouterr().out
     assert f"replaced 9 earlier file(s) in {tmp_path / 'out'}: " in out
     assert (tmp_path / "out" / "mine.txt").read_text() == "kept"  # only outputs of the same name are replaced

@@ -109,11 +109,12 @@ def _add_input(listing: InputList, item: str) -> None:
 
 
 def _folder_entries(folder: str) -> Iterator[str]:
-    """The image files of ``folder``, straight from the directory listing (no Path, no stat per file)."""
+    """The image files of ``folder`` by name, straight from the directory listing (no Path, no stat per
+    file): a broken link among them is a problem when it is read, naming it."""
     with os.scandir(folder) as found:
         for entry in found:
             stem, suffix = os.path.splitext(entry.name)
-            if suffix.lower() in IMAGE_SUFFIXES and not entry.name.startswith(".") and entry.is_file():
+            if suffix.lower() in IMAGE_SUFFIXES and not entry.name.startswith("."):
                 yield stem + _SEPARATOR + os.path.join(folder, entry.name)
 
 
