@@ -36,19 +36,16 @@ def upsampled_ids(logits: torch.Tensor, shape: tuple[int, int], max_bytes: int =
     Raises:
         ValueError: ``max_bytes`` too small for one row of the upsampled logits.
     """
-    n, h, w = logits.shape
-    if (h, w) == tuple(shape):
-        return _ids(logits)
-    if n * shape[0] * shape[1] * 4 <= max_bytes:
-        return _ids(_interpolate(logits, shape))
-    return streamed_ids([(0, logits)], (h, w), shape, max_bytes)
+    return streamed_ids([(0, logits)], logits.shape[1:], shape, max_bytes)
 
 
 def streamed_ids(bands: Iterable[tuple[int, torch.Tensor]], size: tuple[int, int], shape: tuple[int, int],
                  max_bytes: int = BAND_BYTES) -> np.ndarray:
     """(H, W) uint8 class ids of (n_classes, h, w) logits that arrive as bands of rows, upsampled to
-    ``shape`` as :func:`upsampled_ids` does, a band of output rows at a time: the logits need never be
-    whole (tiled prediction hands out its rows as they are finished).
+    ``shape`` as :func:`upsampled_ids` does: the logits need never be whole (tiled prediction hands out
+    its rows as they are finished). Logits that come whole and whose upsampled size fits ``max_bytes``
+    go through one ``F.interpolate``; others a band of output rows at a time, once their source rows
+    have come.
 
     Args:
         bands: ``(first row, (n_classes, rows, w) logits)``, top to bottom, covering all ``h`` rows; a
@@ -72,6 +69,8 @@ def streamed_ids(bands: Iterable[tuple[int, torch.Tensor]], size: tuple[int, int
     top, bottom, weight = source_rows(size[0], height)
     held, held_top, done = None, 0, 0  # source rows held_top.. (those output rows still to come need)
     for start, rows in bands:
+        if rows.shape[1] == size[0] and rows.shape[0] * height * width * 4 <= max_bytes:
+            return _ids(_interpolate(rows, shape))  # all the logits at once, and small enough: one call
         held = rows if held is None or held.shape[1] == 0 else torch.cat([held, rows], 1)
         row_bytes = rows.shape[0] * width * 4
         step = max_bytes // row_bytes
