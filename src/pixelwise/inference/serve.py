@@ -142,6 +142,7 @@ class Settle:
 
     @asynccontextmanager
     async def request(self) -> AsyncIterator[None]:
+        """Around one request: counted while in flight; the last one out calls ``release``."""
         self.active += 1
         try:
             yield
