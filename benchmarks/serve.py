@@ -1,13 +1,19 @@
 """The server under load: requests/s and latency percentiles at 1, 4 and 16 concurrent clients, with
 batching (``--max-batch 8``) and without (``--max-batch 1``); then an optional soak under 16 clients
-sampling the server's memory.
+sampling the server's memory; or, with ``--burst N``, the server's memory around N large images posted
+at once.
 
     .venv/bin/python benchmarks/serve.py [--data ../shared/carla] [--seconds 15] [--soak 180]
+    .venv/bin/python benchmarks/serve.py --burst 4 [--side 4096] [--rounds 3]
 
 The server runs as ``pixelwise serve`` in its own process on 127.0.0.1 with the assignment's U-Net
 (untrained: speed does not depend on the weights); clients are threads of this process, each with its
 own HTTP connection, posting one 640x480 CARLA frame (PNG) and reading the mask PNG back. Clients and
 server share this machine's cores, so on a small machine the clients' own work lowers the figures.
+
+The burst serves benchmarks/predict_memory.py's narrow 48x64 run (what matters is the images) and posts
+``N`` side x side PNGs at once, ``--rounds`` times; it prints the server's resident memory (VmRSS) before,
+its high-water mark (VmHWM) after each round, and VmRSS 5 s after each round.
 """
 
 from __future__ import annotations
@@ -85,11 +91,58 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
 
-def rss_mib(pid: int) -> float:
+def rss_mib(pid: int, field: str = "VmRSS") -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def large_png(side: int) -> bytes:
+    """A side x side PNG that compresses well (an upload under the server's 20 MB limit): smooth gradients
+    and bands, different in every row and column."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rows, cols = np.indices((side, side), dtype=np.uint32)
+    image = np.stack([(rows * 255 // side), (cols * 255 // side), ((rows // 64 + cols // 64) % 2) * 200], axis=-1)
+    buffer = io.BytesIO()
+    Image.fromarray(image.astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def burst(images: int, side: int, rounds: int) -> None:
+    """The server's memory before, at the peak of and 5 s after ``images`` side x side PNGs posted at once."""
+    from predict_memory import make_run as narrow_run
+
+    body = large_png(side)
+    print(f"CPU: {cpu_name()}; {images} concurrent {side}x{side} PNGs of {len(body) / 2**20:.1f} MiB, {rounds} rounds")
+    with tempfile.TemporaryDirectory() as tmp:
+        process, url = start(narrow_run(Path(tmp) / "run", 16), max_batch=8, max_wait_ms=5.0)
+        try:
+            print(f"server VmRSS before: {rss_mib(process.pid):.0f} MiB")
+            for round_ in range(1, rounds + 1):
+                answers: list[int] = []
+
+                def client() -> None:
+                    with httpx.Client(timeout=600) as session:
+                        answers.append(session.post(f"{url}/predict?format=json", content=body,
+                                                    headers={"content-type": "image/png"}).status_code)
+
+                threads = [threading.Thread(target=client) for _ in range(images)]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+                peak = rss_mib(process.pid, "VmHWM")
+                time.sleep(5)
+                print(f"round {round_}: answers {sorted(answers)}; peak (VmHWM) {peak:.0f} MiB, "
+                      f"VmRSS 5 s after {rss_mib(process.pid):.0f} MiB", flush=True)
+        finally:
+            process.terminate()
+            process.wait(30)
 
 
 def main() -> None:
@@ -99,7 +152,13 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--size", default="96x128", help="the model's input HEIGHTxWIDTH")
     parser.add_argument("--soak", type=float, default=0.0, help="seconds of 16-client load, memory sampled")
+    parser.add_argument("--burst", type=int, default=0, help="instead: this many large images posted at once")
+    parser.add_argument("--side", type=int, default=4096, help="the burst's image side")
+    parser.add_argument("--rounds", type=int, default=3, help="how many bursts")
     args = parser.parse_args()
+    if args.burst:
+        burst(args.burst, args.side, args.rounds)
+        return
     source = args.data / "CameraRGB"
     if not source.is_dir():
         print(f"skipped: {source} not found (the CARLA frames)")

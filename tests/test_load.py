@@ -79,6 +79,41 @@ def test_predicting_a_6000x6000_image_peaks_under_2_gb(run):
     assert peak_kib < 2 * 1024 * 1024, f"peak RSS {peak_kib / 1024:.0f} MiB"
 
 
+def test_predicting_a_4000x4000_image_at_native_size_holds_a_row_of_tiles_not_the_image(tmp_path):
+    """A fresh process predicts one 4000x4000 image at its own size in 512x512 tiles with an untrained,
+    very narrow network (what matters is the image, and it keeps the test short). Blending every tile
+    into one tensor held 23 x 4000 x 4000 float32 logits (1.5 GB), their weights, their quotient and the
+    image in float32: the peak rose 3.2 GB above what the process held before predicting. Now only a row of
+    tiles' logits is held (23 x 512 x 4000 floats, 188 MB) and the tiles become floats as they go."""
+    from pixelwise.config import DataConfig, RunConfig
+    from pixelwise.model.build import build_model
+    from pixelwise.model.unet import preset
+    from pixelwise.rundir import BEST, save_config
+    from pixelwise.training import checkpoint
+
+    config = RunConfig(model=preset("assignment", n_filters=2), data=DataConfig(size=(48, 64)))
+    save_config(tmp_path, config)
+    checkpoint.save(tmp_path / BEST, build_model(config.model))
+    script = textwrap.dedent(f"""
+        import numpy as np, pixelwise as pw
+
+        def peak():
+            return int(next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:")))
+
+        model = pw.load({str(tmp_path)!r}, precision="fp32", tile=(512, 512))
+        image = np.random.default_rng(0).integers(0, 256, (4000, 4000, 3), dtype=np.uint8)
+        before = peak()
+        mask = model.predict(image, "native")
+        assert mask.shape == (4000, 4000), mask.shape
+        print(before, peak())
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin", "PIXELWISE_CACHE": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    before, after = (int(v) for v in done.stdout.split()[-2:])
+    assert after - before < 1024 * 1024, f"peak RSS rose {(after - before) / 1024:.0f} MiB while predicting"
+
+
 def test_load_holds_the_settings_for_predict_and_evaluate(run, scenes, tmp_path):
     model = pw.load(run, tile=(32, 32), tta=True, weights="last", precision="fp32")
     assert (model.weights, model.engine, model.tile, model.tta) == ("last", "torch", (32, 32), True)

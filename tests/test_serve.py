@@ -6,6 +6,8 @@ import io
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -197,6 +199,53 @@ def test_cli_refuses_a_port_in_use(run, capsys):
         taken.listen()
         code = main(["serve", str(run), "--port", str(taken.getsockname()[1])])
     assert code == 1 and "cannot listen on 127.0.0.1" in capsys.readouterr().err
+
+
+def status_mib(pid, field):
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith(f"{field}:")) / 1024
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads the server's memory from /proc")
+def test_server_memory_settles_after_a_burst_of_large_images(run, images):
+    """Four 4096x4096 images at once, then nothing: the server hands back what the burst freed instead of
+    keeping its peak (it kept 330-520 MiB over its resting memory before; now 30-60, docs/benchmarks.md).
+    The memory is polled until it settles, with a long timeout: how fast it settles is not the point."""
+    side = 4096
+    rows, cols = np.indices((side, side), dtype=np.uint32)
+    pixels = np.stack([rows * 255 // side, cols * 255 // side, (rows // 64 + cols // 64) % 2 * 200], axis=-1)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8)).save(buffer, format="PNG")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "pixelwise", "serve", str(run), "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                httpx.post(f"{url}/predict", content=images[0].read_bytes(), timeout=60).raise_for_status()
+                break  # up, and warmed up by one small image
+            except httpx.TransportError:
+                assert server.poll() is None and time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.2)
+        resting = status_mib(server.pid, "VmRSS")
+
+        def post(_):
+            return httpx.post(f"{url}/predict?format=json", content=buffer.getvalue(), timeout=600).status_code
+
+        with ThreadPoolExecutor(4) as clients:
+            assert list(clients.map(post, range(4))) == [200] * 4
+        assert status_mib(server.pid, "VmHWM") > resting + 300  # the burst did need the memory
+        deadline = time.monotonic() + 120
+        while (now := status_mib(server.pid, "VmRSS")) > resting + 200:
+            assert time.monotonic() < deadline, f"server memory {now:.0f} MiB after the burst, {resting:.0f} before"
+            time.sleep(0.5)
+    finally:
+        server.terminate()
+        server.wait(30)
 
 
 # --- the page, in a real headless browser (Debian's chromium), driven over the DevTools pipe --------------

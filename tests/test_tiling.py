@@ -13,7 +13,9 @@ from pixelwise.config import RunConfig
 from pixelwise.data.decode import read_image
 from pixelwise.data.pairs import IMAGE_DIR
 from pixelwise.inference.predictor import Predictor, flip_tta
-from pixelwise.inference.tiling import gaussian_window, sliding_window, tile_starts
+from pixelwise.evaluation.metrics import class_ids
+from pixelwise.inference.tiling import blended_rows, gaussian_window, sliding_window, tile_starts
+from pixelwise.inference.upsample import upsampled_ids
 from pixelwise.model.unet import preset
 from pixelwise.rundir import save_config
 from pixelwise.synth import write_dataset
@@ -62,6 +64,78 @@ def test_per_pixel_network_gives_the_single_pass_exactly(tile, overlap):
     torch.testing.assert_close(tiled, whole, rtol=1e-5, atol=1e-5)
     expected = (min(tile[0], 37), min(tile[1], 53))
     assert all(s[2:] == expected and s[0] <= 2 * 3 for s in shapes)  # tiles of the size asked, up to 3 per batch
+
+
+def whole_image_blend(forward, x, tile, overlap, batch_size):
+    """Sliding-window logits as they were made before bands: every tile summed into one (N, classes, H, W)
+    tensor with its weights, divided at the end."""
+    n, _, height, width = x.shape
+    th, tw = min(tile[0], height), min(tile[1], width)
+    corners = [(t, l) for t in tile_starts(height, th, overlap) for l in tile_starts(width, tw, overlap)]
+    window = gaussian_window(th, tw)
+    total = weights = None
+    for first in range(0, len(corners), batch_size):
+        chunk = corners[first : first + batch_size]
+        logits = forward(torch.cat([x[:, :, t : t + th, l : l + tw] for t, l in chunk])).float()
+        if total is None:
+            total, weights = logits.new_zeros(n, logits.shape[1], height, width), logits.new_zeros(height, width)
+        for i, (t, l) in enumerate(chunk):
+            total[:, :, t : t + th, l : l + tw] += logits[i * n : (i + 1) * n] * window
+            weights[t : t + th, l : l + tw] += window
+    return total / weights
+
+
+@pytest.mark.parametrize("shape, tile, overlap, batch_size", [
+    ((2, 3, 37, 53), (16, 16), 0.25, 3), ((1, 3, 101, 77), (32, 20), 0.5, 4), ((1, 3, 64, 64), (16, 16), 0.0, 2),
+    ((1, 3, 50, 13), (17, 40), 0.6, 1), ((1, 3, 20, 20), (64, 64), 0.25, 4), ((1, 3, 203, 9), (7, 9), 0.25, 5)])
+def test_bands_of_rows_are_the_whole_image_blend_exactly(shape, tile, overlap, batch_size):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 5, 3, padding=1))
+    x = torch.rand(*shape)
+    with torch.no_grad():
+        whole = whole_image_blend(net, x, tile, overlap, batch_size)
+        assert torch.equal(sliding_window(net, x, tile, overlap, batch_size), whole)
+        next_row = 0
+        for start, rows in blended_rows(net, x, tile, overlap, batch_size):
+            assert start == next_row and rows.shape[2] <= min(tile[0], shape[2])  # in order, at most a tile high
+            assert torch.equal(rows, whole[:, :, start : start + rows.shape[2]])
+            next_row = start + rows.shape[2]
+    assert next_row == shape[2]
+
+
+def assert_same_ids_but_ties(ids: np.ndarray, logits: torch.Tensor) -> None:
+    """``ids`` are the arg-max of ``logits`` (n_classes, H, W) wherever the two best classes are more than
+    float rounding apart."""
+    best_two = logits.topk(2, dim=0).values
+    clear = (best_two[0] - best_two[1] > 1e-4).numpy()
+    assert np.array_equal(ids[clear], class_ids(logits, 0).to(torch.uint8).numpy()[clear])
+    assert clear.mean() > 0.99
+
+
+@pytest.mark.parametrize("tta", [False, True])
+@pytest.mark.parametrize("shape, tile", [((203, 157), (64, 48)), ((97, 333), (48, 112)), ((130, 45), (32, 32))])
+def test_tiled_prediction_in_bands_gives_the_ids_of_the_whole_image_sliding_window(run, shape, tile, tta):
+    """``predict`` never holds a tiled image's logits whole: its ids are those of blending every tile
+    into one tensor (the tiles, weights and network of before), at native size and at a size the image is
+    resized from."""
+    image = np.random.default_rng(sum(shape)).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    predictor = Predictor(run, precision="fp32", tile=tile, tta=tta)
+    model = predictor.model
+
+    def forward(x):
+        return model(x.contiguous(memory_format=torch.channels_last))
+
+    pixels = torch.from_numpy(predictor.padded(image[None])).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        whole = whole_image_blend(flip_tta(forward) if tta else forward, pixels, tile, 0.25, 4)[0, :, :shape[0], :shape[1]]
+    ids = predictor.predict(image, "native")
+    assert_same_ids_but_ties(ids, whole)
+    assert np.array_equal(ids, class_ids(predictor.logits(image, "native"), 0).to(torch.uint8).numpy())
+    seen = (shape[0] // 16 * 16 + 16, shape[1] // 16 * 16 + 32)  # larger than the tile, not the image's size
+    resized = predictor.predict(image, seen)
+    assert resized.shape == shape
+    logits = predictor.logits(image, seen)
+    assert np.array_equal(resized, upsampled_ids(logits, shape, max_bytes=logits.shape[0] * shape[1] * 4))
 
 
 def test_blending_suppresses_tile_edge_artefacts():

@@ -1,5 +1,5 @@
-"""Keep freed memory inside the process, so that PyTorch's large CPU tensors are not faulted in afresh
-at every step.
+"""How a process's freed memory goes back (or not) to the kernel: kept for training, whose large CPU
+tensors would otherwise be faulted in afresh at every step; handed back by a server once idle.
 
 glibc's malloc gives each block above its mmap threshold (which never rises past 32 MiB) a mapping of
 its own and hands it back to the kernel when freed; the next step maps it again and the kernel zeroes
@@ -19,15 +19,30 @@ M_MMAP_MAX = -4
 TRIM_ABOVE = 1 << 30
 
 
-def keep_freed_memory() -> bool:
-    """Make glibc's malloc reuse freed memory instead of returning it to the kernel; True when it did
-    (False where the process does not run on glibc). Lasts for the rest of the process."""
+def glibc() -> ctypes.CDLL | None:
+    """The C library this process runs on where it is glibc (whose malloc these functions tune), else None."""
     if not sys.platform.startswith("linux"):
-        return False
+        return None
     try:
         libc = ctypes.CDLL(None)  # the C library this process already runs on
     except OSError:
-        return False
+        return None
     if not hasattr(libc, "gnu_get_libc_version") or not hasattr(libc, "mallopt"):
-        return False  # musl and others: their malloc has other knobs
-    return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_ABOVE))
+        return None  # musl and others: their malloc has other knobs
+    return libc
+
+
+def release_freed_memory() -> bool:
+    """Hand the memory this process has freed back to the kernel now (glibc's ``malloc_trim(0)``, over
+    every arena: each thread that allocates may have one, and a freed block inside an arena is otherwise
+    kept for reuse). True when memory went back; False when none did or the process does not run on glibc.
+    Costs a walk over the free blocks: call it when idle, not per allocation."""
+    libc = glibc()
+    return bool(libc.malloc_trim(0)) if libc is not None and hasattr(libc, "malloc_trim") else False
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc's malloc reuse freed memory instead of returning it to the kernel; True when it did
+    (False where the process does not run on glibc). Lasts for the rest of the process."""
+    libc = glibc()
+    return libc is not None and bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_ABOVE))

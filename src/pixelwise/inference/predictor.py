@@ -4,12 +4,13 @@ back and upsample the logits to the image's own size."""
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..config import RunConfig
 from ..data.arrays import image_array
@@ -21,8 +22,8 @@ from ..device import PRECISION_STORE, PrecisionStore, autocast, forward_timer, m
     resolve_precision
 from ..rundir import load_config, load_model, weights_path
 from .onnx_engine import check_fresh, onnx_forward, onnx_model_path
-from .tiling import AUTO_TILE, Forward, sliding_window
-from .upsample import upsampled_ids
+from .tiling import AUTO_TILE, Forward, blended_rows, gathered
+from .upsample import streamed_ids, upsampled_ids
 
 ImageInput = Union[np.ndarray, str, Path]
 ENGINES = ("torch", "onnx")
@@ -125,8 +126,13 @@ class Predictor:
         return self._logits(as_image(image), size)
 
     def _logits(self, image: np.ndarray, size: tuple[int, int] | str | None) -> torch.Tensor:
+        return self.batch_logits(self.resized(image, self.seen_size(image, size))[None])[0]
+
+    def seen_size(self, image: np.ndarray, size: tuple[int, int] | str | None) -> tuple[int, int]:
+        """(height, width) the model sees ``image`` at for ``size``: the training size for None, the
+        image's own for ``"native"``."""
         h, w = image.shape[:2] if size == "native" else (size or self.config.data.size)
-        return self.batch_logits(self.resized(image, (h, w))[None])[0]
+        return int(h), int(w)
 
     def resized(self, image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         """A uint8 (H, W, 3) image at ``size`` (height, width), resized as the run's training data was."""
@@ -142,24 +148,52 @@ class Predictor:
     def batch_logits(self, images: np.ndarray) -> torch.Tensor:
         """(N, n_classes, h, w) float logits of uint8 (N, h, w, 3) images already at the size the network
         sees: padded as it needs, in tiles where larger than the tile, with flip TTA if asked."""
+        return gathered(self.logit_bands(images), images.shape[1])
+
+    @torch.no_grad()
+    def logit_bands(self, images: np.ndarray) -> Iterator[tuple[int, torch.Tensor]]:
+        """``batch_logits`` as bands of rows, ``(first row, (N, n_classes, rows, w) logits)`` top to bottom,
+        each valid until the next is asked for: in tiles, only a row of tiles' logits is ever held
+        (:func:`~pixelwise.inference.tiling.blended_rows`), so a large image's class ids need not wait for
+        all its logits. Untiled, one band holds them all."""
         h, w = images.shape[1:3]
-        # images read with PIL are read-only arrays, which torch.from_numpy warns about: copy only those
-        x = to_input(images if images.flags.writeable else images.copy(), self.device)
+        forward = flip_tta(self._forward) if self.tta else self._forward
+        pixels = self.padded(images)
+        if not self.tiled(h, w):
+            # images read with PIL are read-only arrays, which torch.from_numpy warns about: copy only those
+            pixels = pixels if pixels.flags.writeable else pixels.copy()
+            yield 0, forward(to_input(pixels, self.device))[:, :, :h, :w].float()
+            return
+        # The tiles are cut from the uint8 pixels and made floats one batch at a time: the whole padded
+        # image in float32 would take 4 bytes a pixel and channel.
+        def tile_forward(tiles: torch.Tensor) -> torch.Tensor:
+            return forward(to_input(tiles.permute(0, 2, 3, 1).numpy(), self.device))
+
+        with warnings.catch_warnings():  # a read-only image (PIL's) is only read here: no copy of it
+            warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+            channels_first = torch.from_numpy(pixels).permute(0, 3, 1, 2)  # a view: tiles are cut along H and W
+        for start, rows in blended_rows(tile_forward, channels_first, self.tile, TILE_OVERLAP):
+            if start < h:  # rows of padding below the image are dropped
+                yield start, rows[:, :, : h - start, :w]
+
+    def padded(self, images: np.ndarray) -> np.ndarray:
+        """uint8 (N, h, w, 3) images padded to a size the network takes (reflected where the image is
+        large enough, else its edge repeated); an unpadded network's output is centred in its input, so
+        the image is placed at that offset. The images themselves where no padding is needed."""
+        h, w = images.shape[1:3]
         cfg = self.config.model
         in_h, in_w = cfg.input_size_for(h), cfg.input_size_for(w)
-        # The output of an unpadded network is centred in its input: place the image at that offset.
         top, left = (in_h - cfg.output_size(in_h)) // 2, (in_w - cfg.output_size(in_w)) // 2
-        pads = (left, in_w - w - left, top, in_h - h - top)
-        if any(pads):
-            mode = "reflect" if max(pads[0], pads[1]) < w and max(pads[2], pads[3]) < h else "replicate"
-            x = F.pad(x, pads, mode=mode)
-        forward = flip_tta(self._forward) if self.tta else self._forward
-        if self.tiled(h, w):
-            return sliding_window(forward, x, self.tile, TILE_OVERLAP)[:, :, :h, :w]
-        return forward(x)[:, :, :h, :w].float()
+        pads = ((0, 0), (top, in_h - h - top), (left, in_w - w - left), (0, 0))
+        if not any(any(pair) for pair in pads):
+            return images
+        mode = "reflect" if max(pads[2]) < w and max(pads[1]) < h else "edge"
+        return np.pad(images, pads, mode=mode)
 
     def predict(self, image: ImageInput, size: tuple[int, int] | str | None = None) -> np.ndarray:
-        """One image's class ids.
+        """One image's class ids, in memory bounded by the model and a tile or band of rows, not by the
+        image (logits are upsampled and arg-maxed a band of rows at a time; in tiles, as each row of tiles
+        is done).
 
         Args:
             image: an array (RGB, RGBA, grey; uint8, 16 bits, floats) or the path of an image file.
@@ -174,7 +208,9 @@ class Predictor:
             DataError: an image file that cannot be read.
         """
         image = as_image(image)
-        return self.mask(self._logits(image, size), image.shape[:2])
+        seen = self.resized(image, self.seen_size(image, size))
+        bands = ((start, rows[0]) for start, rows in self.logit_bands(seen[None]))
+        return streamed_ids(bands, seen.shape[:2], image.shape[:2])
 
     @staticmethod
     def mask(logits: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:

@@ -22,6 +22,7 @@ import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -29,6 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..allocator import release_freed_memory
 from ..classes import ClassSet
 from ..data.decode import quiet_bomb_warnings, read_image_bytes
 from ..data.problems import DataError
@@ -87,36 +89,67 @@ class Batcher:
         return await future
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        wait = self.options.max_wait_ms / 1000
+        """Predict batches until cancelled. Each batch lives in the calls below only: a batch kept in a
+        local here would hold its images and masks until the next request came."""
         while True:
-            batch = [await self.queue.get()]
-            deadline = loop.time() + wait
-            while len(batch) < self.options.max_batch:
-                if not self.queue.empty():  # those that queued during the last batch go first, without waiting
-                    batch.append(self.queue.get_nowait())
-                    continue
-                left = deadline - loop.time()
-                if left <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self.queue.get(), left))
-                except asyncio.TimeoutError:
-                    break
-            batch = [(image, future) for image, future in batch if not future.done()]  # clients that left
-            if not batch:
+            await self.answer(await self.collect())
+
+    async def collect(self) -> list[tuple[np.ndarray, asyncio.Future]]:
+        """The next batch: the first image to come, then those that queued meanwhile or come within
+        ``max_wait_ms``, up to ``max_batch``; the clients that left are dropped."""
+        loop = asyncio.get_running_loop()
+        batch = [await self.queue.get()]
+        deadline = loop.time() + self.options.max_wait_ms / 1000
+        while len(batch) < self.options.max_batch:
+            if not self.queue.empty():  # those that queued during the last batch go first, without waiting
+                batch.append(self.queue.get_nowait())
                 continue
+            left = deadline - loop.time()
+            if left <= 0:
+                break
             try:
-                masks = await loop.run_in_executor(self.pool, self.predict_many, [image for image, _ in batch])
-            except Exception as exc:  # noqa: BLE001  (an engine failure fails this batch, not the server)
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            self.batches, self.images = self.batches + 1, self.images + len(batch)
-            for (_, future), mask in zip(batch, masks):
+                batch.append(await asyncio.wait_for(self.queue.get(), left))
+            except asyncio.TimeoutError:
+                break
+        return [(image, future) for image, future in batch if not future.done()]
+
+    async def answer(self, batch: list[tuple[np.ndarray, asyncio.Future]]) -> None:
+        """Predict a batch on the inference thread and hand each client its mask (or the engine's error)."""
+        if not batch:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            masks = await loop.run_in_executor(self.pool, self.predict_many, [image for image, _ in batch])
+        except Exception as exc:  # noqa: BLE001  (an engine failure fails this batch, not the server)
+            for _, future in batch:
                 if not future.done():
-                    future.set_result(mask)
+                    future.set_exception(exc)
+            return
+        self.batches, self.images = self.batches + 1, self.images + len(batch)
+        for (_, future), mask in zip(batch, masks):
+            if not future.done():
+                future.set_result(mask)
+
+
+class Settle:
+    """Counts the requests in flight and, once the last is answered, hands the memory they freed back to
+    the kernel (``release``) on a worker thread: large images are decoded, predicted and encoded on
+    several threads, and glibc keeps the blocks each thread's arena freed, so a burst of large images
+    would leave the server holding its peak."""
+
+    def __init__(self, release: Callable[[], object] = release_freed_memory):
+        self.release, self.active = release, 0
+
+    @asynccontextmanager
+    async def request(self) -> AsyncIterator[None]:
+        """Around one request: counted while in flight; the last one out calls ``release``."""
+        self.active += 1
+        try:
+            yield
+        finally:
+            self.active -= 1
+            if self.active == 0:  # not awaited: the answer need not wait for it
+                asyncio.get_running_loop().run_in_executor(None, self.release)
 
 
 def fingerprint(predictor: Predictor) -> str:
@@ -241,20 +274,29 @@ async def answer(request, batcher: Batcher, options: ServeOptions, classes: Clas
     return await asyncio.to_thread(encode, image, mask, fmt, classes)
 
 
-def create_app(predictor: Predictor, options: ServeOptions = ServeOptions()):
+def create_app(predictor: Predictor, options: ServeOptions = ServeOptions(),
+               release: Callable[[], object] = release_freed_memory):
     """The FastAPI application serving ``predictor`` (``pw.load``'s object, with its engine and weights).
+
+    Args:
+        predictor: the loaded run.
+        options: the server's limits and token.
+        release: called (on a worker thread) whenever the last request in flight has been answered, to
+            hand freed memory back to the kernel.
+
+    Returns:
+        The application.
 
     Raises:
         ValueError: FastAPI, uvicorn or python-multipart missing.
     """
     require_serve()
-    from contextlib import asynccontextmanager
-
     from fastapi import FastAPI, Request
     from fastapi.responses import HTMLResponse, JSONResponse, Response
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     batcher = Batcher(lambda images: predict_batch(predictor, images), options)
+    settle = Settle(release)
     info = model_info(predictor, options)
     page = resources.files(__package__).joinpath("page.html").read_text(encoding="utf-8")
 
@@ -284,7 +326,8 @@ def create_app(predictor: Predictor, options: ServeOptions = ServeOptions()):
     @app.post("/predict")
     async def post_predict(request: Request, format: str = "mask") -> Response:  # noqa: A002  (the query name)
         started = time.perf_counter()
-        content, media_type = await answer(request, batcher, options, predictor.classes, format)
+        async with settle.request():
+            content, media_type = await answer(request, batcher, options, predictor.classes, format)
         return Response(content, media_type=media_type,
                         headers={"X-Inference-Ms": f"{1000 * (time.perf_counter() - started):.1f}"})
 

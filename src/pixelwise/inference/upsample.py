@@ -4,6 +4,8 @@ would need ``classes x height x width`` floats at once (5.9 GB for 23 classes at
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -34,25 +36,58 @@ def upsampled_ids(logits: torch.Tensor, shape: tuple[int, int], max_bytes: int =
     Raises:
         ValueError: ``max_bytes`` too small for one row of the upsampled logits.
     """
-    n, h, w = logits.shape
+    return streamed_ids([(0, logits)], logits.shape[1:], shape, max_bytes)
+
+
+def streamed_ids(bands: Iterable[tuple[int, torch.Tensor]], size: tuple[int, int], shape: tuple[int, int],
+                 max_bytes: int = BAND_BYTES) -> np.ndarray:
+    """(H, W) uint8 class ids of (n_classes, h, w) logits that arrive as bands of rows, upsampled to
+    ``shape`` as :func:`upsampled_ids` does: the logits need never be whole (tiled prediction hands out
+    its rows as they are finished). Logits that come whole and whose upsampled size fits ``max_bytes``
+    go through one ``F.interpolate``; others a band of output rows at a time, once their source rows
+    have come.
+
+    Args:
+        bands: ``(first row, (n_classes, rows, w) logits)``, top to bottom, covering all ``h`` rows; a
+            band need only last until the next is asked for.
+        size: (h, w), the size of the logits.
+        shape: (H, W), the size of the ids wanted.
+        max_bytes: the most memory the upsampled logits of one call may take.
+
+    Returns:
+        (H, W) uint8 class ids.
+
+    Raises:
+        ValueError: ``max_bytes`` too small for one row of the upsampled logits.
+    """
     height, width = shape
-    if (h, w) == (height, width):
-        return class_ids(logits, 0).to(torch.uint8).cpu().numpy()
-    if n * height * width * 4 <= max_bytes:
-        return _ids(_interpolate(logits, shape))
-    row_bytes = n * width * 4
-    rows = max_bytes // row_bytes
-    if rows < 1:
-        raise ValueError(f"max_bytes must allow one row of upsampled logits ({row_bytes} bytes), not {max_bytes}")
-    top, bottom, weight = (t.to(logits.device) for t in source_rows(h, height))
     ids = np.empty(shape, dtype=np.uint8)
-    for start in range(0, height, rows):
-        band = slice(start, min(height, start + rows))
-        # Rows first, at the network's width (cheap), then the band widened: an interpolation whose
-        # height does not change keeps each row as it is.
-        blended = torch.lerp(logits.index_select(1, top[band]), logits.index_select(1, bottom[band]),
-                             weight[band, None])
-        ids[band] = _ids(_interpolate(blended, (blended.shape[1], width)))
+    if tuple(size) == tuple(shape):
+        for start, rows in bands:
+            ids[start : start + rows.shape[1]] = _ids(rows)
+        return ids
+    top, bottom, weight = source_rows(size[0], height)
+    held, held_top, done = None, 0, 0  # source rows held_top.. (those output rows still to come need)
+    for start, rows in bands:
+        if rows.shape[1] == size[0] and rows.shape[0] * height * width * 4 <= max_bytes:
+            return _ids(_interpolate(rows, shape))  # all the logits at once, and small enough: one call
+        held = rows if held is None or held.shape[1] == 0 else torch.cat([held, rows], 1)
+        row_bytes = rows.shape[0] * width * 4
+        step = max_bytes // row_bytes
+        if step < 1:
+            raise ValueError(f"max_bytes must allow one row of upsampled logits ({row_bytes} bytes), not {max_bytes}")
+        ready = int(torch.searchsorted(bottom, start + rows.shape[1]))  # output rows whose sources have all come
+        for first in range(done, ready, step):
+            band = slice(first, min(ready, first + step))
+            # Rows first, at the network's width (cheap), then the band widened: an interpolation whose
+            # height does not change keeps each row as it is.
+            blended = torch.lerp(held.index_select(1, (top[band] - held_top).to(held.device)),
+                                 held.index_select(1, (bottom[band] - held_top).to(held.device)),
+                                 weight[band, None].to(held.device))
+            ids[band] = _ids(_interpolate(blended, (blended.shape[1], width)))
+        done = ready
+        keep = min(int(top[done]), start + rows.shape[1]) if done < height else start + rows.shape[1]
+        held, held_top = held[:, keep - held_top :].clone(), keep
     return ids
 
 
