@@ -23,7 +23,7 @@ import pixelwise as pw
 from pixelwise.cli.main import main
 from pixelwise.config import RunConfig
 from pixelwise.data.pairs import IMAGE_DIR, MASK_DIR
-from pixelwise.rundir import LAST, load_config
+from pixelwise.rundir import BEST, LAST, load_config
 from pixelwise.synth import write_dataset
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -87,3 +87,12 @@ def test_a_default_recipe_run_resumes_with_its_own_settings_only(tmp_path, capsy
     # The fixture keeps best only (last, with the optimiser's state, is three times its size): nothing to continue.
     with pytest.raises(pw.RunDirError, match=f"nothing to resume .no {LAST}."):
         pw.train(data / IMAGE_DIR, data / MASK_DIR, run, resume=True, progress=False, log=lambda _: None)
+
+
+def test_a_new_training_into_a_folder_holding_a_saved_model_is_refused(tmp_path):
+    """The fixture has best but no last: still a run, which a new training must not write over."""
+    run = shutil.copytree(DEFAULT_RUN, tmp_path / "run")
+    before = (run / BEST).read_bytes()
+    with pytest.raises(pw.RunExists):
+        pw.train(tmp_path / "data" / IMAGE_DIR, tmp_path / "data" / MASK_DIR, run, progress=False, log=lambda _: None)
+    assert (run / BEST).read_bytes() == before

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .config import RESUMABLE, RunConfig
 from .recipes import DEFAULT_RECIPE, recipe
-from .rundir import CONFIG_FILE, LAST, RunDirError, load_config
+from .rundir import BEST, CONFIG_FILE, LAST, RunDirError, load_config
 from .rundir_lock import foreign_files
 
 
@@ -60,7 +60,7 @@ def run_config(run_dir: Path, config: RunConfig | None, resume: bool) -> RunConf
     """The configuration a run trains with, and the refusals that keep a run directory whole: a new
     run never overwrites one (RunExists), and a resumed one keeps its settings (SettingsChanged)."""
     if not resume:
-        if (run_dir / LAST).exists():
+        if (run_dir / LAST).exists() or (run_dir / BEST).exists():  # a saved model without its last state is a run too
             raise RunExists(run_dir)
         foreign = foreign_files(run_dir)
         if foreign:
