@@ -107,6 +107,8 @@ def official_split(args: argparse.Namespace):
     from ..data.official import OfficialSplit
     from ..data.pairs import locate
 
+    if args.val is None and (args.val_images is None) != (args.val_masks is None):
+        raise ValueError("--val-images and --val-masks go together (or --val DATA for a folder holding both)")
     if args.val is not None or args.val_images is not None or args.val_masks is not None:
         if args.val is not None and getattr(args, "layout", None) and args.val_images is None and args.val_masks is None:
             return OfficialSplit(*layout(args.layout).folders(args.val))
