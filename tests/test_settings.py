@@ -149,8 +149,9 @@ def test_evaluate_and_predict_take_the_data_flags_with_the_runs_as_defaults(scen
     ids = shutil.copytree(scenes / "CameraMask", tmp_path / "ids", ignore=lambda _, names: [
         n for n in names if n not in {p.name for p in images.iterdir()}])
     assert run_cli(capsys, "evaluate", run, "--images", images, "--masks", ids, "--out", tmp_path / "c", *cache)[0] == 0
-    colour = json.loads((tmp_path / "b" / "report.json").read_text())
-    assert colour["images"] == 4 and colour == json.loads((tmp_path / "c" / "report.json").read_text())
+    colour, by_ids = (json.loads((tmp_path / folder / "report.json").read_text()) for folder in "bc")
+    assert colour.pop("evaluated")["masks"] == str(masks) and by_ids.pop("evaluated")["masks"] == str(ids)
+    assert colour["images"] == 4 and colour == by_ids
     code, out, err = run_cli(capsys, "predict", run, images, "--masks", masks, "--mask-suffix", "_L", "--mask-format",
                              "colors", "--out", tmp_path / "pred", "--no-progress")
     assert code == 0 and len(list((tmp_path / "pred").glob("*_figure.png"))) == 4, err
