@@ -169,8 +169,8 @@ def test_demo_and_launch_refusals_name_the_parameters(tmp_path, capsys):
     assert code == 1 and "--nproc must be at least 1" in err
 
 
-def test_half_a_validation_pair_names_the_flag_that_is_missing(tmp_path, capsys):
+def test_half_a_validation_pair_names_the_flag_that_is_missing(scenes, tmp_path, capsys):
     from pixelwise.cli.main import main
 
-    code = main(["train", str(tmp_path), "--out", str(tmp_path / "run"), "--val-images", str(tmp_path)])
+    code = main(["train", str(scenes), "--out", str(tmp_path / "run"), "--val-images", str(tmp_path)])
     assert code == 1 and "--val-images and --val-masks go together" in capsys.readouterr().err
