@@ -292,8 +292,7 @@ def create_app(predictor: Predictor, options: ServeOptions = ServeOptions(),
     """
     require_serve()
     from fastapi import FastAPI, Request
-    from fastapi.responses import HTMLResponse, JSONResponse, Response
-    from starlette.exceptions import HTTPException as StarletteHTTPException
+    from fastapi.responses import HTMLResponse, Response
 
     batcher = Batcher(lambda images: predict_batch(predictor, images), options)
     settle = Settle(release)
@@ -331,6 +330,16 @@ def create_app(predictor: Predictor, options: ServeOptions = ServeOptions(),
         return Response(content, media_type=media_type,
                         headers={"X-Inference-Ms": f"{1000 * (time.perf_counter() - started):.1f}"})
 
+    add_error_answers(app)
+    return app
+
+
+def add_error_answers(app) -> None:
+    """Refusals and FastAPI's own HTTP errors answered as ``{"detail": one line}``."""
+    from fastapi import Request
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
     @app.exception_handler(Refused)
     async def refused(request: Request, exc: Refused) -> JSONResponse:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
@@ -339,8 +348,6 @@ def create_app(predictor: Predictor, options: ServeOptions = ServeOptions(),
     async def one_line(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse({"detail": str(exc.detail).splitlines()[0]}, status_code=exc.status_code,
                             headers=exc.headers)
-
-    return app
 
 
 def check_port(host: str, port: int) -> None:
