@@ -14,6 +14,7 @@ precision ``auto`` picks is measured once, in a warm-up run, before any timed ru
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -103,11 +104,13 @@ def main() -> int:
         work = args.out or Path(tmp)
         if not (work / "data").exists():
             write_dataset(work / "data", args.count, seed=0, progress=False)
-        _train(work, "warm-up", args.recipe, 1, True)  # decodes the data and measures the precision once
+        if not (work / "warm-up" / "history.csv").exists():  # kept in --out for the next invocation
+            _train(work, "warm-up", args.recipe, 1, True)  # decodes the data and measures the precision once
         times: dict[bool, list[float]] = {True: [], False: []}
         for repeat in range(args.repeats):
             for tensorboard in (True, False):
                 name = f"{'tb' if tensorboard else 'none'}-{repeat}"
+                shutil.rmtree(work / name, ignore_errors=True)
                 seconds = _train(work, name, args.recipe, args.epochs, tensorboard)
                 times[tensorboard] += seconds
                 print(f"{name}: epochs {', '.join(f'{s:.1f}' for s in seconds)} s", flush=True)

@@ -1,6 +1,10 @@
 """Where a training run reports beyond its own files: TensorBoard event files in ``RUN/tb/`` (in
 every run where the tensorboard package is installed) and an MLflow run (where a tracking URI is
-given). The loop calls one :class:`Tracking` at each step, validation, epoch and at the end."""
+given). The loop calls one :class:`Tracking` at each step, validation, epoch and at the end.
+
+The MLflow URI is where a run reports, not one of the run's settings (settings.py): it changes nothing
+the run computes, so it is not in config.json (a server's address belongs to the machine, not to the
+model) and every session, a resumed one too, may give another one or none."""
 
 from __future__ import annotations
 
@@ -38,7 +42,8 @@ class Tracking:
         tensorboard: the TensorBoard writer, or None.
         mlflow: the MLflow run, or None.
         frames: the validation frames to show in TensorBoard, or None.
-        log: where a tracker that fails mid-run says that it stops (training goes on).
+        log: where a tracker that fails mid-run (a full disk, a tracking server gone) says that it
+            stops; training goes on without it.
     """
 
     def __init__(self, config: RunConfig | None = None, tensorboard: TensorBoardLog | None = None,
@@ -51,7 +56,7 @@ class Tracking:
     def step(self, step: int, loss: float, rates: dict[str, float], seconds: float) -> None:
         """A training step (counted over the run from 1) with its loss, learning rates and time."""
         if self.tensorboard:
-            self.tensorboard.step(step, loss, rates, seconds)
+            self._guarded("tensorboard", lambda: self.tensorboard.step(step, loss, rates, seconds))
 
     def validated(self, iou: np.ndarray, model: torch.nn.Module) -> None:
         """The validation just done: its per-class IoU, and the frames ``model`` predicts, drawn for TensorBoard."""
@@ -63,9 +68,9 @@ class Tracking:
     def epoch(self, step: int, row: dict) -> None:
         """An epoch saved (its history.csv row), at the run's step count at its end."""
         if self.tensorboard:
-            self.tensorboard.epoch(step, row, self._iou, self._image)
+            self._guarded("tensorboard", lambda: self.tensorboard.epoch(step, row, self._iou, self._image))
         if self.mlflow:
-            self._guarded(lambda: self.mlflow.epoch(row["epoch"], row, self._iou, self.config.classes.names))
+            self._guarded("mlflow", lambda: self.mlflow.epoch(row["epoch"], row, self._iou, self.config.classes.names))
         self._iou = self._image = None
 
     def meta(self) -> dict:
@@ -75,19 +80,22 @@ class Tracking:
     def close(self, finished: bool) -> None:
         """The end of this session: ``finished`` training, or stopped to be resumed."""
         if self.tensorboard:
-            self.tensorboard.close()
+            self._guarded("tensorboard", self.tensorboard.close)
         if self.mlflow:
-            self._guarded(lambda: self.mlflow.close(finished))
+            self._guarded("mlflow", lambda: self.mlflow.close(finished))
 
-    def _guarded(self, action: Callable[[], None]) -> None:
-        """An MLflow call; where the tracking server fails mid-run, training goes on without it."""
-        from mlflow.exceptions import MlflowException
+    def _guarded(self, tracker: str, action: Callable[[], None]) -> None:
+        """A call to ``tracker`` ("tensorboard" or "mlflow"); where it fails, training goes on without it."""
+        failures: tuple[type[Exception], ...] = (OSError,)
+        if tracker == "mlflow":
+            from mlflow.exceptions import MlflowException
 
+            failures += (MlflowException,)
         try:
             action()
-        except (MlflowException, OSError) as exc:
-            self.log(f"mlflow: {str(exc).splitlines()[0]}; this run logs no more to {self.mlflow.uri}")
-            self.mlflow = None
+        except failures as exc:
+            self.log(f"{tracker}: {str(exc).splitlines()[0]}; this run logs no more to it")
+            setattr(self, tracker, None)
 
 
 def require_mlflow(uri: str) -> None:
