@@ -207,7 +207,7 @@ def _open_tracking(run: _Session, state: Progress, mlflow: str | None) -> Tracki
     if not run.world.is_main:
         return Tracking()
     steps = math.ceil(len(run.train_idx) / run.config.train.batch_size)
-    frames = Frames(run.images, run.masks, pick_frames(run.val_idx), run.device, run.precisions.validate)
+    frames = Frames(run.images, run.masks, pick_frames(run.world.shard(run.val_idx)))  # frames this process predicts
     return open_tracking(run.run_dir, run.config, (state.epoch - 1) * steps + state.step + 1, frames, mlflow=mlflow,
                          saved=checkpoint.read_meta(run.run_dir / LAST), log=run.log)
 
@@ -419,9 +419,9 @@ def _validation(run: _Session, epoch: int) -> dict:
         return {}
     val_loss, cm = validate(run.evaluated, run.images, run.masks, run.val_idx, run.config.train.batch_size,
                             run.device, run.precisions.validate, run.world, run.config.train.ignore_index,
-                            run.criterion)
+                            run.criterion, on_predicted=run.tracking.predicted)
     s = scores(cm)
-    run.tracking.validated(s.iou, run.evaluated)
+    run.tracking.validated(s.iou)
     row = {"val_loss": val_loss, "val_accuracy": s.pixel_accuracy, "val_miou": s.miou}
     run.hooks.on_validation(epoch, dict(row))
     return row

@@ -24,14 +24,12 @@ from .tensorboard import MISSING_NOTE, TensorBoardLog
 
 @dataclass(frozen=True)
 class Frames:
-    """What the validation frames shown in TensorBoard are drawn from: the run's decoded arrays, the
-    frames picked, and where and how the network runs."""
+    """What the validation frames shown in TensorBoard are drawn from: the run's decoded arrays and
+    the frames picked (among those the main process validates)."""
 
     images: np.ndarray
     masks: np.ndarray
     index: np.ndarray
-    device: torch.device
-    dtype: torch.dtype | None
 
 
 class Tracking:
@@ -52,18 +50,26 @@ class Tracking:
         self.config, self.tensorboard, self.mlflow, self.frames, self.log = config, tensorboard, mlflow, frames, log
         self._iou: np.ndarray | None = None
         self._image: np.ndarray | None = None
+        self._predicted: dict[int, np.ndarray] = {}
 
     def step(self, step: int, loss: float, rates: dict[str, float], seconds: float) -> None:
         """A training step (counted over the run from 1) with its loss, learning rates and time."""
         if self.tensorboard:
             self._guarded("tensorboard", lambda: self.tensorboard.step(step, loss, rates, seconds))
 
-    def validated(self, iou: np.ndarray, model: torch.nn.Module) -> None:
-        """The validation just done: its per-class IoU, and the frames ``model`` predicts, drawn for TensorBoard."""
+    def predicted(self, batch: np.ndarray, ids: torch.Tensor) -> None:
+        """A validation batch's frame indices and predicted class ids: those of the frames shown are kept
+        (validation's own predictions, so showing them costs no second forward pass)."""
+        if self.tensorboard and self.frames is not None:
+            for row in np.flatnonzero(np.isin(batch, self.frames.index)):
+                self._predicted[int(batch[row])] = ids[row].cpu().numpy()
+
+    def validated(self, iou: np.ndarray) -> None:
+        """The validation just done: its per-class IoU, and the frames it predicted, drawn for TensorBoard."""
         self._iou = iou
-        if self.tensorboard and self.frames is not None and len(self.frames.index):
-            f = self.frames
-            self._image = frames_image(model, f.images, f.masks, f.index, f.device, f.dtype, self.config.classes)
+        if self._predicted:
+            self._image = frames_image(self.frames.images, self.frames.masks, self._predicted, self.config.classes)
+            self._predicted = {}
 
     def epoch(self, step: int, row: dict) -> None:
         """An epoch saved (its history.csv row), at the run's step count at its end."""
