@@ -64,7 +64,7 @@ def test_nproc_shortcut_launches_torchrun(scenes, tmp_path):
                 "--cache-dir", str(tmp_path / "cache"), "--no-progress"])
     assert "x 2 processes" in out.stdout and out.stdout.count("best epoch 1") == 1
     assert sorted(p.name for p in Path(tmp_path / "run").iterdir()) == [
-        "best.safetensors", "config.json", "curves.png", "history.csv", "last.safetensors"]
+        "best.safetensors", "config.json", "curves.png", "history.csv", "last.safetensors", "tb"]
 
 
 def test_each_rank_gets_a_disjoint_share_of_every_batch():

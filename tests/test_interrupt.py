@@ -131,7 +131,7 @@ def test_temporary_files_of_a_killed_save_are_removed_when_the_run_is_resumed(sc
             ".other.csv.3bq8zz1m.tmp.csv"]  # a user's files, however alike: never touched
     for name in left + kept:
         (run / name).write_text("partial")
-    before = {p.name: p.read_bytes() for p in run.iterdir() if p.name not in left}
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name not in left}
     lines = []
     train(scenes / IMAGE_DIR, scenes / MASK_DIR, run, small_config(epochs=2, precision="fp32"), resume=True,
           cache_dir=tmp_path / "cache", progress=False, log=lines.append)

@@ -42,7 +42,7 @@ def test_every_data_and_train_field_is_a_declared_setting_with_a_flag_or_a_reaso
     for setting in SETTINGS.values():
         assert setting.flag is None or setting.flag in help_text
     assert [s.name for s in SETTINGS.values() if s.flag is None] == ["data.id_map"]  # set by a --layout
-    assert [s.field for s in SETTINGS.values() if s.resumable] == ["epochs", "time_limit"]
+    assert [s.field for s in SETTINGS.values() if s.resumable] == ["epochs", "time_limit", "patience"]
 
 
 def test_train_help_prints_each_recipes_values_from_the_recipes(capsys):
@@ -107,7 +107,7 @@ def test_resume_refusal_is_one_rule_named_by_setting_in_python_and_by_flag_on_th
     assert "--" not in str(exists.value)
     code, _, err = run_cli(capsys, "train", scenes, "--out", run, "--resume", "--lr", "0.5")
     assert code == 1 and err.startswith("pixelwise train: error: --lr cannot change when resuming")
-    assert "(only --epochs and --time-limit can change)" in err
+    assert "(only --epochs and --time-limit and --patience can change)" in err
     config_file = tmp_path / "c.json"
     config_file.write_text('{"train": {"seed": 3}}')
     code, _, err = run_cli(capsys, "train", scenes, "--out", run, "--resume", "--config", config_file)

@@ -116,6 +116,10 @@ class TrainConfig:
         "learning-rate schedule fitted to them (0: no limit)", low=0, metavar="MINUTES", resumable=True)
     val_every: int = setting(1, "validate after every Nth epoch and after the last (best.safetensors is the best "
                              "of those)", low=1, metavar="N")
+    patience: int = setting(
+        0, "stop after this many validations in a row without a better validation mIoU (without a validation "
+        "split: epochs without a lower training loss); best.safetensors stays the best (0: never stop early)",
+        low=0, metavar="N", resumable=True)
     ema: float = setting(
         0.0, "validate and save an exponential moving average of the weights that keeps this share of itself at "
         "each step, such as 0.998 (0: none)", **FRACTION, high_open=True, metavar="DECAY")

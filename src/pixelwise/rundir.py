@@ -2,7 +2,7 @@
 
 A run holds ``config.json`` (everything needed to rebuild the model and the preprocessing),
 ``last.safetensors`` (weights plus optimiser, RNG and progress state), ``best.safetensors``,
-``history.csv``, ``curves.png``, and later ``evaluation/`` and the ONNX exports. ``evaluate``,
+``history.csv``, ``curves.png``, TensorBoard's event files in ``tb/``, and later ``evaluation/`` and the ONNX exports. ``evaluate``,
 ``predict`` and ``export`` need nothing but this folder.
 """
 
@@ -25,16 +25,20 @@ LAST = "last.safetensors"
 BEST = "best.safetensors"
 HISTORY_FILE = "history.csv"
 CURVES_FILE = "curves.png"
+TB_DIR = "tb"  # TensorBoard's event files: `tensorboard --logdir RUNS/` finds every run's
 EVALUATION_DIR = "evaluation"
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
 WEIGHTS = {"best": BEST, "last": LAST}
-TRAINING_FILES = (CONFIG_FILE, LAST, BEST, HISTORY_FILE, CURVES_FILE)  # what `train` writes into a run
+TRAINING_FILES = (CONFIG_FILE, LAST, BEST, HISTORY_FILE, CURVES_FILE, TB_DIR)  # what `train` writes into a run
 # history.csv, one row per epoch: train_loss and val_loss are the loss being optimised (the run's `loss`,
 # cross-entropy or cross-entropy + Dice, with its class weights), a mean over the epoch's images (rows
 # written by earlier releases hold plain cross-entropy there). Accuracies are pixel accuracies, val_miou
-# the mean IoU, lr the decoder's learning rate at the epoch's end, seconds the epoch's time with validation.
-HISTORY_FIELDS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_miou", "lr", "seconds")
+# the mean IoU, lr the decoder's learning rate at the epoch's end, seconds the epoch's time with validation,
+# stale the validations in a row without a better one so far (what train.patience counts; the run stopped
+# early where it reaches train.patience).
+HISTORY_FIELDS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_miou", "lr", "seconds",
+                  "stale")
 
 
 class RunDirError(Exception):

@@ -174,7 +174,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     images, masks = layout_folders(args) or locate(args.data, args.images, args.masks)
     result = train(images, masks, args.out, config, resume=args.resume, skip_invalid=args.skip_invalid,
                    cache_dir=args.cache_dir, progress=not args.no_progress, official=official_split(args),
-                   log=lambda line: print(as_flags(line)))
+                   log=lambda line: print(as_flags(line)), mlflow=args.mlflow)
     if launched_rank() not in (None, 0):  # under torchrun, rank 0 alone reports
         return 0
     if result.best_miou is not None:

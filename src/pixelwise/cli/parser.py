@@ -144,6 +144,10 @@ def _train(sub) -> None:
     p.add_argument("--skip-invalid", action="store_true", help="train on the valid pairs, listing what was skipped")
     add_layout_arg(p)
     add_split_args(p)
+    p.add_argument("--mlflow", default=None, metavar="URI",
+                   help="also log the run to MLflow: a local store (file:./mlruns) or a tracking server "
+                        "(http://HOST:5000), in the experiment $MLFLOW_EXPERIMENT_NAME or pixelwise; needs "
+                        "pip install 'pixelwise[mlflow]'. TensorBoard logs go to OUT/tb/ in every run")
     p.add_argument("--nproc", type=int, default=None, metavar="N",
                    help="train data-parallel in N processes on this machine (one per GPU; gloo on a CPU) through "
                         "torchrun; for several machines run torchrun yourself (see the README)")

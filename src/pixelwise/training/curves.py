@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..figures import plt, save_figure
@@ -33,3 +36,20 @@ def plot_history(history: list[dict], path: str | Path) -> None:
 def _validated(history: list[dict], key: str) -> list[tuple[int, float]]:
     """(epoch, value) of the epochs that have a ``key`` value (not NaN): all, or every --val-every'th."""
     return [(row["epoch"], row[key]) for row in history if row.get(key) is not None and row[key] == row[key]]
+
+
+@dataclass
+class Curves:
+    """curves.png: drawn after the first epoch of a session and the last of the run, and in between at
+    most every ``every_s`` seconds of ``clock`` (the plot is only a view of history.csv)."""
+
+    path: Path
+    plot: Callable[[list[dict], Path], None]
+    clock: Callable[[], float]
+    every_s: float
+    drawn_at: float = -math.inf
+
+    def update(self, history: list[dict], final: bool) -> None:
+        if final or self.clock() - self.drawn_at >= self.every_s:
+            self.plot(history, self.path)
+            self.drawn_at = self.clock()

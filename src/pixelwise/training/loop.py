@@ -9,8 +9,9 @@ step where the run stopped. Under ``torchrun`` the same loop runs data-parallel 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from ..allocator import keep_freed_memory
-from ..config import RunConfig
+from ..config import RunConfig, TrainConfig
 from ..data.cache import default_cache_dir
 from ..data.official import OfficialSplit
 from ..data.transforms import IGNORE_INDEX, to_batch
@@ -43,6 +44,7 @@ from . import checkpoint
 from .augment import training_transform
 from .averaging import WeightAverage
 from .checks import check_finite, check_memory, check_trainable
+from .curves import Curves
 from .distributed import World, close_world, init_world
 from .hooks import Hooks
 from .losses import Criterion, make_criterion
@@ -59,6 +61,7 @@ from .step import (
     validate,
 )
 from .stop import StopRequest, TrainingStopped
+from .tracking import Frames, Tracking, learning_rates, open_tracking, pick_frames, require_mlflow
 
 
 @dataclass
@@ -81,6 +84,7 @@ class Progress:
     seen: int = 0  # and the labelled pixels
     best: float = -math.inf  # best validation mIoU (or minus the training loss without validation)
     best_epoch: int = 0
+    stale: int = 0  # validations in a row without a better best: what train.patience counts
     data: str = ""  # fingerprint of the split: resuming on other data would not continue this run
 
 
@@ -108,6 +112,7 @@ class _Session:
     progress: bool
     log: Callable[[str], None]
     hooks: Hooks
+    tracking: Tracking = field(default_factory=Tracking)  # opened once the progress to continue from is known
 
     @property
     def evaluated(self) -> torch.nn.Module:
@@ -122,14 +127,15 @@ class _Session:
     def save_last(self, state: Progress) -> None:
         if self.world.is_main:
             checkpoint.save(self.run_dir / LAST, self.evaluated, self.optimizer,
-                            {"progress": asdict(state), "precision": self.precisions.record(self.device)},
+                            {"progress": asdict(state), "precision": self.precisions.record(self.device),
+                             **self.tracking.meta()},
                             self.scaler, trained=self.trained)
 
 
 def train(images_dir: str | Path, masks_dir: str | Path, run_dir: str | Path, config: RunConfig | None = None, *,
           resume: bool = False, skip_invalid: bool = False, cache_dir: Path | None = None, progress: bool = True,
           log: Callable[[str], None] = print, official: OfficialSplit | None = None,
-          hooks: Hooks = Hooks()) -> TrainResult:
+          hooks: Hooks = Hooks(), mlflow: str | None = None) -> TrainResult:
     """Train a U-Net on the pairs in ``images_dir``/``masks_dir`` into ``run_dir``, validating on
     held-out drives, or on ``official``'s validation folder or list.
 
@@ -139,7 +145,10 @@ def train(images_dir: str | Path, masks_dir: str | Path, run_dir: str | Path, co
     the settings). Raises TrainingStopped after a Ctrl-C/SIGTERM, with everything saved. Started by
     ``torchrun``, each process runs this and they train one model data-parallel. ``hooks`` are the
     seams to watch or steer the run from outside (its clock, the curves, per-batch and per-validation
-    callbacks).
+    callbacks). TensorBoard's event files go to ``run_dir/tb`` where the tensorboard package is
+    installed; ``mlflow`` (a tracking URI such as ``file:./mlruns``) also logs the run to MLflow, where a
+    resumed run continues the same MLflow run (training/tracking). Training stops early after
+    ``train.patience`` validations without a better mIoU.
     """
     keep_freed_memory()  # glibc would hand large blocks back and fault them in again at every step (allocator.py)
     world = init_world()
@@ -148,7 +157,8 @@ def train(images_dir: str | Path, masks_dir: str | Path, run_dir: str | Path, co
         with hold_run(run_dir, world.is_main, world.any):  # one writer per run, from the first check on
             result = _train(world, Path(images_dir), Path(masks_dir), Path(run_dir), config, resume=resume,
                             skip_invalid=skip_invalid, cache_dir=cache_dir, progress=progress and world.is_main,
-                            log=log if world.is_main else (lambda _: None), official=official, hooks=hooks)
+                            log=log if world.is_main else (lambda _: None), official=official, hooks=hooks,
+                            mlflow=mlflow)
         together = True
         return result
     except (TrainingStopped, FloatingPointError):  # every rank stops or diverges at the same step
@@ -160,8 +170,11 @@ def train(images_dir: str | Path, masks_dir: str | Path, run_dir: str | Path, co
 
 def _train(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, config: RunConfig | None, *,
            resume: bool, skip_invalid: bool, cache_dir: Path | None, progress: bool,
-           log: Callable[[str], None], official: OfficialSplit | None, hooks: Hooks) -> TrainResult:
+           log: Callable[[str], None], official: OfficialSplit | None, hooks: Hooks, mlflow: str | None
+           ) -> TrainResult:
     config = run_config(run_dir, config, resume)
+    if mlflow and world.is_main:
+        require_mlflow(mlflow)
     if world.is_main:
         _remove_leftovers(run_dir, log)
     run = _set_up(world, images_dir, masks_dir, run_dir, config, skip_invalid=skip_invalid, cache_dir=cache_dir,
@@ -172,13 +185,31 @@ def _train(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, confi
         save_config(run_dir, config)
     if not resume:  # from the start on, a run directory can always be resumed, whenever it is killed
         run.save_last(state)
-    with StopRequest(log) as stop:
-        state = _train_epochs(run, state, history, stop)
-    if config.train.time_limit and len(history) < config.train.epochs:
+    run.tracking = _open_tracking(run, state, mlflow)
+    finished = False
+    try:
+        with StopRequest(log) as stop:
+            state = _train_epochs(run, state, history, stop)
+        finished = True
+    finally:
+        run.tracking.close(finished)
+    stopped_early = _out_of_patience(config.train, state)
+    if config.train.time_limit and len(history) < config.train.epochs and not stopped_early:
         log(f"time limit: {len(history)} of {config.train.epochs} epochs fit in {config.train.time_limit:g} minutes "
             f"({sum(row['seconds'] for row in history) / 60:.1f} min taken); the schedule decayed over those")
     best_row = next((row for row in history if row["epoch"] == state.best_epoch), None)
     return TrainResult(run_dir, history, state.best_epoch, best_row["val_miou"] if best_row else None)
+
+
+def _open_tracking(run: _Session, state: Progress, mlflow: str | None) -> Tracking:
+    """TensorBoard (and MLflow, given a URI) for this session, from the step after ``state`` on; the
+    main process alone reports."""
+    if not run.world.is_main:
+        return Tracking()
+    steps = math.ceil(len(run.train_idx) / run.config.train.batch_size)
+    frames = Frames(run.images, run.masks, pick_frames(run.world.shard(run.val_idx)))  # frames this process predicts
+    return open_tracking(run.run_dir, run.config, (state.epoch - 1) * steps + state.step + 1, frames, mlflow=mlflow,
+                         saved=checkpoint.read_meta(run.run_dir / LAST), log=run.log)
 
 
 def _remove_leftovers(run_dir: Path, log: Callable[[str], None]) -> None:
@@ -194,18 +225,26 @@ def _train_epochs(run: _Session, state: Progress, history: list[dict], stop: Sto
     """Train epoch after epoch, appending to ``history`` and saving after each, until the plan (made
     again after every epoch) is done; returns the progress at the end. A stop request between epochs
     raises TrainingStopped."""
-    curves = _Curves(run.hooks, run.run_dir / CURVES_FILE)
+    curves = Curves(run.run_dir / CURVES_FILE, run.hooks.plot, run.hooks.clock, run.hooks.curves_every_s)
     epoch, epochs = state.epoch, planned_epochs(run.config.train, history)
-    while epoch <= epochs:
+    while epoch <= epochs and not _out_of_patience(run.config.train, state):
         started = run.hooks.clock()
         steps = _train_epoch(run, state, epoch, epochs, stop)
         epochs = _finish_epoch(run, state, epoch, epochs, history, started)
         state = _save_epoch(run, state, history, curves, final=epoch == epochs or stop.requested)
+        run.tracking.epoch(epoch * steps, history[-1])
         run.log(_epoch_line(history[-1], epochs))
         if run.world.any(stop.requested) and epoch < epochs:
             raise TrainingStopped(run.run_dir, epoch + 1, 0, steps)
         epoch += 1
+    if _out_of_patience(run.config.train, state) and state.epoch <= epochs:  # before the planned end
+        run.log(f"early stop after epoch {state.epoch - 1}: no better validation in the last {state.stale} "
+                f"(train.patience {run.config.train.patience}); best.safetensors is epoch {state.best_epoch}'s")
     return state
+
+
+def _out_of_patience(config: TrainConfig, state: Progress) -> bool:
+    return bool(config.patience) and state.stale >= config.patience
 
 
 def _finish_epoch(run: _Session, state: Progress, epoch: int, epochs: int, history: list[dict], started: float
@@ -227,38 +266,26 @@ def _finish_epoch(run: _Session, state: Progress, epoch: int, epochs: int, histo
     return epochs
 
 
-def _save_epoch(run: _Session, state: Progress, history: list[dict], curves: _Curves, final: bool) -> Progress:
+def _save_epoch(run: _Session, state: Progress, history: list[dict], curves: Curves, final: bool) -> Progress:
     """Save the epoch just finished (the last row of ``history``): history.csv, curves.png when due,
     ``best`` when it is the best so far and ``last``; returns the progress to continue from."""
     row = history[-1]
     epoch = row["epoch"]
     # Best by validation mIoU (among the epochs validated); without a validation split, by training loss.
     quality = row["val_miou"] if len(run.val_idx) else -row["train_loss"]
-    state = Progress(epoch=epoch + 1, best=state.best, best_epoch=state.best_epoch, data=state.data)
+    better = quality is not None and quality > state.best
+    state = Progress(epoch=epoch + 1, best=state.best, best_epoch=state.best_epoch, data=state.data,
+                     stale=0 if better else state.stale + (quality is not None))
+    row["stale"] = state.stale
     if run.world.is_main:  # history first: `last` may only point past rows that are on disk
         write_history(run.run_dir, history)
-        curves.update(history, final)
-    if quality is not None and quality > state.best:
+        curves.update(history, final or _out_of_patience(run.config.train, state))
+    if better:
         state.best, state.best_epoch = quality, epoch
         if run.world.is_main:
             checkpoint.save(run.run_dir / BEST, run.evaluated, meta={"epoch": epoch})
     run.save_last(state)
     return state
-
-
-@dataclass
-class _Curves:
-    """curves.png: drawn after the first epoch of a session and the last of the run, and in between at
-    most every ``hooks.curves_every_s`` (the plot is only a view of history.csv)."""
-
-    hooks: Hooks
-    path: Path
-    drawn_at: float = -math.inf
-
-    def update(self, history: list[dict], final: bool) -> None:
-        if final or self.hooks.clock() - self.drawn_at >= self.hooks.curves_every_s:
-            self.hooks.plot(history, self.path)
-            self.drawn_at = self.hooks.clock()
 
 
 def _seconds_since(started: float, world: World, clock: Callable[[], float]) -> float:
@@ -334,6 +361,7 @@ def _train_epoch(run: _Session, state: Progress, epoch: int, epochs: int, stop: 
     bar = tqdm(total=len(batches), initial=state.step, desc=f"epoch {epoch}/{epochs}", unit="batch",
                disable=None if run.progress else True, leave=False, dynamic_ncols=True)
     for step in range(state.step, len(batches)):
+        began = time.perf_counter()  # the step's time, for TensorBoard (epochs are timed with hooks.clock)
         batch = batches[step]
         torch.manual_seed(step_seed(config.seed, epoch, step, world.rank))
         done = (epoch - 1) * len(batches) + step  # steps of the run before this one
@@ -352,12 +380,14 @@ def _train_epoch(run: _Session, state: Progress, epoch: int, epochs: int, stop: 
         if run.average:
             run.average.update(run.model, done)
         state.step = step + 1
-        state.loss_sum += loss.item() * len(batch)  # weighted by the batch's images; over the ranks, their mean
+        step_loss = loss.item()
+        state.loss_sum += step_loss * len(batch)  # weighted by the batch's images; over the ranks, their mean
         state.loss_images += len(batch)
         labelled = y != IGNORE_INDEX
         state.correct += int((class_ids(logits) == y)[labelled].sum())
         state.seen += int(labelled.sum())
         bar.update()
+        run.tracking.step(done + 1, step_loss, learning_rates(run.optimizer), time.perf_counter() - began)
         if state.step % 5 == 0 or state.step == len(batches):
             bar.set_postfix(loss=f"{state.loss_sum / state.loss_images:.4f}",
                             accuracy=f"{state.correct / max(state.seen, 1):.4f}")
@@ -389,8 +419,9 @@ def _validation(run: _Session, epoch: int) -> dict:
         return {}
     val_loss, cm = validate(run.evaluated, run.images, run.masks, run.val_idx, run.config.train.batch_size,
                             run.device, run.precisions.validate, run.world, run.config.train.ignore_index,
-                            run.criterion)
+                            run.criterion, on_predicted=run.tracking.predicted)
     s = scores(cm)
+    run.tracking.validated(s.iou)
     row = {"val_loss": val_loss, "val_accuracy": s.pixel_accuracy, "val_miou": s.miou}
     run.hooks.on_validation(epoch, dict(row))
     return row

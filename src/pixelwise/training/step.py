@@ -105,9 +105,11 @@ def step_timer(model: torch.nn.Module, train: TrainConfig, criterion: Criterion,
 @torch.no_grad()
 def validate(model: UNet, images: np.ndarray, masks: np.ndarray, index: np.ndarray, batch_size: int,
              device: torch.device, dtype: torch.dtype | None, world: World = World(),
-             ignore_index: int | None = None, criterion: Criterion = Criterion()) -> tuple[float, torch.Tensor]:
+             ignore_index: int | None = None, criterion: Criterion = Criterion(),
+             on_predicted: Callable[[np.ndarray, torch.Tensor], None] | None = None) -> tuple[float, torch.Tensor]:
     """The run's loss (``criterion``, as in training) and the confusion matrix over the pairs at
     ``index``, each rank scoring its share and the sums reduced over all ranks, so the mIoU is exact.
+    ``on_predicted`` is given each batch's indices and predicted class ids (the frames TensorBoard shows).
 
     The loss is the mean over images of each batch's ``criterion`` value: the objective training
     optimises, measured on held-out pairs (its Dice term, a per-batch mean, depends on the batch)."""
@@ -122,7 +124,10 @@ def validate(model: UNet, images: np.ndarray, masks: np.ndarray, index: np.ndarr
         y = center_crop(y, logits.shape[-2:])
         loss_sum += criterion(logits, y, len(batch) * logits.shape[-2] * logits.shape[-1]).item() * len(batch)
         n_images += len(batch)
-        cm += confusion_matrix(class_ids(logits), y, n_classes)
+        predicted = class_ids(logits)
+        cm += confusion_matrix(predicted, y, n_classes)
+        if on_predicted is not None:
+            on_predicted(batch, predicted)
     loss_sum, n_images = world.sum(loss_sum, n_images)
     return loss_sum / max(n_images, 1), world.sum_tensor(cm).cpu()
 
