@@ -107,7 +107,7 @@ def test_resume_refusal_is_one_rule_named_by_setting_in_python_and_by_flag_on_th
     assert "--" not in str(exists.value)
     code, _, err = run_cli(capsys, "train", scenes, "--out", run, "--resume", "--lr", "0.5")
     assert code == 1 and err.startswith("pixelwise train: error: --lr cannot change when resuming")
-    assert "(only --epochs and --time-limit and --patience can change)" in err
+    assert "(only --epochs, --time-limit and --patience can change)" in err
     config_file = tmp_path / "c.json"
     config_file.write_text('{"train": {"seed": 3}}')
     code, _, err = run_cli(capsys, "train", scenes, "--out", run, "--resume", "--config", config_file)

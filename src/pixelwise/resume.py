@@ -28,7 +28,8 @@ class SettingsChanged(RunDirError):
     """
 
     def __init__(self, changed: list[str], config_file: Path) -> None:
-        allowed = " and ".join(f"train.{name}" for name in RESUMABLE)
+        names = [f"train.{name}" for name in RESUMABLE]
+        allowed = " and ".join(names) if len(names) < 3 else f"{', '.join(names[:-1])} and {names[-1]}"
         super().__init__(f"{', '.join(changed)} cannot change when resuming: the run keeps the settings in "
                          f"{config_file} (only {allowed} can change)")
         self.changed, self.config_file = changed, config_file
