@@ -237,7 +237,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                disable=True if args.no_progress or not world.is_main else None)
     result = model.predict(args.images, args.size, out=args.out, masks=args.masks, on_file=lambda _: bar.update(),
                            video=video, data=reading_given(args), lists=args.lists, overwrite=args.overwrite,
-                           on_start=lambda count: bar.reset(total=count))
+                           on_start=lambda count: bar.reset(total=count),
+                           confidence=args.confidence or args.format == "labelstudio")
     bar.close()
     for problem in result.problems:
         print(f"pixelwise predict: {as_flags(str(problem))}", file=sys.stderr)
@@ -248,6 +249,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     _say_replaced(set(result.replaced), result.written)
     if result.manifest is not None:
         print(f"one row per image in {result.manifest}")
+        if args.format != "png":
+            from ..inference.prelabels import write_prelabels
+
+            written = write_prelabels(args.out, args.format, model.classes, f"pixelwise {Path(args.run).resolve().name}")
+            print(f"pre-labels for {'Label Studio' if args.format == 'labelstudio' else 'CVAT'} in {written}")
     return EXIT_DATA if result.problems else 0
 
 

@@ -218,6 +218,13 @@ def _predict(sub) -> None:
                    help="predict every image again, even those predictions.csv says are done")
     p.add_argument("--masks", type=Path, default=None,
                    help="folder of true masks (same file names): also write Input | True | Predicted figures")
+    p.add_argument("--confidence", action="store_true",
+                   help="also write NAME_confidence.png: each pixel's confidence, the softmax probability of its class "
+                        "as 0-255")
+    p.add_argument("--format", choices=("png", "labelstudio", "cvat"), default="png",
+                   help="png: the masks and pictures only; labelstudio: also OUT/labelstudio.json, tasks with the "
+                        "masks as pre-labels (scored by mean confidence) for Label Studio to import; cvat: also "
+                        "OUT/cvat.zip, a Segmentation mask 1.1 archive CVAT imports as annotations (docs/labelling.md)")
     add_data_format_args(p, lambda _: "default: the run's")
     p.add_argument("--size", type=_predict_size, default=None,
                    help="HEIGHTxWIDTH the model sees, or 'native' for each image's own size (default: the training size)")

@@ -27,7 +27,8 @@ class Model(Predictor):
                 out: str | Path | None = None, masks: str | Path | None = None, video: VideoOptions | None = None,
                 on_file: Callable[[Path], None] | None = None, data: dict | None = None,
                 lists: Iterable[str | Path] = (), overwrite: bool = False,
-                on_start: Callable[[int], None] | None = None) -> np.ndarray | PredictResult:
+                on_start: Callable[[int], None] | None = None, confidence: bool = False
+                ) -> np.ndarray | tuple[np.ndarray, np.ndarray] | PredictResult:
         """One image's class ids, or with ``out`` every file's outputs written.
 
         Args:
@@ -43,10 +44,12 @@ class Model(Predictor):
             lists, overwrite, on_start: with ``out``, as for :func:`~pixelwise.inference.predict.predict`
                 (lists of input paths; predict again what ``OUT/predictions.csv`` says is done; told the
                 count to predict). Started by torchrun, each process predicts its share (docs/scaling.md).
+            confidence: each pixel's confidence too (the softmax probability of its class, 0-255): returned
+                beside the ids, or with ``out`` written as ``NAME_confidence.png``.
 
         Returns:
             Without ``out``, the (H, W) uint8 class ids at the image's own size (logits upsampled
-            bilinearly, then arg-maxed). With ``out``, a :class:`~pixelwise.inference.predict.PredictResult`:
+            bilinearly, then arg-maxed), with ``confidence`` as ``(ids, confidence)``. With ``out``, a :class:`~pixelwise.inference.predict.PredictResult`:
             the files written and the problems of the files that were not.
 
         Raises:
@@ -57,11 +60,11 @@ class Model(Predictor):
         if out is not None:
             return predict(self, [images] if isinstance(images, (str, Path)) else images, out, masks_dir=masks,
                            size=size, on_file=on_file, video=video, data=data, lists=lists, overwrite=overwrite,
-                           on_start=on_start)
+                           on_start=on_start, confidence=confidence)
         if any(v is not None for v in (masks, video, on_file, data, on_start)) or lists or overwrite:
             raise ValueError("masks, video, on_file, data, lists, overwrite and on_start are for predicting files "
                              "into a folder: pass out")
-        return super().predict(images, size)
+        return super().predict(images, size, confidence)
 
     def evaluate(self, images: str | Path, masks: str | Path, **options) -> Evaluation:
         """This model scored on a folder of image/mask pairs, with its settings.

@@ -48,10 +48,12 @@ def save_png(path: Path, array: np.ndarray) -> None:
     atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
 
 
-def output_paths(stem: Path, figure: bool) -> list[Path]:
+def output_paths(stem: Path, figure: bool, confidence: bool = False) -> list[Path]:
     """The files :func:`write_outputs` writes for one image: ``STEM_mask.png`` (class ids),
-    ``STEM_color.png``, ``STEM_overlay.png`` and, with ``figure``, ``STEM_figure.png``."""
-    return [Path(f"{stem}{suffix}") for suffix in ("_mask.png", "_color.png", "_overlay.png", "_figure.png")[:3 + figure]]
+    ``STEM_color.png``, ``STEM_overlay.png``, with ``figure`` ``STEM_figure.png`` and with
+    ``confidence`` ``STEM_confidence.png``."""
+    suffixes = ["_mask.png", "_color.png", "_overlay.png"] + ["_figure.png"] * figure + ["_confidence.png"] * confidence
+    return [Path(f"{stem}{suffix}") for suffix in suffixes]
 
 
 # What atomic_path names an output while it is written (".NAME_mask.png.k3x_9az2.tmp.png"): a process
@@ -75,11 +77,16 @@ def remove_unfinished_outputs(out_dir: Path) -> int:
 
 
 def write_outputs(path: Path, stem: Path, image: np.ndarray, mask: np.ndarray, classes: ClassSet, *,
-                   true: np.ndarray | None, figure: bool) -> list[Path]:
+                  true: np.ndarray | None, figure: bool, confidence: np.ndarray | None = None) -> list[Path]:
     """Write one image's outputs, all or none: if one cannot be written (a name too long for the file
-    system, a full disk) the others are removed again and a DataError names the image."""
-    mask_file, color_file, overlay_file, *figure_file = output_paths(stem, figure)
+    system, a full disk) the others are removed again and a DataError names the image. ``confidence``
+    (uint8, 0-255) is written as ``STEM_confidence.png``."""
+    paths = output_paths(stem, figure, confidence is not None)
+    mask_file, color_file, overlay_file = paths[:3]
+    figure_file = paths[3:4] if figure else []
     outputs = {mask_file: mask, color_file: colorize(mask, classes), overlay_file: overlay(image, mask, classes)}
+    if confidence is not None:
+        outputs[paths[-1]] = confidence
     written: list[Path] = []
     target: Path
     try:

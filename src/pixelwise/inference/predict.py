@@ -68,10 +68,10 @@ def predict(predictor: Predictor, inputs: Iterable[str | Path], out_dir: str | P
             masks_dir: str | Path | None = None, size: tuple[int, int] | str | None = None,
             on_file: Callable[[Path], None] | None = None, video: VideoOptions | None = None,
             data: dict | None = None, lists: Iterable[str | Path] = (), overwrite: bool = False,
-            on_start: Callable[[int], None] | None = None) -> PredictResult:
+            on_start: Callable[[int], None] | None = None, confidence: bool = False) -> PredictResult:
     """For each image: ``NAME_mask.png`` (class ids, original size), ``NAME_color.png``,
-    ``NAME_overlay.png``, and with ``masks_dir`` the Input | True | Predicted ``NAME_figure.png``, plus
-    a row in ``OUT/predictions.csv``. Video files go to ``predict_video`` (with ``video``'s options). A
+    ``NAME_overlay.png``, with ``masks_dir`` the Input | True | Predicted ``NAME_figure.png`` and with
+    ``confidence`` ``NAME_confidence.png``, plus a row in ``OUT/predictions.csv``. Video files go to ``predict_video`` (with ``video``'s options). A
     bad file is reported and skipped; the others are still written.
 
     Started by ``torchrun``, each process predicts every N-th input of the sorted list from its rank on
@@ -92,6 +92,7 @@ def predict(predictor: Predictor, inputs: Iterable[str | Path], out_dir: str | P
         overwrite: predict images again even where ``predictions.csv`` says this model already did and
             their files are all there (by default those are skipped, so a killed run can be restarted).
         on_start: called once with the number of images this process will predict.
+        confidence: also write each pixel's confidence (the softmax probability of its class, 0-255).
 
     Returns:
         The :class:`PredictResult` of this process.
@@ -110,7 +111,7 @@ def predict(predictor: Predictor, inputs: Iterable[str | Path], out_dir: str | P
     together = False
     try:
         job = _Job(predictor, out_dir, size, naming, mask_format, masks, figure=masks_dir is not None,
-                   video=video or VideoOptions(), key=model_key(predictor, size))
+                   video=video or VideoOptions(), key=model_key(predictor, size), confidence=confidence)
         result = _predict_share(job, listing, world, overwrite, on_start, on_file)
         together = True
     finally:
@@ -131,6 +132,7 @@ class _Job:
     figure: bool
     video: VideoOptions
     key: str
+    confidence: bool = False
 
 
 def _predict_share(job: _Job, listing: InputList, world: World, overwrite: bool,
@@ -170,7 +172,7 @@ def _predict_share(job: _Job, listing: InputList, world: World, overwrite: bool,
 
 
 def _outputs_there(job: _Job, stem: str) -> bool:
-    return all(os.path.isfile(p) for p in output_paths(job.out_dir / stem, job.figure))  # False for a name too long
+    return all(os.path.isfile(p) for p in output_paths(job.out_dir / stem, job.figure, job.confidence))  # False for a name too long
 
 
 def _predict_one(job: _Job, listing: InputList, position: int, result: PredictResult) -> list[str] | None:
@@ -198,15 +200,17 @@ def _predict_one(job: _Job, listing: InputList, position: int, result: PredictRe
         result.problems.extend(exc.problems)
         return None
     try:
-        mask = job.predictor.predict(image, job.size)
+        mask, sure = job.predictor.predict(image, job.size, confidence=True) if job.confidence else \
+            (job.predictor.predict(image, job.size), None)
     except (RuntimeError, MemoryError) as exc:  # out of memory on a large --size native image, say
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         result.problems.append(Problem(path, f"cannot predict this image ({message})"))
         return None
     stem = job.out_dir / listing.stem(position)
-    replacing = [p for p in output_paths(stem, job.figure) if os.path.exists(p)]  # False for a name too long
+    replacing = [p for p in output_paths(stem, job.figure, job.confidence) if os.path.exists(p)]  # False for a name too long
     try:
-        written = write_outputs(path, stem, image, mask, job.predictor.classes, true=true, figure=job.figure)
+        written = write_outputs(path, stem, image, mask, job.predictor.classes, true=true, figure=job.figure,
+                                confidence=sure)
     except DataError as exc:
         result.problems.extend(exc.problems)
         return None

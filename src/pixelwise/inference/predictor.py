@@ -190,7 +190,8 @@ class Predictor:
         mode = "reflect" if max(pads[2]) < w and max(pads[1]) < h else "edge"
         return np.pad(images, pads, mode=mode)
 
-    def predict(self, image: ImageInput, size: tuple[int, int] | str | None = None) -> np.ndarray:
+    def predict(self, image: ImageInput, size: tuple[int, int] | str | None = None,
+                confidence: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """One image's class ids, in memory bounded by the model and a tile or band of rows, not by the
         image (logits are upsampled and arg-maxed a band of rows at a time; in tiles, as each row of tiles
         is done).
@@ -198,9 +199,12 @@ class Predictor:
         Args:
             image: an array (RGB, RGBA, grey; uint8, 16 bits, floats) or the path of an image file.
             size: what the model sees: the training size by default, ``"native"`` for the image's own.
+            confidence: also return each pixel's confidence.
 
         Returns:
-            The (H, W) uint8 class ids at the image's own size (logits upsampled bilinearly, then arg-maxed).
+            The (H, W) uint8 class ids at the image's own size (logits upsampled bilinearly, then arg-maxed);
+            with ``confidence``, ``(ids, confidence)``, the confidence (H, W) uint8: the softmax
+            probability of the pixel's class, 0-255.
 
         Raises:
             TypeError: ``image`` is neither an array nor a path.
@@ -210,7 +214,9 @@ class Predictor:
         image = as_image(image)
         seen = self.resized(image, self.seen_size(image, size))
         bands = ((start, rows[0]) for start, rows in self.logit_bands(seen[None]))
-        return streamed_ids(bands, seen.shape[:2], image.shape[:2])
+        sure = np.empty(image.shape[:2], dtype=np.uint8) if confidence else None
+        ids = streamed_ids(bands, seen.shape[:2], image.shape[:2], confidence=sure)
+        return (ids, sure) if confidence else ids
 
     @staticmethod
     def mask(logits: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:

@@ -10,7 +10,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..evaluation.metrics import class_ids
 
 BAND_BYTES = 256 << 20  # upsampled logits held at once; below this the whole image goes in one call
 
@@ -40,7 +39,7 @@ def upsampled_ids(logits: torch.Tensor, shape: tuple[int, int], max_bytes: int =
 
 
 def streamed_ids(bands: Iterable[tuple[int, torch.Tensor]], size: tuple[int, int], shape: tuple[int, int],
-                 max_bytes: int = BAND_BYTES) -> np.ndarray:
+                 max_bytes: int = BAND_BYTES, confidence: np.ndarray | None = None) -> np.ndarray:
     """(H, W) uint8 class ids of (n_classes, h, w) logits that arrive as bands of rows, upsampled to
     ``shape`` as :func:`upsampled_ids` does: the logits need never be whole (tiled prediction hands out
     its rows as they are finished). Logits that come whole and whose upsampled size fits ``max_bytes``
@@ -53,6 +52,8 @@ def streamed_ids(bands: Iterable[tuple[int, torch.Tensor]], size: tuple[int, int
         size: (h, w), the size of the logits.
         shape: (H, W), the size of the ids wanted.
         max_bytes: the most memory the upsampled logits of one call may take.
+        confidence: an (H, W) uint8 array to fill with each pixel's confidence: the softmax probability
+            of its class, 0-255.
 
     Returns:
         (H, W) uint8 class ids.
@@ -64,13 +65,14 @@ def streamed_ids(bands: Iterable[tuple[int, torch.Tensor]], size: tuple[int, int
     ids = np.empty(shape, dtype=np.uint8)
     if tuple(size) == tuple(shape):
         for start, rows in bands:
-            ids[start : start + rows.shape[1]] = _ids(rows)
+            _label(rows, slice(start, start + rows.shape[1]), ids, confidence)
         return ids
     top, bottom, weight = source_rows(size[0], height)
     held, held_top, done = None, 0, 0  # source rows held_top.. (those output rows still to come need)
     for start, rows in bands:
         if rows.shape[1] == size[0] and rows.shape[0] * height * width * 4 <= max_bytes:
-            return _ids(_interpolate(rows, shape))  # all the logits at once, and small enough: one call
+            _label(_interpolate(rows, shape), slice(0, height), ids, confidence)  # all at once, small enough
+            return ids
         held = rows if held is None or held.shape[1] == 0 else torch.cat([held, rows], 1)
         row_bytes = rows.shape[0] * width * 4
         step = max_bytes // row_bytes
@@ -84,7 +86,7 @@ def streamed_ids(bands: Iterable[tuple[int, torch.Tensor]], size: tuple[int, int
             blended = torch.lerp(held.index_select(1, (top[band] - held_top).to(held.device)),
                                  held.index_select(1, (bottom[band] - held_top).to(held.device)),
                                  weight[band, None].to(held.device))
-            ids[band] = _ids(_interpolate(blended, (blended.shape[1], width)))
+            _label(_interpolate(blended, (blended.shape[1], width)), band, ids, confidence)
         done = ready
         keep = min(int(top[done]), start + rows.shape[1]) if done < height else start + rows.shape[1]
         held, held_top = held[:, keep - held_top :].clone(), keep
@@ -103,8 +105,13 @@ def source_rows(size: int, out_size: int) -> tuple[torch.Tensor, torch.Tensor, t
     return torch.from_numpy(top), torch.from_numpy(bottom), torch.from_numpy(weight)
 
 
-def _ids(logits: torch.Tensor) -> np.ndarray:
-    return class_ids(logits, 0).to(torch.uint8).cpu().numpy()
+def _label(logits: torch.Tensor, rows: slice, ids: np.ndarray, confidence: np.ndarray | None) -> None:
+    """The ids (and confidence) of ``rows`` from their (n_classes, rows, W) logits."""
+    best = logits.max(0)  # class_ids' rule: the first of equal logits
+    ids[rows] = best.indices.to(torch.uint8).cpu().numpy()
+    if confidence is not None:  # the top softmax probability, 1 / sum(exp(logit - top)), without the softmax
+        top = torch.exp(logits - best.values).sum(0).reciprocal()
+        confidence[rows] = (top * 255).round().to(torch.uint8).cpu().numpy()
 
 
 def _interpolate(logits: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
