@@ -204,3 +204,18 @@ def test_prelabels_are_brush_results_label_studio_decodes_and_pixelwise_reads_ba
     dataset = read_labelstudio(export, scenes / IMAGE_DIR, tmp_path / "cache", CARLA)
     for name, ids in truth.items():
         assert np.array_equal(np.asarray(Image.open(dataset.masks / name)), ids)
+
+
+def test_labels_with_spaces_reach_the_commands_as_they_are(tmp_path, capsys):
+    """Label names such as "Traffic Light" cannot be written in a class file (name r g b): the export's
+    classes go to check and train as they are."""
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(images / "frame.png")
+    light = polygon_result([(10, 5), (20, 5), (20, 15), (10, 15)], (40, 50), "Traffic Light")
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps([task("/data/upload/1/0a1b2c3d-frame.png", [light])]))
+    assert main(["check", str(export), "--layout", "labelstudio", "--images", str(images), "--no-progress",
+                 "--cache-dir", str(tmp_path / "cache")]) == 0
+    out = capsys.readouterr().out
+    assert "Traffic Light" in out and "1 valid pairs, 0 problem(s)" in out

@@ -132,14 +132,17 @@ class ClassSet:
 CARLA = ClassSet(tuple(n for n, _ in _CARLA), tuple(c for _, c in _CARLA))
 
 
-def class_set(spec: str | int) -> ClassSet:
+def class_set(spec: str | int | ClassSet) -> ClassSet:
     """The classes ``spec`` names: a number of classes (CARLA's names when it is 23, else ``class_0``,
-    ``class_1`` …) or a class file (see :meth:`ClassSet.load`).
+    ``class_1`` …), a class file (see :meth:`ClassSet.load`) or a ClassSet, returned as it is (classes
+    read from a labelling tool's export, whose names may hold spaces that a class file cannot).
 
     Raises:
         ValueError: a number outside 2-256, or a file that cannot be read or holds no valid class list,
             naming the file (and the line).
     """
+    if isinstance(spec, ClassSet):
+        return spec
     text = str(spec)
     if not text.isdigit():
         return ClassSet.load(text)

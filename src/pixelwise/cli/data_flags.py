@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -49,8 +48,7 @@ def use_export(args: argparse.Namespace, classes: ClassSet | None = None):
     classes and mask format. ``classes`` (a run's, for evaluate) decide the ids a Label Studio export is
     drawn with; by default ``--classes`` or the export's own. None without such a layout."""
     from ..data.cache import default_cache_dir
-    from ..data.exports import class_text, read_cvat, read_labelstudio
-    from ..files import atomic_write_text
+    from ..data.exports import read_cvat, read_labelstudio
 
     if getattr(args, "layout", None) not in ("labelstudio", "cvat"):
         return None
@@ -70,12 +68,8 @@ def use_export(args: argparse.Namespace, classes: ClassSet | None = None):
             raise ValueError("--layout labelstudio: give --images, the folder of the export's images")
         given_classes = classes or (class_set(given) if given is not None else None)
         dataset = read_labelstudio(args.data, args.images, cache, given_classes)
-    text = class_text(dataset.classes)  # the commands read classes from a file (--classes): write one
-    class_file = cache / "export-classes" / f"{hashlib.sha256(text.encode()).hexdigest()[:16]}.txt"
-    class_file.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(class_file, text)
     args.data, args.images, args.masks, args.layout = None, dataset.images, dataset.masks, None
-    args.classes, args.mask_format = str(class_file), dataset.mask_format
+    args.classes, args.mask_format = dataset.classes, dataset.mask_format
     return dataset
 
 

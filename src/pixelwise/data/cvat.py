@@ -53,17 +53,6 @@ def read_labelmap(path: str | Path) -> ClassSet:
     return ClassSet(tuple(names), tuple(colors))
 
 
-def frame_list(folder: Path) -> list[str] | None:
-    """The frames the export's ``ImageSets/Segmentation/*.txt`` name (every subset), or None without lists."""
-    lists = sorted((folder / LISTS).glob("*.txt")) if (folder / LISTS).is_dir() else []
-    if not lists:
-        return None
-    names: list[str] = []
-    for path in lists:
-        names += [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return list(dict.fromkeys(names))
-
-
 def write_cvat(out: str | Path, masks: Iterable[tuple[str, np.ndarray]], classes: ClassSet) -> Path:
     """A "Segmentation mask 1.1" zip that CVAT imports as annotations.
 
