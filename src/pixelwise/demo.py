@@ -78,7 +78,8 @@ def run_demo(out: str | Path = "pixelwise-demo", *, count: int = 300, epochs: in
     log(f"\ndone in {seconds / 60:.1f} min: test mIoU {s.miou:.3f}, pixel accuracy {s.pixel_accuracy:.3f} "
         f"({val} at epoch {training.best_epoch})")
     log(f"  training curves     {run_dir / 'curves.png'}")
-    log(f"  evaluation report   {run_dir / 'evaluation' / 'report.json'} (+ confusion.png, per_class_iou.png)")
+    log(f"  evaluation report   {run_dir / 'evaluation' / 'report.html'} (a page for a browser; report.json, confusion.png, "
+        "per_class_iou.png beside it)")
     log(f"  predictions         {out / 'predictions'} (e.g. {figures[0].name if figures else '-'})")
     log(f"  try next            pixelwise predict {run_dir} YOUR_IMAGES --out predictions")
     return DemoResult(run_dir, training, evaluation, figures, seconds)
