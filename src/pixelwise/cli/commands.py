@@ -257,6 +257,30 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return EXIT_DATA if result.problems else 0
 
 
+def cmd_suggest(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from ..inference.suggest import suggest
+    from ..inference.suggest_outputs import write_suggestion
+
+    if not args.images and not args.lists:
+        raise ValueError("nothing to rank: give image files, folders or --list FILE")
+    with _in_flags(args.run):
+        model = _load(args)
+        with tqdm(desc="suggest", unit="image", disable=True if args.no_progress else None) as bar:
+            found = suggest(model, args.images, args.count, lists=args.lists, batch_size=args.batch_size,
+                            on_start=lambda count: bar.reset(total=count), on_frame=bar.update)
+    for problem in found.problems:
+        print(f"pixelwise suggest: {as_flags(str(problem))}", file=sys.stderr)
+    written = write_suggestion(found, model, args.out)
+    print(f"ranked {len(found.ranked)} frames; class weights from {found.weights_from}")
+    for n, frame in enumerate(found.picks, 1):
+        print(f"{n:4d}. {frame.path}  {frame.score:.4f}  {', '.join(frame.classes)}")
+    short = f" (only {len(found.picks)}: the others are neighbours of picks)" if len(found.picks) < args.count else ""
+    print(f"wrote {written[0]} ({len(found.picks)} frames{short}), {written[1]} and {written[2]}")
+    return EXIT_DATA if found.problems else 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from ..inference.export import export
 
@@ -314,7 +338,8 @@ def _in_flags(run: str | Path) -> Iterator[None]:
               "the ONNX model (--onnx-model) is chosen for the onnx engine only; add --engine onnx"),
              ("precision is the torch engine's", "--precision is the torch engine's"),
              ("calibration_count", "--calibration-count"), ("every must be", "--every must be"),
-             ("(leave tile out)", "(leave out --tile)")]
+             ("(leave tile out)", "(leave out --tile)"), ("count must be at least", "--count must be at least"),
+             ("batch_size must be at least", "--batch-size must be at least")]
     try:
         yield
     except (ValueError, FileNotFoundError) as exc:
@@ -355,5 +380,5 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"demo": cmd_demo, "summary": cmd_summary, "synth": cmd_synth, "check": cmd_check, "train": cmd_train,
-            "evaluate": cmd_evaluate, "compare": cmd_compare, "predict": cmd_predict, "export": cmd_export,
-            "serve": cmd_serve}
+            "evaluate": cmd_evaluate, "compare": cmd_compare, "predict": cmd_predict, "suggest": cmd_suggest,
+            "export": cmd_export, "serve": cmd_serve}

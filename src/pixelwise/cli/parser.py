@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "image/mask pairs, score it per class, predict masks for new images.")
     parser.add_argument("--version", action="version", version=f"pixelwise {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_demo, _summary, _synth, _check, _train, _evaluate, _compare, _export, _predict, _serve):
+    for add in (_demo, _summary, _synth, _check, _train, _evaluate, _compare, _export, _predict, _suggest, _serve):
         add(sub)
     return parser
 
@@ -239,6 +239,25 @@ def _predict(sub) -> None:
                    help="test-time augmentation: average the logits of each image and of its horizontal mirror "
                         "(two passes per image)")
     _video_args(p)
+    _progress_arg(p)
+
+
+def _suggest(sub) -> None:
+    p = sub.add_parser("suggest", help="which unlabelled frames to label next: the ones the run is least sure of, "
+                                       "weighted toward its worst classes, spread over drives")
+    p.add_argument("run", type=Path, help="run directory written by train")
+    p.add_argument("images", nargs="*", type=Path,
+                   help="unlabelled image files, folders of images, or quoted glob patterns")
+    p.add_argument("--list", type=Path, action="append", default=[], metavar="FILE", dest="lists",
+                   help="a text file of image paths, one a line, relative to the file's folder (may be repeated)")
+    p.add_argument("--count", type=int, required=True, metavar="N", help="how many frames to pick")
+    p.add_argument("--out", type=Path, default=Path("suggested.txt"), metavar="LIST",
+                   help="the list of picks, one image file name a line, which --train-list reads; beside it "
+                        "NAME.csv (every frame's score) and NAME.png (the picks beside their uncertainty maps) "
+                        "(default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=8, help="frames predicted together (default: %(default)s)")
+    p.add_argument("--weights", choices=("best", "last"), default="best")
+    _engine_arg(p)
     _progress_arg(p)
 
 

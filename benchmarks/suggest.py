@@ -1,0 +1,172 @@
+"""Does ``pixelwise suggest`` pick better frames to label than chance? Measured on held-out CARLA drives.
+
+    .venv/bin/python benchmarks/suggest.py [--data ../shared/carla] [--out /tmp/suggest-bench]
+        [--seeds 0 1 2] [--labelled 40] [--count 40] [--epochs 30] [--size 240x320]
+
+For each seed: the drives ``train`` holds out (its own split: validation fraction 0.2, split seed 0) are
+the test set and are never trained on. Of the other drives, whole drives are drawn at random (by the
+seed) until they hold ``--labelled`` frames: the labelled set. The rest of the training drives are the
+unlabelled pool. A first model trains on the labelled set; ``suggest`` (that model, its last weights)
+picks ``--count`` frames of the pool, and the same number are drawn from the pool at random (by the
+seed). Two models then train from the labelled set plus each set of picks, with the same recipe and
+training seed, and their last weights are scored on the test drives at the frames' full 640x480.
+
+The recipe is ``default`` (ImageNet Lite0 encoder, the same loss, augmentation and schedule) made
+short: ``--size`` frames (default 240x320, so 128x160 crops), ``--epochs`` epochs, no validation split
+and no time limit. Prints and writes (``--out``/suggest.md, suggest.json) mIoU over the classes present
+in the test truth and the IoU of the watched classes, per seed and as means, with the difference.
+Finished runs are reused. Needs the CPU to itself for meaningful wall times (not for the scores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import isa
+
+isa.limit_isa()  # before torch loads: --isa avx2 limits its kernels
+
+import numpy as np  # noqa: E402
+
+from pixelwise.classes import CARLA  # noqa: E402
+from pixelwise.data.dataset import decode_dataset  # noqa: E402
+from pixelwise.data.pairs import IMAGE_DIR, MASK_DIR, find_pairs  # noqa: E402
+from pixelwise.data.split import frame_runs, split_by_runs  # noqa: E402
+from pixelwise.evaluation.evaluate import evaluate  # noqa: E402
+from pixelwise.inference.predictor import Predictor  # noqa: E402
+from pixelwise.inference.suggest import suggest  # noqa: E402
+from pixelwise.recipes import recipe  # noqa: E402
+from pixelwise.training.loop import train  # noqa: E402
+
+WATCH = ("Vehicles", "Pole", "Pedestrian", "TrafficSign", "TrafficLight")
+SPLIT_SEED, VAL_FRACTION = 0, 0.2  # the test drives: train's own split with these settings
+
+
+def link_pairs(data: Path, folder: Path, names: list[str]) -> Path:
+    """A CameraRGB/CameraMask folder of links to the pairs called ``names``."""
+    pairs = {p.name: p for p in find_pairs(data / IMAGE_DIR, data / MASK_DIR)[0]}
+    for sub in (IMAGE_DIR, MASK_DIR):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    for name in names:
+        for source, sub in ((pairs[name].image, IMAGE_DIR), (pairs[name].mask, MASK_DIR)):
+            link = folder / sub / source.name
+            if not link.exists():
+                os.symlink(source.resolve(), link)
+    return folder
+
+
+def short_recipe(size: tuple[int, int], epochs: int, seed: int):
+    base = recipe("default")
+    return replace(base, data=replace(base.data, size=size, val_fraction=0.0),
+                   train=replace(base.train, epochs=epochs, time_limit=0.0, seed=seed))
+
+
+def trained(data: Path, run_dir: Path, names: list[str], size, epochs: int, seed: int, cache: Path) -> Path:
+    """A run trained on the pairs ``names`` (reused when finished)."""
+    if (run_dir / "done").exists():
+        return run_dir
+    folder = link_pairs(data, run_dir.parent / f"{run_dir.name}-data", names)
+    started = time.perf_counter()
+    train(folder / IMAGE_DIR, folder / MASK_DIR, run_dir, short_recipe(size, epochs, seed), cache_dir=cache,
+          progress=False, log=lambda _: None, resume=(run_dir / "last.safetensors").exists())
+    (run_dir / "done").write_text(f"{time.perf_counter() - started:.1f}\n")
+    return run_dir
+
+
+def scored(run_dir: Path, test: Path, cache: Path) -> dict:
+    """mIoU (classes present in the test truth) and the watched classes' IoU of the run's last weights."""
+    result_file = run_dir / "scores.json"
+    if result_file.exists():
+        return json.loads(result_file.read_text())
+    evaluation = evaluate(run_dir, test / IMAGE_DIR, test / MASK_DIR, weights="last", cache_dir=cache, progress=False)
+    s = evaluation.scores
+    per_class = {CARLA.names[i]: float(s.iou[i]) for i in np.flatnonzero(s.present)}
+    result = {"miou": float(s.miou), "watched": {c: per_class.get(c) for c in WATCH},
+              "seconds": float((run_dir / "done").read_text())}
+    result_file.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def one_seed(seed: int, args, names: list[str], train_names: list[str], test: Path, cache: Path) -> dict:
+    rng = random.Random(seed)
+    drives = [[train_names[i] for i in run] for run in frame_runs(train_names)]
+    rng.shuffle(drives)
+    labelled: list[str] = []
+    while len(labelled) < args.labelled:
+        labelled += drives.pop()
+    pool = sorted(n for d in drives for n in d)
+    seed_dir = args.out / f"seed{seed}"
+    first = trained(args.data, seed_dir / "labelled", labelled, args.size, args.epochs, seed, cache)
+    image_of = {p.name: p.image for p in find_pairs(args.data / IMAGE_DIR, args.data / MASK_DIR)[0]}
+    started = time.perf_counter()
+    picks = suggest(Predictor(first, weights="last"), [str(image_of[n]) for n in pool], args.count).picks
+    suggest_seconds = time.perf_counter() - started
+    suggested = [p.path.stem for p in picks]
+    chance = random.Random(1000 + seed).sample(pool, args.count)
+    (seed_dir / "picks.json").write_text(json.dumps({"labelled": labelled, "suggested": suggested, "random": chance}))
+    rows = {"labelled": scored(first, test, cache)}
+    for kind, extra in (("suggest", suggested), ("random", chance)):
+        run_dir = trained(args.data, seed_dir / kind, labelled + extra, args.size, args.epochs, seed, cache)
+        rows[kind] = scored(run_dir, test, cache)
+    rows.update(labelled_frames=len(labelled), pool=len(pool), suggest_seconds=suggest_seconds)
+    print(f"seed {seed}: {len(labelled)} labelled, pool {len(pool)}: mIoU labelled only "
+          f"{rows['labelled']['miou']:.3f}, +suggest {rows['suggest']['miou']:.3f}, +random {rows['random']['miou']:.3f}",
+          flush=True)
+    return rows
+
+
+def table(results: dict[int, dict]) -> str:
+    def cell(v):
+        return "–" if v is None else f"{v:.3f}"
+
+    head = "| seed | set | mIoU | " + " | ".join(WATCH) + " |\n|---|---|---|" + "---|" * len(WATCH) + "\n"
+    lines = []
+    for seed, rows in results.items():
+        for kind in ("labelled", "suggest", "random"):
+            r = rows[kind]
+            lines.append(f"| {seed} | {kind} | {r['miou']:.3f} | " + " | ".join(cell(r['watched'][c]) for c in WATCH) + " |")
+    for kind in ("labelled", "suggest", "random"):
+        mean = np.mean([rows[kind]["miou"] for rows in results.values()])
+        watched = [np.mean([rows[kind]["watched"][c] or 0.0 for rows in results.values()]) for c in WATCH]
+        lines.append(f"| mean | {kind} | {mean:.3f} | " + " | ".join(f"{w:.3f}" for w in watched) + " |")
+    gaps = [rows["suggest"]["miou"] - rows["random"]["miou"] for rows in results.values()]
+    return head + "\n".join(lines) + (f"\n\nsuggest − random, mIoU per seed: {', '.join(f'{g:+.3f}' for g in gaps)}; "
+                                      f"mean {np.mean(gaps):+.3f}\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "carla")
+    parser.add_argument("--out", type=Path, default=Path("/tmp/suggest-bench"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--labelled", type=int, default=40, help="frames in the labelled set (whole drives)")
+    parser.add_argument("--count", type=int, default=40, help="frames added by suggest and at random")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--size", type=lambda t: tuple(map(int, t.split("x"))), default=(240, 320))
+    isa.add_isa_argument(parser)
+    args = parser.parse_args()
+    if not (args.data / IMAGE_DIR).is_dir():
+        raise SystemExit(f"{args.data} holds no {IMAGE_DIR}/: give the CARLA frames with --data")
+    args.out.mkdir(parents=True, exist_ok=True)
+    cache = args.out / "cache"
+    names = decode_dataset(args.data / IMAGE_DIR, args.data / MASK_DIR, (96, 128), len(CARLA), cache_dir=cache,
+                           progress=False).names
+    split = split_by_runs(names, VAL_FRACTION, SPLIT_SEED)
+    test = link_pairs(args.data, args.out / "test", [names[i] for i in split.val])
+    train_names = [names[i] for i in split.train]
+    results = {seed: one_seed(seed, args, names, train_names, test, cache) for seed in args.seeds}
+    report = (f"{isa.isa_line()}\n\nrecipe default at "
+              f"{args.size[0]}x{args.size[1]}, {args.epochs} epochs; {len(split.val)} test frames\n\n" + table(results))
+    (args.out / "suggest.md").write_text(report)
+    (args.out / "suggest.json").write_text(json.dumps(results, indent=2))
+    print(report)
+
+
+if __name__ == "__main__":
+    main()
