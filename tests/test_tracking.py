@@ -85,7 +85,7 @@ def test_event_files_hold_every_step_once_across_a_crash_and_a_sigterm_with_resu
 
 
 def test_a_missing_tensorboard_package_is_one_line_and_no_writer(tmp_path):
-    script = ("import sys; sys.modules['torch.utils.tensorboard'] = None\n"  # as if tensorboard were not installed
+    script = ("import sys; sys.modules['tensorboard'] = None\n"  # as if tensorboard were not installed
               "from pathlib import Path\n"
               "from pixelwise.config import RunConfig\n"
               "from pixelwise.training.tracking import open_tracking\n"
@@ -97,6 +97,22 @@ def test_a_missing_tensorboard_package_is_one_line_and_no_writer(tmp_path):
     assert out.stdout.splitlines() == [f"TensorBoard logs off: the tensorboard package is not installed "
                                        f"(pip install 'pixelwise[tensorboard]' writes them to {tmp_path / 'tb'})"]
     assert not (tmp_path / "tb").exists()
+
+
+def test_event_files_are_written_without_loading_tensorflow(tmp_path):
+    # torch.utils.tensorboard imports TensorFlow wherever it is installed: seconds at every training start
+    script = ("import sys\n"
+              "from pathlib import Path\n"
+              "from pixelwise.config import RunConfig\n"
+              "from pixelwise.training.tracking import open_tracking\n"
+              f"tracking = open_tracking(Path({str(tmp_path)!r}), RunConfig(), 1, None)\n"
+              "tracking.step(1, 0.5, {'decoder': 0.1}, 0.01)\n"
+              "tracking.close(True)\n"
+              "print(sorted(m for m in ('tensorflow', 'torch.utils.tensorboard') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["[]"]
+    assert [e.value for e in _events(tmp_path).Scalars("train/loss")] == [0.5]
 
 
 def test_a_failing_event_file_is_one_line_and_training_goes_on_without_it():
