@@ -28,6 +28,10 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import isa  # sets the --isa limits, which torch reads when it loads: before any import of it
+
+isa.limit_isa()
+
 import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -65,9 +69,10 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, seconds: float = 2.0) -> floa
     return 2 * n**3 * count / (time.perf_counter() - start) / 1e9
 
 
-def forward_flops(size: tuple[int, int]) -> float:
-    """FLOPs of one forward pass of the assignment model on one image (a multiply-add counts 2)."""
-    model = unet_model((*size, 3))
+def forward_flops(size: tuple[int, int], model: torch.nn.Module | None = None) -> float:
+    """FLOPs of one forward pass of ``model`` (the assignment model by default) on one image of ``size``
+    (a multiply-add counts 2)."""
+    model = unet_model((*size, 3)) if model is None else model
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(torch.rand(1, 3, *size))
     return float(counter.get_total_flops())
@@ -230,10 +235,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6, help="timed steps per measurement (default: %(default)s)")
     parser.add_argument("--no-keras", action="store_true", help="skip the Keras baseline")
     parser.add_argument("--data", type=Path, default=None, help="dataset for the epoch test (default: shared/carla)")
+    isa.add_isa_argument(parser)
     args = parser.parse_args()
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
           + (f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))
+    print(isa.isa_line())
     peaks = {"fp32": isolated(matmul_peak, torch.float32), "bf16": isolated(matmul_peak, torch.bfloat16)}
     print(f"matrix-multiply peak: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s\n")
     print("| size, batch | pixelwise train img/s | Keras train img/s | ratio | pixelwise infer img/s | "
