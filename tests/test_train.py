@@ -457,28 +457,6 @@ def test_a_network_too_large_for_memory_is_refused_before_anything_is_allocated(
     check_memory(replace(config, model=replace(config.model, n_filters=8)), cpu, available=lambda device: None)
 
 
-def test_the_optimiser_step_is_fused_and_matches_the_per_parameter_loop():
-    from pixelwise.training.step import make_optimizer
-
-    torch.manual_seed(0)
-    fused_model, loop_model = torch.nn.Conv2d(3, 8, 3), torch.nn.Conv2d(3, 8, 3)
-    loop_model.load_state_dict(fused_model.state_dict())
-    for kind in ("adam", "adamw"):
-        fused = make_optimizer(fused_model, TrainConfig(optimizer=kind, weight_decay=0.01))
-        assert all(group["fused"] for group in fused.param_groups)
-        loop = make_optimizer(loop_model, TrainConfig(optimizer=kind, weight_decay=0.01))
-        for group in loop.param_groups:
-            group["fused"] = False  # Adam's own per-parameter loop of elementwise ops
-        for step in range(3):
-            x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(step))
-            for model, optimizer in ((fused_model, fused), (loop_model, loop)):
-                optimizer.zero_grad()
-                model(x).square().mean().backward()
-                optimizer.step()
-        for a, b in zip(fused_model.parameters(), loop_model.parameters()):
-            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
-
-
 def test_tensorboard_logs_are_written_without_importing_tensorflow(tmp_path):
     pytest.importorskip("tensorboard")
     import subprocess

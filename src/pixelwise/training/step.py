@@ -4,7 +4,6 @@ make a resumed run repeat what it repeats: learning rate, batch order, per-step 
 from __future__ import annotations
 
 import copy
-import functools
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -48,12 +47,8 @@ def planned_epochs(train: TrainConfig, history: list[dict]) -> int:
 def make_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
     """Adam or AdamW over all parameters. A pretrained encoder's parameters form a second group whose
     ``lr_scale`` (``train.encoder_lr``) multiplies the rate the schedule sets, at each step: the
-    encoder already knows images and moves slower than the decoder that is learnt from scratch.
-
-    The update is the fused kernel (one pass over each parameter instead of a dozen elementwise ops):
-    the same arithmetic to the last bit or two, and a several times cheaper optimiser step on CPUs
-    (docs/benchmarks.md#avx2-profile-issue-37)."""
-    kind = functools.partial(torch.optim.AdamW if train.optimizer == "adamw" else torch.optim.Adam, fused=True)
+    encoder already knows images and moves slower than the decoder that is learnt from scratch."""
+    kind = torch.optim.AdamW if train.optimizer == "adamw" else torch.optim.Adam
     pretrained = getattr(getattr(model, "config", None), "encoder_weights", "none") != "none"
     if not (pretrained and train.encoder_lr != 1 and hasattr(model, "encoder_parameters")):
         return kind(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
