@@ -5,9 +5,7 @@ few frames as input | truth | prediction. All on one axis, the run's training st
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 
@@ -32,10 +30,6 @@ class TensorBoardLog:
     """
 
     def __init__(self, log_dir: Path, first_step: int, classes: ClassSet) -> None:
-        if "tensorflow" not in sys.modules:
-            # TensorBoard's own marker for its TF stub: event files need no TensorFlow, whose import (where it
-            # is installed) cost seconds and a thread pool before the first step (docs/benchmarks.md).
-            sys.modules.setdefault("tensorboard.compat.notf", ModuleType("tensorboard.compat.notf"))
         from torch.utils.tensorboard import SummaryWriter  # ImportError without the tensorboard package
 
         self.classes = classes
