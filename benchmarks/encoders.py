@@ -16,11 +16,14 @@ read the ratios. Prints a markdown table naming the CPU. Not part of the test ru
 from __future__ import annotations
 
 import argparse
-import platform
 import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+
+import isa  # sets the --isa limits, which torch reads when it loads: before any import of it
+
+isa.limit_isa()
 
 import numpy as np
 import torch
@@ -40,15 +43,6 @@ MODELS = {
     **{f"lite{i}": replace(preset(f"efficientnet-lite{i}"), encoder_weights="none") for i in range(3)},
 }
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            name = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        name = platform.processor() or "unknown CPU"
-    return f"{name}, {torch.get_num_threads()} threads, torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()})"
 
 
 def train_rate(config: ModelConfig, size: tuple[int, int], dtype: torch.dtype | None, steps: int) -> float:
@@ -100,10 +94,11 @@ def main() -> int:
     parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime inference columns")
     parser.add_argument("--decoder-channels", nargs=4, type=int, metavar="C",
                         help="the Lite networks' decoder widths at strides 16/8/4/2 (default: ModelConfig's)")
+    isa.add_isa_argument(parser)
     args = parser.parse_args()
     models = {name: (replace(MODELS[name], decoder_channels=tuple(args.decoder_channels))
                      if args.decoder_channels and MODELS[name].encoder != "unet" else MODELS[name]) for name in args.models}
-    print(f"CPU: {cpu_name()}\n")
+    print(f"{isa.isa_line()}; {torch.get_num_threads()} threads, torch {torch.__version__}\n")
 
     rates: dict[tuple[str, str], float] = {}
     for size in ((128, 160), (240, 320)):  # models alternate inside each column

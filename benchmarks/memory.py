@@ -31,6 +31,10 @@ import threading
 import time
 from pathlib import Path
 
+import isa  # sets the --isa limits, which torch reads when it loads: before any import of it
+
+isa.limit_isa()
+
 HEIGHT, WIDTH = 96, 128
 FIELDS = ("VmRSS", "RssAnon", "RssFile")
 
@@ -110,9 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None,
                         help="folder for the frames, the cache and the run (default: a new temporary folder, "
                              "deleted at the end); frames already there are reused")
+    isa.add_isa_argument(parser)
     args = parser.parse_args(argv)
     if args.frames < 10 or args.epochs < 1:
         parser.error("need at least 10 frames and 1 epoch")
+    print(isa.isa_line())
 
     import numpy as np
     import torch

@@ -15,6 +15,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import isa  # sets the --isa limits, which torch reads when it loads: before any import of it
+
+isa.limit_isa()
+
 from pixelwise.config import RunConfig, TrainConfig
 from pixelwise.data.dataset import decode_dataset
 from pixelwise.data.pairs import IMAGE_DIR, MASK_DIR
@@ -27,7 +31,9 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=300)
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--out", type=Path, default=None, help="work folder (default: a temporary one)")
+    isa.add_isa_argument(parser)
     args = parser.parse_args()
+    print(isa.isa_line())
     with tempfile.TemporaryDirectory() as tmp:
         work = args.out or Path(tmp)
         data = write_dataset(work / "data", args.count, seed=0, progress=False)

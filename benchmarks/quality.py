@@ -42,6 +42,10 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import isa  # sets the --isa limits, which torch reads when it loads: before any import of it
+
+isa.limit_isa()
+
 import numpy as np
 
 from pixelwise.classes import CARLA
@@ -249,10 +253,12 @@ def main() -> int:
     parser.add_argument("--runs", nargs="+", default=["seed@96x128", "scratch@240x320", "default@480x640"],
                         help="RECIPE@HEIGHTxWIDTH[,setting=value...], in order (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=None, help="override every recipe's epochs (quick checks)")
+    isa.add_isa_argument(parser)
     args = parser.parse_args()
     if not (args.data / IMAGE_DIR).is_dir():
         print(f"no CARLA frames in {args.data}", file=sys.stderr)
         return 1
+    print(isa.isa_line())
     args.out.mkdir(parents=True, exist_ok=True)
     cache = args.out / "cache"
     names = frame_names(args.data, cache)

@@ -18,6 +18,10 @@ import subprocess
 import sys
 import time
 
+import isa  # sets the --isa limits, which torch reads when it loads: the child processes inherit them
+
+isa.limit_isa()
+
 CHILD = r"""
 import json, resource, sys, time
 import torch
@@ -79,9 +83,11 @@ def main() -> int:
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8, 32])
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--memory-limit", type=float, default=20.0, help="GiB of address space per run (default: 20)")
+    isa.add_isa_argument(parser)
     args = parser.parse_args()
     sizes = [tuple(map(int, s.split("x"))) for s in args.sizes]
     base_pixels = sizes[0][0] * sizes[0][1]
+    print(isa.isa_line())
     print("| mode | size | pixels (×) | batch | ms per image | time × | peak RSS | memory above the model |")
     print("|---|---|---|---|---|---|---|---|")
     for mode in ("train", "infer"):

@@ -28,6 +28,10 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import isa  # sets the --isa limits, which torch reads when it loads: before any import of it
+
+isa.limit_isa()
+
 import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -65,9 +69,10 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, seconds: float = 2.0) -> floa
     return 2 * n**3 * count / (time.perf_counter() - start) / 1e9
 
 
-def forward_flops(size: tuple[int, int]) -> float:
-    """FLOPs of one forward pass of the assignment model on one image (a multiply-add counts 2)."""
-    model = unet_model((*size, 3))
+def forward_flops(size: tuple[int, int], model: torch.nn.Module | None = None) -> float:
+    """FLOPs of one forward pass of ``model`` (the assignment model by default) on one image of ``size``
+    (a multiply-add counts 2)."""
+    model = unet_model((*size, 3)) if model is None else model
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(torch.rand(1, 3, *size))
     return float(counter.get_total_flops())
@@ -115,44 +120,10 @@ def pixelwise_speed(size: tuple[int, int], batch: int, steps: int) -> tuple[floa
 
 def keras_speed(size: tuple[int, int], batch: int, steps: int) -> tuple[float, float]:
     """The assignment's Keras U-Net and recipe, fp32 defaults: the baseline users have today."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from keras_unet import unet_model as keras_unet  # first: it quiets TensorFlow's start-up logging
     import tensorflow as tf
-    from tensorflow.keras.layers import (
-        Conv2D,
-        Conv2DTranspose,
-        Dropout,
-        Input,
-        MaxPooling2D,
-        concatenate,
-    )
 
-    def conv_block(inputs, n_filters, dropout_prob=0.0, max_pooling=True):
-        conv = Conv2D(n_filters, 3, activation="relu", padding="same", kernel_initializer="he_normal")(inputs)
-        conv = Conv2D(n_filters, 3, activation="relu", padding="same", kernel_initializer="he_normal")(conv)
-        if dropout_prob > 0:
-            conv = Dropout(dropout_prob)(conv)
-        return (MaxPooling2D(pool_size=(2, 2))(conv) if max_pooling else conv), conv
-
-    def upsampling_block(expansive_input, contractive_input, n_filters):
-        up = Conv2DTranspose(n_filters, 3, strides=(2, 2), padding="same")(expansive_input)
-        merge = concatenate([up, contractive_input], axis=3)
-        conv = Conv2D(n_filters, 3, activation="relu", padding="same", kernel_initializer="he_normal")(merge)
-        return Conv2D(n_filters, 3, activation="relu", padding="same", kernel_initializer="he_normal")(conv)
-
-    inputs = Input((*size, 3))
-    c1 = conv_block(inputs, 32)
-    c2 = conv_block(c1[0], 64)
-    c3 = conv_block(c2[0], 128)
-    c4 = conv_block(c3[0], 256, dropout_prob=0.3)
-    c5 = conv_block(c4[0], 512, dropout_prob=0.3, max_pooling=False)
-    u6 = upsampling_block(c5[0], c4[1], 256)
-    u7 = upsampling_block(u6, c3[1], 128)
-    u8 = upsampling_block(u7, c2[1], 64)
-    u9 = upsampling_block(u8, c1[1], 32)
-    conv9 = Conv2D(32, 3, activation="relu", padding="same", kernel_initializer="he_normal")(u9)
-    model = tf.keras.Model(inputs=inputs, outputs=Conv2D(23, 1, padding="same")(conv9))
-    model.compile(optimizer="adam", loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
+    model = keras_unet((*size, 3))
     rng = np.random.default_rng(0)
     x = tf.constant(rng.random((batch, *size, 3), dtype=np.float32))
     y = tf.constant(rng.integers(0, 23, (batch, *size, 1)).astype(np.uint8))
@@ -230,10 +201,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6, help="timed steps per measurement (default: %(default)s)")
     parser.add_argument("--no-keras", action="store_true", help="skip the Keras baseline")
     parser.add_argument("--data", type=Path, default=None, help="dataset for the epoch test (default: shared/carla)")
+    isa.add_isa_argument(parser)
     args = parser.parse_args()
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
           + (f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))
+    print(isa.isa_line())
     peaks = {"fp32": isolated(matmul_peak, torch.float32), "bf16": isolated(matmul_peak, torch.bfloat16)}
     print(f"matrix-multiply peak: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s\n")
     print("| size, batch | pixelwise train img/s | Keras train img/s | ratio | pixelwise infer img/s | "

@@ -89,8 +89,9 @@ def class_pixels(y: torch.Tensor, share: float) -> tuple[torch.Tensor, torch.Ten
     chosen = torch.rand(n) < share
     rows, cols = torch.zeros(n, dtype=torch.long), torch.zeros(n, dtype=torch.long)
     for i in chosen.nonzero().flatten().tolist():
-        classes = y[i].unique()
-        classes = classes[classes != IGNORE_INDEX]
+        # The labelled classes present, ascending as unique() gives them, by counting: unique() sorts every
+        # pixel, 4% of a default-recipe step (docs/benchmarks.md#avx2-profile-issue-37).
+        classes = torch.bincount(y[i][y[i] != IGNORE_INDEX]).nonzero().flatten()
         if len(classes) == 0:
             chosen[i] = False
             continue
