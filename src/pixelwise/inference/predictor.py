@@ -283,10 +283,15 @@ class Predictor:
         return (ids, sure) if confidence else ids
 
     @staticmethod
-    def mask(logits: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
+    def mask(logits: torch.Tensor, shape: tuple[int, int], confidence: bool = False
+             ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """(H, W) uint8 class ids of (n_classes, h, w) logits at ``shape``: upsampled bilinearly, then
-        argmax, a band of rows at a time on large images (:func:`~pixelwise.inference.upsample.upsampled_ids`)."""
-        return upsampled_ids(logits, shape)
+        argmax, a band of rows at a time on large images (:func:`~pixelwise.inference.upsample.upsampled_ids`);
+        with ``confidence``, ``(ids, confidence)`` as :meth:`predict` gives them."""
+        if not confidence:
+            return upsampled_ids(logits, shape)
+        sure = np.empty(shape, dtype=np.uint8)
+        return streamed_ids([(0, logits)], logits.shape[1:], shape, confidence=sure), sure
 
 
 def as_image(image: ImageInput) -> np.ndarray:
