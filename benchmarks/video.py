@@ -7,7 +7,9 @@ upsampling and argmax, nothing else), for each engine and each recipe's network.
 
 Engines: ``torch`` (its ``auto`` precision), ``torch-fp32``, ``onnx`` (ONNX Runtime, the fp32 export),
 ``onnx-int8`` (the int8 export, calibrated on 16 of the frames) and ``auto`` (what ``pw.load`` picks: it
-exports and times on its first use, outside the timed rounds; its choice is printed). ``--isa avx2``
+loads first, exporting and timing on its first use, outside the timed rounds; its choice and the time
+that first load took are printed). Each round runs every engine in turn, so that a slowdown of the
+shared machine hits them all. ``--isa avx2``
 limits torch's kernels to AVX2 (benchmarks/isa.py); ONNX Runtime has no such limit and keeps the CPU's
 own instructions.
 
@@ -163,21 +165,27 @@ def main() -> None:
                 config = replace(config, model=replace(config.model, encoder_weights="none"))
             run = make_run(work / name, config)
             size = "x".join(map(str, config.data.size))
-            for engine in args.engines:
-                predictor = load_engine(run, engine, source)
-                predict_batch(predictor, frames[: args.batch_size])  # warm-up: kernels for this shape
-                bares, pipes = [], []
-                for round_ in range(args.rounds):
-                    bares.append(bare(predictor, frames, args.batch_size))
-                    pipes.append(pipeline(predictor, drive, work / f"out-{name}-{engine}-{round_}", args.batch_size,
-                                          len(frames)))
-                (b_rate, b_cpu), (p_rate, p_cpu) = max(bares), max(pipes)
+            loaded = {}
+            for engine in sorted(args.engines, key=lambda e: e != "auto"):  # auto first: it exports on its own
+                started = time.perf_counter()
+                loaded[engine] = load_engine(run, engine, source)
+                if engine == "auto":
+                    print(f"auto, first load {time.perf_counter() - started:.1f} s: {loaded[engine].engine_note}")
+                predict_batch(loaded[engine], frames[: args.batch_size])  # warm-up: kernels for this shape
+            bares: dict[str, list] = {engine: [] for engine in loaded}
+            pipes: dict[str, list] = {engine: [] for engine in loaded}
+            for round_ in range(args.rounds):  # engines side by side in each round: a slowdown hits them all
+                for engine, predictor in loaded.items():
+                    bares[engine].append(bare(predictor, frames, args.batch_size))
+                    pipes[engine].append(pipeline(predictor, drive, work / f"out-{name}-{engine}-{round_}",
+                                                  args.batch_size, len(frames)))
+            for engine, predictor in loaded.items():
+                (b_rate, b_cpu), (p_rate, p_cpu) = max(bares[engine]), max(pipes[engine])
                 print(f"{name:>8} at {size:>7}, {engine:>10} ({described(predictor)}): bare {b_rate:6.1f} frames/s "
                       f"(cpu {b_cpu:5.1f} ms), pipeline {p_rate:6.1f} frames/s (cpu {p_cpu:5.1f} ms): "
                       f"costs {100 * (1 - p_rate / b_rate):4.1f}% "
-                      f"[all rounds: bare {' '.join(f'{r:.1f}' for r, _ in bares)}; "
-                      f"pipeline {' '.join(f'{r:.1f}' for r, _ in pipes)}]")
-
+                      f"[all rounds: bare {' '.join(f'{r:.1f}' for r, _ in bares[engine])}; "
+                      f"pipeline {' '.join(f'{r:.1f}' for r, _ in pipes[engine])}]")
 
 if __name__ == "__main__":
     main()

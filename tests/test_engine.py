@@ -77,7 +77,7 @@ def test_auto_prefers_a_fresh_int8_export_and_passes_over_a_stale_one(run, scene
     name = next(iter(weights))
     save_file({**weights, name: weights[name] * 1.01}, run / "best.safetensors")
     stale = load(run, engine_timer=timer(2.0, 1.0))
-    assert stale.model_file == run / "model.onnx" and "model.int8.onnx not used" in stale.engine_note
+    assert stale.model_file == run / "model.onnx" and "model.int8.onnx passed over, it was made from other weights" in stale.engine_note
 
 
 def test_a_run_folder_the_export_cannot_be_written_into_falls_back_to_torch_with_a_note(run, scenes, capsys):
@@ -106,7 +106,7 @@ def test_the_choice_follows_the_timing_and_is_remembered(run, tmp_path, monkeypa
 def test_torch_only_settings_stay_on_torch_under_auto(run):
     model = load(run, precision="fp32", engine_timer=timer(2.0, 1.0))
     assert model.engine == "torch" and not (run / "model.onnx").exists()
-    assert model.engine_note == "engine: torch (precision fp32 is the torch engine's)"
+    assert model.engine_note == "engine: torch (precision fp32 asked for, a torch setting)"
     assert load(run, engine="torch").engine_note is None and not (run / "model.onnx").exists()
 
 

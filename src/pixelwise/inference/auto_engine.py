@@ -57,15 +57,15 @@ def onnx_candidate(run_dir: Path, config: RunConfig, weights: str, device: torch
         The candidate: a fresh int8 export, else a fresh (or newly written) fp32 export, else none.
     """
     if device.type != "cpu":
-        return OnnxCandidate(None, (f"torch on {device.type}",))
+        return OnnxCandidate(None, (f"ONNX Runtime runs on the CPU, not {device.type}",))
     if precision != "auto":
-        return OnnxCandidate(None, (f"torch: precision {precision} is the torch engine's",))
+        return OnnxCandidate(None, (f"precision {precision} asked for, a torch setting",))
     if config.model.padding != "same":
-        return OnnxCandidate(None, ("torch: ONNX export supports padded U-Nets only",))
+        return OnnxCandidate(None, ("ONNX export supports padded U-Nets only",))
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
-        return OnnxCandidate(None, ("torch: onnxruntime is not installed",))
+        return OnnxCandidate(None, ("onnxruntime is not installed",))
     source = weights_path(run_dir, weights)
     notes: list[str] = []
     for model, name in (("int8", INT8_FILE), ("fp32", ONNX_FILE)):
@@ -77,7 +77,8 @@ def onnx_candidate(run_dir: Path, config: RunConfig, weights: str, device: torch
             return OnnxCandidate(model, tuple(notes))
         except ValueError as exc:  # stale or unreadable: not run, and the fp32 one is made again below
             if model == "int8":
-                notes.append(f"{path.name} not used ({str(exc).split('; ')[0].replace(str(path), 'it')})")
+                reason = str(exc).split("; ")[0].replace(str(path), "it")
+                notes.append(f"{path.name} passed over, {reason}: call export(int8=IMAGES) first to use it")
     return _exported(run_dir, weights, notes)
 
 
@@ -90,7 +91,7 @@ def _exported(run_dir: Path, weights: str, notes: list[str]) -> OnnxCandidate:
         export_onnx(run_dir, weights=weights)
     except Exception as exc:  # noqa: BLE001  (whatever stops the export, torch still predicts)
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return OnnxCandidate(None, (*notes, f"torch: could not export {run_dir / ONNX_FILE} ({reason})"))
+        return OnnxCandidate(None, (*notes, f"could not export {run_dir / ONNX_FILE} ({reason})"))
     return OnnxCandidate("fp32", (*notes, f"exported {run_dir / ONNX_FILE} in {time.perf_counter() - started:.0f} s "
                                           "(once: kept while the weights do not change)"))
 
@@ -108,14 +109,12 @@ def faster_engine(store: ChoiceStore, what: dict, time_of: Callable[[str], float
 
 
 def choice_line(engine: str, onnx_model: str | None, seconds: dict[str, float], notes: tuple[str, ...]) -> str:
-    """The one line a command prints about auto's choice, e.g. ``engine: onnx fp32 (2.1x torch on this CPU)``."""
-    if onnx_model is None:
-        line = "engine: torch" + (f" ({'; '.join(notes)})" if notes else "")
-        return line.replace("(torch: ", "(")
-    ratio = seconds.get("torch", 0) / seconds["onnx"] if seconds.get("onnx") else None
-    speed = f"{ratio:.1f}x torch's speed on this CPU" if ratio else "measured on this CPU"
-    if engine == "onnx":
-        return f"engine: onnx {onnx_model} ({speed}; {'; '.join(notes)})" if notes else \
-            f"engine: onnx {onnx_model} ({speed})"
-    kept = f"onnx {onnx_model} ran at {speed}, under the {SPEEDUP}x a switch needs"
-    return f"engine: torch ({'; '.join((kept, *notes))})"
+    """The one line a command prints about auto's choice, e.g. ``engine: onnx fp32 (2.1x torch's speed on
+    this CPU)``: the engine, the measured ratio where both were timed, then the ``notes``."""
+    reasons = list(notes)
+    if onnx_model is not None and seconds.get("onnx") and seconds.get("torch"):
+        speed = f"{seconds['torch'] / seconds['onnx']:.1f}x torch's speed on this CPU"
+        reasons.insert(0, speed if engine == "onnx" else f"onnx {onnx_model} ran at {speed}, under the {SPEEDUP}x "
+                                                         "a switch needs")
+    name = f"onnx {onnx_model}" if engine == "onnx" else "torch"
+    return f"engine: {name}" + (f" ({'; '.join(reasons)})" if reasons else "")
