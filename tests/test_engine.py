@@ -101,6 +101,10 @@ def test_the_choice_follows_the_timing_and_is_remembered(run, tmp_path, monkeypa
     assert kept.engine == "torch" and calls == []
     monkeypatch.setenv("PIXELWISE_CACHE", str(tmp_path / "other-machine"))
     assert load(run, engine_timer=timer(1.0, 0.5)).engine == "onnx"
+    monkeypatch.setenv("PIXELWISE_CACHE", str(tmp_path / "slow-onnx"))
+    calls.clear()
+    assert load(run, engine_timer=timer(1.0, 4.0, calls)).engine == "torch"
+    assert calls == ["torch", "onnx"]  # several times slower on its first call: dropped without more rounds
 
 
 def test_torch_only_settings_stay_on_torch_under_auto(run):

@@ -88,9 +88,9 @@ def measures_precision(requested: str, device: torch.device) -> bool:
     return requested == "auto" and device.type == "cpu" and native_bf16(device)
 
 
-# A candidate whose first (untimed) call already took this many times fp32's is dropped unmeasured:
-# bf16 emulated in software runs an order of magnitude slower (docs/benchmarks.md#precision-by-measurement),
-# and timing it further would cost the job minutes.
+# A candidate whose first (untimed) call already took this many times the baseline's is dropped
+# unmeasured: bf16 emulated in software runs an order of magnitude slower than fp32
+# (docs/benchmarks.md#precision-by-measurement), and timing it further would cost the job minutes.
 HOPELESS = 3.0
 
 
@@ -98,7 +98,8 @@ def measured_choice(time_of: Callable[[str], float], baseline: str, candidate: s
                     rounds: int = 2) -> tuple[str, dict[str, float]]:
     """``baseline`` or ``candidate``, whichever ran ``time_of`` (seconds it returns for a name) faster, with
     the best time of each. One untimed call of each first (kernels and sessions are built then); the
-    candidate is dropped at once where that call took ``HOPELESS`` times the baseline's. Otherwise
+    candidate is dropped at once where that call took ``HOPELESS`` times the baseline's (never the other
+    way round: torch's first call, building its kernels, is slow for that reason alone). Otherwise
     ``rounds`` alternated pairs follow, so a slowdown of the machine hits both; the candidate must run
     ``speedup`` times as fast as the baseline, or the baseline stays.
 
