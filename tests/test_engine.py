@@ -77,7 +77,8 @@ def test_auto_prefers_a_fresh_int8_export_and_passes_over_a_stale_one(run, scene
     name = next(iter(weights))
     save_file({**weights, name: weights[name] * 1.01}, run / "best.safetensors")
     stale = load(run, engine_timer=timer(2.0, 1.0))
-    assert stale.model_file == run / "model.onnx" and "model.int8.onnx passed over, it was made from other weights" in stale.engine_note
+    assert stale.model_file == run / "model.onnx"
+    assert "model.int8.onnx passed over, it was made from other weights" in stale.engine_note
 
 
 def test_a_run_folder_the_export_cannot_be_written_into_falls_back_to_torch_with_a_note(run, scenes, capsys):
