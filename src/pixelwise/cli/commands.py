@@ -296,42 +296,33 @@ def _load(args: argparse.Namespace):
     model = load(args.run, engine=args.engine, precision=args.precision, tile=getattr(args, "tile", None),
                  tta=getattr(args, "tta", False), weights=args.weights, onnx_model=args.onnx_model)
     if model.engine_note is not None:
-        print(_worded(model.engine_note, args.run))
+        print(model.engine_note)
     elif model.model_file is not None:
         print(f"onnx engine: running {model.model_file} ({'int8' if model.model_file.name == INT8_FILE else 'fp32'}; "
               "--onnx-model chooses)")
     return model
 
 
-def _flag_words(run: str | Path) -> list[tuple[str, str]]:
-    """The library's words for its parameters and functions, each with the flag or command that sets them."""
-    return [("call export(int8=IMAGES) first", f"run `pixelwise export {run} --int8 IMAGES` first"),
-            ("call export(weights='best') again", f"run `pixelwise export {run}` again"),
-            ("call export(weights='last') again", f"run `pixelwise export {run} --weights last` again"),
-            ("call export() first", f"run `pixelwise export {run}` first"),
-            ("(onnx_model='fp32')", "(--onnx-model fp32)"), ("(onnx_model)", "(--onnx-model)"),
-            ("onnx_model is the onnx engine's; pass engine='onnx'",
-              "the ONNX model (--onnx-model) is chosen for the onnx engine only; add --engine onnx"),
-            ("precision is the torch engine's", "--precision is the torch engine's"),
-            ("calibration_count", "--calibration-count"), ("every must be", "--every must be"),
-            ("(leave tile out)", "(leave out --tile)")]
-
-
-def _worded(message: str, run: str | Path) -> str:
-    """``message`` in the command line's words (:func:`_flag_words`)."""
-    for api, flag in _flag_words(run):
-        message = message.replace(api, flag)
-    return message
-
-
 @contextmanager
 def _in_flags(run: str | Path) -> Iterator[None]:
     """The library's errors name its parameters and functions; on the command line they are worded as
     the flags and commands that set them."""
+    words = [("call export(int8=IMAGES) first", f"run `pixelwise export {run} --int8 IMAGES` first"),
+             ("call export(weights='best') again", f"run `pixelwise export {run}` again"),
+             ("call export(weights='last') again", f"run `pixelwise export {run} --weights last` again"),
+             ("call export() first", f"run `pixelwise export {run}` first"),
+             ("(onnx_model='fp32')", "(--onnx-model fp32)"), ("(onnx_model)", "(--onnx-model)"),
+             ("onnx_model is the onnx engine's; pass engine='onnx'",
+              "the ONNX model (--onnx-model) is chosen for the onnx engine only; add --engine onnx"),
+             ("precision is the torch engine's", "--precision is the torch engine's"),
+             ("calibration_count", "--calibration-count"), ("every must be", "--every must be"),
+             ("(leave tile out)", "(leave out --tile)")]
     try:
         yield
     except (ValueError, FileNotFoundError) as exc:
-        message = _worded(str(exc), run)
+        message = str(exc)
+        for api, flag in words:
+            message = message.replace(api, flag)
         if message == str(exc):
             raise
         raise (ValueError if isinstance(exc, StaleExport) else type(exc))(message) from None

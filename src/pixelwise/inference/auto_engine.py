@@ -78,7 +78,7 @@ def onnx_candidate(run_dir: Path, config: RunConfig, weights: str, device: torch
         except ValueError as exc:  # stale or unreadable: not run, and the fp32 one is made again below
             if model == "int8":
                 reason = str(exc).split("; ")[0].replace(str(path), "it")
-                notes.append(f"{path.name} passed over, {reason}: call export(int8=IMAGES) first to use it")
+                notes.append(f"{path.name} passed over, {reason}: export it again with int8 images to use it")
     return _exported(run_dir, weights, notes)
 
 
