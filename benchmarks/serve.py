@@ -3,7 +3,7 @@ batching (``--max-batch 8``) and without (``--max-batch 1``); then an optional s
 sampling the server's memory; or, with ``--burst N``, the server's memory around N large images posted
 at once.
 
-    .venv/bin/python benchmarks/serve.py [--data ../shared/carla] [--seconds 15] [--soak 180]
+    .venv/bin/python benchmarks/serve.py [--data ../shared/carla] [--seconds 15] [--soak 180] [--engine torch|onnx|auto]
     .venv/bin/python benchmarks/serve.py --burst 4 [--side 4096] [--rounds 3]
 
 The server runs as ``pixelwise serve`` in its own process on 127.0.0.1 with the assignment's U-Net
@@ -28,10 +28,15 @@ import threading
 import time
 from pathlib import Path
 
+from dataclasses import replace
+
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from video import cpu_name, make_run  # noqa: E402
+
+from pixelwise.inference.export import export  # noqa: E402
+from pixelwise.recipes import recipe  # noqa: E402
 
 
 def free_port() -> int:
@@ -42,13 +47,13 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start(run: Path, max_batch: int, max_wait_ms: float) -> tuple[subprocess.Popen, str]:
+def start(run: Path, max_batch: int, max_wait_ms: float, engine: str = "torch") -> tuple[subprocess.Popen, str]:
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "pixelwise", "serve", str(run), "--port", str(port),
-                                "--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms), "--max-queue", "256"],
-                               stdout=subprocess.DEVNULL)
+                                "--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms), "--max-queue", "256",
+                                "--engine", engine], stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 300  # auto exports the run on its first load: tens of seconds
     while True:
         try:
             if httpx.get(f"{url}/health").status_code == 200:
@@ -155,6 +160,8 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=0, help="instead: this many large images posted at once")
     parser.add_argument("--side", type=int, default=4096, help="the burst's image side")
     parser.add_argument("--rounds", type=int, default=3, help="how many bursts")
+    parser.add_argument("--engine", choices=("torch", "onnx", "auto"), default="torch",
+                        help="the server's engine (default: torch, as the tables in docs/serving.md were measured)")
     args = parser.parse_args()
     if args.burst:
         burst(args.burst, args.side, args.rounds)
@@ -167,10 +174,14 @@ def main() -> None:
     print(f"CPU: {cpu_name()}; {os.cpu_count()} logical CPUs shared by server and clients")
     print(f"each request: a {len(body) / 1024:.0f} KB 640x480 PNG in, the mask PNG out; {args.seconds:g} s per row")
     with tempfile.TemporaryDirectory() as tmp:
-        run = make_run(Path(tmp), tuple(int(v) for v in args.size.split("x")))
+        seed = recipe("seed")  # the assignment's U-Net, at --size
+        size = tuple(int(v) for v in args.size.split("x"))
+        run = make_run(Path(tmp) / "run", replace(seed, data=replace(seed.data, size=size)))
+        if args.engine == "onnx":
+            export(run)
         print(f"{'batching':<22}{'clients':>8}{'req/s':>8}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'errors':>8}")
         for label, max_batch, wait in (("off (--max-batch 1)", 1, 0.0), ("on (8, 5 ms)", 8, 5.0)):
-            process, url = start(run, max_batch, wait)
+            process, url = start(run, max_batch, wait, args.engine)
             try:
                 load(url, body, 2, 3)  # warm-up
                 for clients in args.clients:

@@ -1,9 +1,17 @@
 """Video pipeline against bare inference: frames/s of ``predict_video`` on a 640x480 drive made from the
 CARLA frames, against ``predict_batch`` on the same frames already decoded in memory (the model,
-upsampling and argmax, nothing else), for the torch and onnx engines and each recipe's network.
+upsampling and argmax, nothing else), for each engine and each recipe's network.
 
     .venv/bin/python benchmarks/video.py [--data ../shared/carla] [--frames 96] [--batch-size 8] \
-        [--recipes seed scratch] [--engines torch onnx] [--rounds 3]
+        [--recipes seed scratch] [--engines torch torch-fp32 onnx onnx-int8 auto] [--rounds 3] [--isa avx2]
+
+Engines: ``torch`` (its ``auto`` precision), ``torch-fp32``, ``onnx`` (ONNX Runtime, the fp32 export),
+``onnx-int8`` (the int8 export, calibrated on 16 of the frames) and ``auto`` (what ``pw.load`` picks: it
+loads first, exporting and timing on its first use, outside the timed rounds; its choice and the time
+that first load took are printed). Each round runs every engine in turn, so that a slowdown of the
+shared machine hits them all. ``--isa avx2``
+limits torch's kernels to AVX2 (benchmarks/isa.py); ONNX Runtime has no such limit and keeps the CPU's
+own instructions.
 
 Each recipe's network runs at its own training size (``seed``: the assignment's U-Net at 96x128,
 ``scratch``: the BatchNorm U-Net at 240x320, ``default``: EfficientNet-Lite0 at 480x640), untrained:
@@ -25,18 +33,22 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import torch
+import isa
 
-from pixelwise.config import RunConfig
-from pixelwise.data.decode import read_image
-from pixelwise.data.problems import DataError
-from pixelwise.inference.batch import predict_batch
-from pixelwise.inference.predictor import Predictor
-from pixelwise.inference.video import VideoOptions, predict_video, require_av
-from pixelwise.model.build import build_model
-from pixelwise.recipes import recipe
-from pixelwise.rundir import BEST, save_config
-from pixelwise.training import checkpoint
+isa.limit_isa()  # before torch loads: its kernels read the limits once
+
+import torch  # noqa: E402
+
+from pixelwise.config import RunConfig  # noqa: E402
+from pixelwise.data.decode import read_image  # noqa: E402
+from pixelwise.data.problems import DataError  # noqa: E402
+from pixelwise.inference.batch import predict_batch  # noqa: E402
+from pixelwise.inference.predictor import Predictor  # noqa: E402
+from pixelwise.inference.video import VideoOptions, predict_video, require_av  # noqa: E402
+from pixelwise.model.build import build_model  # noqa: E402
+from pixelwise.recipes import recipe  # noqa: E402
+from pixelwise.rundir import BEST, save_config  # noqa: E402
+from pixelwise.training import checkpoint  # noqa: E402
 
 
 def cpu_name() -> str:
@@ -95,6 +107,30 @@ def pipeline(predictor: Predictor, drive: Path, out: Path, batch: int, count: in
     return timed(work, count)
 
 
+ENGINES = {"torch": {"engine": "torch"}, "torch-fp32": {"engine": "torch", "precision": "fp32"},
+           "onnx": {"engine": "onnx", "onnx_model": "fp32"}, "onnx-int8": {"engine": "onnx", "onnx_model": "int8"},
+           "auto": {"engine": "auto"}}
+
+
+def load_engine(run: Path, engine: str, frames: Path) -> Predictor:
+    """The run loaded with ``engine``; the ONNX exports it needs are made first (auto makes its own)."""
+    from pixelwise.inference.export import export
+    from pixelwise.rundir import INT8_FILE, ONNX_FILE
+
+    if engine == "onnx" and not (run / ONNX_FILE).exists():
+        export(run)
+    if engine == "onnx-int8" and not (run / INT8_FILE).exists():
+        export(run, int8=[frames], calibration_count=16)
+    return Predictor(run, **ENGINES[engine])
+
+
+def described(predictor: Predictor) -> str:
+    """What ran: the ONNX file, or torch's precision."""
+    if predictor.model_file is not None:
+        return f"onnx {predictor.model_file.name}"
+    return "torch " + str(predictor.dtype or torch.float32).removeprefix("torch.")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "carla")
@@ -102,8 +138,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--recipes", nargs="+", default=["seed", "scratch"],
                         help="whose network to run, each at its recipe's training size")
-    parser.add_argument("--engines", nargs="+", default=["torch", "onnx"])
+    parser.add_argument("--engines", nargs="+", choices=tuple(ENGINES), default=["torch", "onnx"])
     parser.add_argument("--rounds", type=int, default=3, help="bare and pipeline runs each, alternated; best kept")
+    isa.add_isa_argument(parser)
     args = parser.parse_args()
     source = args.data / "CameraRGB"
     if not source.is_dir():
@@ -116,6 +153,7 @@ def main() -> None:
         except DataError as exc:
             print(f"skipping {exc.problems[0]}", file=sys.stderr)
     print(f"CPU: {cpu_name()}")
+    print(isa.isa_line())
     print(f"{len(frames)} frames of {frames[0].shape[1]}x{frames[0].shape[0]}, batch {args.batch_size}, "
           f"best of {args.rounds} alternated runs; cpu = process CPU ms per frame, all threads")
     with tempfile.TemporaryDirectory() as tmp:
@@ -127,26 +165,27 @@ def main() -> None:
                 config = replace(config, model=replace(config.model, encoder_weights="none"))
             run = make_run(work / name, config)
             size = "x".join(map(str, config.data.size))
-            for engine in args.engines:
-                if engine == "onnx":
-                    from pixelwise.inference.export import export_onnx
-
-                    export_onnx(run)
-                predictor = Predictor(run, engine=engine)
-                predict_batch(predictor, frames[: args.batch_size])  # warm-up: kernels for this shape
-                bares, pipes = [], []
-                for round_ in range(args.rounds):
-                    bares.append(bare(predictor, frames, args.batch_size))
-                    pipes.append(pipeline(predictor, drive, work / f"out-{name}-{engine}-{round_}", args.batch_size,
-                                          len(frames)))
-                (b_rate, b_cpu), (p_rate, p_cpu) = max(bares), max(pipes)
-                precision = str(predictor.dtype or torch.float32).removeprefix("torch.")
-                print(f"{name:>8} at {size:>7}, {engine:>5} ({precision}): bare {b_rate:6.1f} frames/s "
+            loaded = {}
+            for engine in sorted(args.engines, key=lambda e: e != "auto"):  # auto first: it exports on its own
+                started = time.perf_counter()
+                loaded[engine] = load_engine(run, engine, source)
+                if engine == "auto":
+                    print(f"auto, first load {time.perf_counter() - started:.1f} s: {loaded[engine].engine_note}")
+                predict_batch(loaded[engine], frames[: args.batch_size])  # warm-up: kernels for this shape
+            bares: dict[str, list] = {engine: [] for engine in loaded}
+            pipes: dict[str, list] = {engine: [] for engine in loaded}
+            for round_ in range(args.rounds):  # engines side by side in each round: a slowdown hits them all
+                for engine, predictor in loaded.items():
+                    bares[engine].append(bare(predictor, frames, args.batch_size))
+                    pipes[engine].append(pipeline(predictor, drive, work / f"out-{name}-{engine}-{round_}",
+                                                  args.batch_size, len(frames)))
+            for engine, predictor in loaded.items():
+                (b_rate, b_cpu), (p_rate, p_cpu) = max(bares[engine]), max(pipes[engine])
+                print(f"{name:>8} at {size:>7}, {engine:>10} ({described(predictor)}): bare {b_rate:6.1f} frames/s "
                       f"(cpu {b_cpu:5.1f} ms), pipeline {p_rate:6.1f} frames/s (cpu {p_cpu:5.1f} ms): "
                       f"costs {100 * (1 - p_rate / b_rate):4.1f}% "
-                      f"[all rounds: bare {' '.join(f'{r:.1f}' for r, _ in bares)}; "
-                      f"pipeline {' '.join(f'{r:.1f}' for r, _ in pipes)}]")
-
+                      f"[all rounds: bare {' '.join(f'{r:.1f}' for r, _ in bares[engine])}; "
+                      f"pipeline {' '.join(f'{r:.1f}' for r, _ in pipes[engine])}]")
 
 if __name__ == "__main__":
     main()

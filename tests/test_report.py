@@ -89,7 +89,7 @@ def test_evaluate_scores_every_frame_and_keeps_the_worst(evaluation, scenes):
 def test_report_json_lists_each_frame_and_what_was_evaluated(report, evaluation, run, scenes):
     written = json.loads((report / "report.json").read_text())
     assert [f["name"] for f in written["per_frame"]] == [f.name for f in evaluation.frames]
-    assert written["evaluated"] == {"run": str(run), "weights": "best", "engine": "torch",
+    assert written["evaluated"] == {"run": str(run), "weights": "best", "engine": load(run).engine,  # what ran
                                     "images": str(scenes / IMAGE_DIR), "masks": str(scenes / MASK_DIR)}
 
 

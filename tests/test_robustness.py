@@ -300,8 +300,8 @@ def test_check_names_broken_links_and_loops_as_problems_of_those_files(linked, t
     ]
 
 
-def test_predict_names_broken_links(linked, tmp_path, capsys):
-    run = FIXTURES / "run-0.1.0"
+def test_predict_names_broken_links(linked, run_copy, tmp_path, capsys):
+    run = run_copy  # a copy: the default engine may write its ONNX export into the run
     dangling = linked / IMAGE_DIR / "900001.png"
     code = main(["predict", str(run), str(linked / IMAGE_DIR), str(dangling), "--out", str(tmp_path / "out"),
                  "--no-progress"])

@@ -99,6 +99,19 @@ def test_json_overlay_and_colour_formats(run, server, images):
     assert overlay.shape == color.shape == (*image.shape[:2], 3)
 
 
+def test_confidence_format_is_the_predictors_confidence_also_when_batched_with_masks(run, server, images):
+    image = read_image(images[2])
+    ids, expected = Predictor(run).predict(image, confidence=True)
+    sure = mask_of(httpx.post(f"{server}/predict?format=confidence", content=images[2].read_bytes()))
+    assert sure.dtype == np.uint8 and sure.shape == image.shape[:2]
+    assert np.abs(sure.astype(int) - expected).max() <= 1  # batched logits: float rounding only
+    with ThreadPoolExecutor(4) as pool:  # masks and confidences asked together share batches
+        answers = list(pool.map(lambda fmt: httpx.post(f"{server}/predict?format={fmt}", content=images[2].read_bytes(),
+                                                       timeout=60), ["mask", "confidence"] * 2))
+    assert all(np.array_equal(mask_of(a), ids) for a in answers[::2])
+    assert all(np.abs(mask_of(a).astype(int) - expected).max() <= 1 for a in answers[1::2])
+
+
 def test_health_and_info(server):
     assert httpx.get(f"{server}/health").json()["status"] == "ok"
     info = httpx.get(f"{server}/info").json()
@@ -270,6 +283,12 @@ def test_page_in_a_headless_browser(run, server, images, tmp_path):
         colours = browser.evaluate("(() => { const c = document.getElementById('mask'); const d = c.getContext('2d')"
                                    ".getImageData(0, 0, c.width, c.height).data; return [d[0], d[1], d[2], d[3]]; })()")
         assert colours[3] == 255
+        # The confidence toggle predicts again and shows the confidence beside the overlay, grey 0-255.
+        browser.evaluate("document.getElementById('show-confidence').click()")
+        browser.wait_for("document.getElementById('panels').classList.contains('confidence')")
+        shown = browser.evaluate("(() => { const c = document.getElementById('confidence'); return [c.width, "
+                                 "c.getBoundingClientRect().width > 0]; })()")
+        assert shown == [read_image(image).shape[1], True]
         shot = browser.send("Page.captureScreenshot", format="png")["data"]
         import base64
 

@@ -1,5 +1,5 @@
 """Where and in what precision to compute: CUDA when present, bf16 only where it is native (and, on a
-CPU, measured faster once per machine and network, then remembered)."""
+CPU, measured faster once per machine and network, then remembered, as the auto engine's choice is)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import math
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
@@ -88,28 +88,49 @@ def measures_precision(requested: str, device: torch.device) -> bool:
     return requested == "auto" and device.type == "cpu" and native_bf16(device)
 
 
-# A candidate whose first (untimed) call already took this many times fp32's is dropped unmeasured:
-# bf16 emulated in software runs an order of magnitude slower (docs/benchmarks.md#precision-by-measurement),
-# and timing it further would cost the job minutes.
+# A candidate whose first (untimed) call already took this many times the baseline's is dropped
+# unmeasured: bf16 emulated in software runs an order of magnitude slower than fp32
+# (docs/benchmarks.md#precision-by-measurement), and timing it further would cost the job minutes.
 HOPELESS = 3.0
+
+
+def measured_choice(time_of: Callable[[str], float], baseline: str, candidate: str, speedup: float,
+                    rounds: int = 2) -> tuple[str, dict[str, float]]:
+    """``baseline`` or ``candidate``, whichever ran ``time_of`` (seconds it returns for a name) faster, with
+    the best time of each. One untimed call of each first (kernels and sessions are built then); the
+    candidate is dropped at once where that call took ``HOPELESS`` times the baseline's (never the other
+    way round: torch's first call, building its kernels, is slow for that reason alone). Otherwise
+    ``rounds`` alternated pairs follow, so a slowdown of the machine hits both; the candidate must run
+    ``speedup`` times as fast as the baseline, or the baseline stays.
+
+    Args:
+        time_of: seconds one call of the named choice takes.
+        baseline: the choice kept unless the candidate is clearly faster.
+        candidate: the challenger.
+        speedup: how many times the baseline's speed the candidate must reach (> 1: a margin).
+        rounds: alternated timed pairs.
+
+    Returns:
+        The name chosen, and the seconds of each name (best of the rounds, or the first call where dropped).
+    """
+    names = (baseline, candidate)
+    first = {name: time_of(name) for name in names}
+    if first[candidate] > HOPELESS * first[baseline]:
+        return baseline, first
+    times = dict.fromkeys(names, math.inf)
+    for _ in range(rounds):
+        for name in names:
+            times[name] = min(times[name], time_of(name))
+    return (candidate if times[candidate] * speedup < times[baseline] else baseline), times
 
 
 def measured_precision(time_step: Callable[[torch.dtype | None], float], rounds: int = 2
                        ) -> tuple[torch.dtype | None, dict[str, float]]:
-    """fp32 or bf16, whichever ran ``time_step`` faster (seconds it returns), with the best time of each.
-    One untimed call of each first (the kernels are built then); bf16 is dropped at once where that call
-    took ``HOPELESS`` times fp32's. Otherwise ``rounds`` alternated pairs follow, so a slowdown of the
-    machine hits both; bf16 must win by 5%, or fp32, the more precise, stays."""
-    candidates = (None, torch.bfloat16)
-    first = {dtype: time_step(dtype) for dtype in candidates}
-    if first[torch.bfloat16] > HOPELESS * first[None]:
-        return None, {precision_name(dtype): seconds for dtype, seconds in first.items()}
-    times: dict[torch.dtype | None, float] = {dtype: math.inf for dtype in candidates}
-    for _ in range(rounds):
-        for dtype in candidates:
-            times[dtype] = min(times[dtype], time_step(dtype))
-    choice = torch.bfloat16 if times[torch.bfloat16] < 0.95 * times[None] else None
-    return choice, {precision_name(dtype): seconds for dtype, seconds in times.items()}
+    """fp32 or bf16, whichever ran ``time_step`` faster (seconds it returns), with the best time of each,
+    by :func:`measured_choice`: bf16 must win by 5%, or fp32, the more precise, stays."""
+    name, seconds = measured_choice(lambda name: time_step(PRECISION_DTYPES[name]), "fp32", "bfloat16",
+                                    speedup=1 / 0.95, rounds=rounds)
+    return PRECISION_DTYPES[name], seconds
 
 
 PRECISION_STORE = "precision.json"  # in the cache folder: the fp32-or-bf16 choices of this machine
@@ -117,18 +138,17 @@ PRECISION_STORE = "precision.json"  # in the cache folder: the fp32-or-bf16 choi
 PRECISION_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-class PrecisionStore:
-    """fp32-or-bf16 choices measured once per machine and network and kept in a JSON file, so that the
-    same run trained twice, or loaded twice, computes in the same precision: a fresh measurement could
-    flip between two close timings (a busy machine slows one of them), and the precision changes the
-    weights a run learns and a few pixels of its masks.
+class ChoiceStore:
+    """Choices measured once per machine and kept in a JSON file by name (a precision, an engine), so
+    that the same run loaded twice computes the same way: a fresh measurement could flip between two
+    close timings (a busy machine slows one of them), and the choice changes a few pixels of the masks.
 
     Each choice is keyed by the CPU model, the torch version and its kernels' instruction set, the
     thread count and ``what`` the caller measures (a network, a task, shapes). An unreadable file is
     measured over and rewritten; an unwritable one is measured again next time.
 
     Args:
-        path: the JSON file (``PRECISION_STORE`` in the cache folder).
+        path: the JSON file (e.g. ``PRECISION_STORE`` in the cache folder).
     """
 
     def __init__(self, path: Path):
@@ -140,33 +160,68 @@ class PrecisionStore:
                     "bf16_kernels": kernels_allow_bf16(), "threads": torch.get_num_threads(), **what}
         return hashlib.sha256(json.dumps(measured, sort_keys=True).encode()).hexdigest()[:16], measured
 
-    def recall(self, what: dict) -> tuple[bool, torch.dtype | None]:
-        """``(True, dtype)`` where a choice for ``what`` on this machine is kept, else ``(False, None)``."""
+    def recall(self, what: dict, names: Collection[str]) -> tuple[str, dict[str, float]] | None:
+        """The kept choice for ``what`` (one of ``names``) with the seconds that chose it, or None."""
         record = _read_json_object(self.path).get(self._key(what)[0])
-        if isinstance(record, dict) and record.get("choice") in PRECISION_DTYPES:
-            return True, PRECISION_DTYPES[record["choice"]]
-        return False, None
+        if not isinstance(record, dict) or record.get("choice") not in names:
+            return None
+        seconds = record.get("seconds")
+        return record["choice"], seconds if isinstance(seconds, dict) else {}
 
-    def remember(self, what: dict, choice: torch.dtype | None, seconds: dict[str, float]) -> None:
+    def remember(self, what: dict, choice: str, seconds: dict[str, float]) -> None:
         """Keep ``choice`` for ``what`` with the ``seconds`` that chose it, whole or not at all."""
         digest, measured = self._key(what)
         known = _read_json_object(self.path)
-        known[digest] = {"choice": precision_name(choice), "seconds": seconds, "measured": measured}
+        known[digest] = {"choice": choice, "seconds": seconds, "measured": measured}
         try:  # whole or not at all, also beside another process doing the same
             atomic_write(self.path, lambda tmp: tmp.write_text(json.dumps(known, indent=1) + "\n"), durable=False)
         except OSError:
             pass  # a read-only home: measured again next time, which costs seconds, not correctness
 
+    def choose(self, what: dict, names: Collection[str], measure: Callable[[], tuple[str, dict[str, float]]]
+               ) -> tuple[str, dict[str, float], bool]:
+        """The kept choice for ``what``, or ``measure()``'s kept from now on: the name, its seconds, and
+        whether it was measured now (False: kept from before)."""
+        kept = self.recall(what, names)
+        if kept is not None:
+            return kept[0], kept[1], False
+        choice, seconds = measure()
+        self.remember(what, choice, seconds)
+        return choice, seconds, True
+
+
+class PrecisionStore:
+    """fp32-or-bf16 choices measured once per machine and network and kept in a JSON file
+    (a :class:`ChoiceStore`), so that the same run trained twice, or loaded twice, computes in the same
+    precision: the precision changes the weights a run learns and a few pixels of its masks.
+
+    Args:
+        path: the JSON file (``PRECISION_STORE`` in the cache folder).
+    """
+
+    def __init__(self, path: Path):
+        self.choices = ChoiceStore(path)
+        self.path = self.choices.path
+
+    def recall(self, what: dict) -> tuple[bool, torch.dtype | None]:
+        """``(True, dtype)`` where a choice for ``what`` on this machine is kept, else ``(False, None)``."""
+        kept = self.choices.recall(what, PRECISION_DTYPES)
+        return (True, PRECISION_DTYPES[kept[0]]) if kept else (False, None)
+
+    def remember(self, what: dict, choice: torch.dtype | None, seconds: dict[str, float]) -> None:
+        """Keep ``choice`` for ``what`` with the ``seconds`` that chose it, whole or not at all."""
+        self.choices.remember(what, precision_name(choice), seconds)
+
     def choose(self, what: dict, time_step: Callable[[torch.dtype | None], float]
                ) -> tuple[torch.dtype | None, dict[str, float] | None]:
         """The kept choice for ``what``, or :func:`measured_precision` of ``time_step`` kept from now on;
         with the seconds measured (None where the choice was kept from before)."""
-        known, dtype = self.recall(what)
-        if known:
-            return dtype, None
-        dtype, seconds = measured_precision(time_step)
-        self.remember(what, dtype, seconds)
-        return dtype, seconds
+        def measure() -> tuple[str, dict[str, float]]:
+            dtype, seconds = measured_precision(time_step)
+            return precision_name(dtype), seconds
+
+        name, seconds, fresh = self.choices.choose(what, PRECISION_DTYPES, measure)
+        return PRECISION_DTYPES[name], seconds if fresh else None
 
 
 def _read_json_object(path: Path) -> dict:

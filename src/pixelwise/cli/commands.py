@@ -314,12 +314,14 @@ def _export_problems(export, args: argparse.Namespace) -> None:
 
 def _load(args: argparse.Namespace):
     """The run of ``args.run`` loaded with the inference flags its command has (serve has no --tile or
-    --tta), saying which exported model the onnx engine runs."""
+    --tta), saying which engine auto chose or which exported model the onnx engine runs."""
     from ..inference.model import load
 
     model = load(args.run, engine=args.engine, precision=args.precision, tile=getattr(args, "tile", None),
                  tta=getattr(args, "tta", False), weights=args.weights, onnx_model=args.onnx_model)
-    if model.model_file is not None:
+    if model.engine_note is not None:
+        print(model.engine_note)
+    elif model.model_file is not None:
         print(f"onnx engine: running {model.model_file} ({'int8' if model.model_file.name == INT8_FILE else 'fp32'}; "
               "--onnx-model chooses)")
     return model

@@ -14,21 +14,22 @@ from .predictor import Predictor
 
 
 @torch.no_grad()
-def predict_batch(predictor: Predictor, images: Sequence[np.ndarray],
-                  size: tuple[int, int] | str | None = None) -> list[np.ndarray]:
+def predict_batch(predictor: Predictor, images: Sequence[np.ndarray], size: tuple[int, int] | str | None = None,
+                  confidence: bool = False) -> list[np.ndarray] | list[tuple[np.ndarray, np.ndarray]]:
     """(H, W) uint8 class ids for each (H, W, 3) uint8 image, at its own size, in one forward pass at
     ``size`` as in ``Predictor.predict`` (default: the training size; each image is resized to it, so
-    sizes may differ; ``"native"`` needs images of one size)."""
+    sizes may differ; ``"native"`` needs images of one size); with ``confidence``, ``(ids, confidence)``
+    pairs as ``Predictor.predict`` gives them."""
     if not images:
         return []
     config = predictor.config
     if size == "native" and len({image.shape[:2] for image in images}) > 1:
-        return [predictor.predict(image, size) for image in images]
+        return [predictor.predict(image, size, confidence) for image in images]
     h, w = images[0].shape[:2] if size == "native" else (size or config.data.size)
     if predictor.tiled(h, w):
-        return [predictor.predict(image, size) for image in images]  # tiled: one image at a time
+        return [predictor.predict(image, size, confidence) for image in images]  # tiled: one image at a time
     logits = predictor.batch_logits(np.stack([predictor.resized(image, (h, w)) for image in images]))
-    return [predictor.mask(logits[i], image.shape[:2]) for i, image in enumerate(images)]
+    return [predictor.mask(logits[i], image.shape[:2], confidence) for i, image in enumerate(images)]
 
 
 def class_shares(mask: np.ndarray, n_classes: int) -> np.ndarray:

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..evaluation.evaluate import Evaluation, evaluate_predictor
+from .auto_engine import EngineTimer
 from .export import export
 from .predict import PredictResult, predict
 from .predictor import ImageInput, Predictor
@@ -85,7 +86,7 @@ class Model(Predictor):
 
     def export(self, *, int8: Iterable[str | Path] | None = None, calibration_count: int = 64) -> list[Path]:
         """The run's model as ONNX from this model's ``weights`` (see :func:`~pixelwise.inference.export.export`);
-        with the onnx engine, this model then runs the new export.
+        with the onnx engine (named or chosen by auto), this model then runs the new export.
 
         Returns:
             The files written.
@@ -96,6 +97,8 @@ class Model(Predictor):
         """
         written = export(self.run_dir, int8=int8, calibration_count=calibration_count, weights=self.weights)
         if self.engine == "onnx":
+            if self.engine_note is not None:  # chosen by auto: the new export's best model (int8 where written)
+                self.onnx_model = None
             self.load_onnx()
         return written
 
@@ -119,15 +122,17 @@ class Model(Predictor):
         return predict_video(self, path, out, options or VideoOptions(), size)
 
 
-def load(run_dir: str | Path, *, engine: str = "torch", precision: str = "auto", tile: tuple[int, int] | None = None,
+def load(run_dir: str | Path, *, engine: str = "auto", precision: str = "auto", tile: tuple[int, int] | None = None,
          tta: bool = False, weights: str = "best", onnx_model: str | None = None,
-         device: torch.device | None = None) -> Model:
+         device: torch.device | None = None, engine_timer: EngineTimer | None = None) -> Model:
     """A trained run ready for inference, its settings held once for ``predict``, ``evaluate``,
     ``export``, ``serve`` and ``predict_video``.
 
     Args:
         run_dir: a run directory.
-        engine, precision, tile, tta, weights, onnx_model, device: as for :class:`Predictor`.
+        engine: "auto" (the faster of ONNX Runtime and torch, exporting the run on first use; see
+            :class:`Predictor`), "torch" or "onnx".
+        precision, tile, tta, weights, onnx_model, device, engine_timer: as for :class:`Predictor`.
 
     Returns:
         The run's :class:`Model`.
@@ -136,4 +141,4 @@ def load(run_dir: str | Path, *, engine: str = "torch", precision: str = "auto",
         FileNotFoundError, ValueError, StaleExport: as :class:`Predictor` does.
     """
     return Model(run_dir, weights=weights, device=device, precision=precision, engine=engine, tile=tile,
-                     tta=tta, onnx_model=onnx_model)
+                 tta=tta, onnx_model=onnx_model, engine_timer=engine_timer)

@@ -18,15 +18,16 @@ from ..data.cache import default_cache_dir
 from ..data.decode import read_image
 from ..data.resize import resize_image
 from ..data.transforms import to_input
-from ..device import PRECISION_STORE, PrecisionStore, autocast, forward_timer, measures_precision, pick_device, \
-    resolve_precision
+from ..device import PRECISION_STORE, ChoiceStore, PrecisionStore, autocast, forward_timer, measures_precision, \
+    pick_device, resolve_precision, usable_cores
 from ..rundir import load_config, load_model, weights_path
+from .auto_engine import ENGINE_STORE, EngineTimer, choice_line, faster_engine, onnx_candidate, wall_seconds
 from .onnx_engine import check_fresh, onnx_forward, onnx_model_path
 from .tiling import AUTO_TILE, Forward, blended_rows, gathered
 from .upsample import streamed_ids, upsampled_ids
 
 ImageInput = Union[np.ndarray, str, Path]
-ENGINES = ("torch", "onnx")
+ENGINES = ("auto", "torch", "onnx")
 TILE_OVERLAP = 0.25
 
 
@@ -42,6 +43,15 @@ class Predictor:
     refused (:class:`~pixelwise.inference.onnx_engine.StaleExport`). ``model_file`` says which file runs
     (None for the torch engine).
 
+    ``engine="auto"`` (``pw.load``'s default) runs ONNX Runtime where it is clearly faster than torch,
+    torch everywhere else (:mod:`~pixelwise.inference.auto_engine`): on a CPU with onnxruntime, the run's
+    ONNX export made from the current weights (int8 where exported, else fp32), written into the run on
+    first use where there is none or it is stale; then whichever engine scores one image of the training
+    size (or a tile) faster, ONNX needing 1.2x torch's speed, measured on the first load on the machine
+    and remembered in the cache folder. A torch-only setting (a ``precision`` named, a CUDA ``device``,
+    an unpadded U-Net) or an export that cannot be written (a read-only run) leaves torch. ``engine``
+    is then the engine chosen and ``engine_note`` one line saying which and why (None unless auto).
+
     ``tile=(h, w)``: where the size the model sees (after padding) is larger than the tile on either
     side, predict in tiles of that size overlapping by at least 25%, blended with Gaussian weights; the
     network's memory then depends on the tile, not the image. Without ``tile`` a padded U-Net is tiled
@@ -56,10 +66,12 @@ class Predictor:
         device: where the torch engine runs (default: CUDA where present, else the CPU).
         precision: the torch engine's "auto", "fp32", "bf16" or "fp16"; "auto" picks fp32 or bf16 by
             a measurement remembered per machine and network.
-        engine: "torch" or "onnx".
+        engine: "auto", "torch" or "onnx".
         tile: (height, width) of the tiles large inputs are predicted in.
         tta: average with the horizontal mirror.
         onnx_model: the onnx engine's "fp32" or "int8" model.
+        engine_timer: seconds one forward call takes, given the engine's name and the call: what the auto
+            engine compares (default: its wall-clock time).
 
     Raises:
         FileNotFoundError: no run, no such weights, or no ONNX export for the onnx engine.
@@ -69,7 +81,7 @@ class Predictor:
 
     def __init__(self, run_dir: str | Path, weights: str = "best", device: torch.device | None = None,
                  precision: str = "auto", engine: str = "torch", tile: tuple[int, int] | None = None,
-                 tta: bool = False, onnx_model: str | None = None):
+                 tta: bool = False, onnx_model: str | None = None, engine_timer: EngineTimer | None = None):
         self.run_dir = Path(run_dir)
         self.config = load_config(self.run_dir)
         self.classes = self.config.classes
@@ -78,18 +90,28 @@ class Predictor:
         self.tile = _check_tile(tile, self.config) or _default_tile(self.config)
         self.tta = tta
         self.model_file: Path | None = None
-        if engine == "onnx":
+        self.engine_note: str | None = None
+        if engine == "auto":
+            self._choose_engine(device or pick_device(), engine_timer or wall_seconds)
+        elif engine == "onnx":
             self.load_onnx()
-            return
-        self.device = device or pick_device()
-        self.dtype = resolve_precision(precision, self.device, depthwise=self.config.model.encoder != "unet")
-        self.model = load_model(self.run_dir, self.config, weights).to(self.device, memory_format=torch.channels_last)
-        if measures_precision(precision, self.device):
+        else:
+            self._load_torch(device or pick_device())
+
+    def _load_torch(self, device: torch.device) -> None:
+        """Run the weights with torch on ``device``, in the precision asked for."""
+        self.engine, self.model_file = "torch", None
+        self.device = device
+        self.dtype = resolve_precision(self.precision, device, depthwise=self.config.model.encoder != "unet")
+        self.model = load_model(self.run_dir, self.config, self.weights).to(device, memory_format=torch.channels_last)
+        if measures_precision(self.precision, device):
             self.dtype = self._remembered_dtype()
 
+        model, dtype = self.model, self.dtype  # this engine's, whichever the auto engine loads after it
+
         def forward(x: torch.Tensor) -> torch.Tensor:
-            with autocast(self.device, self.dtype):
-                return self.model(x.contiguous(memory_format=torch.channels_last))
+            with autocast(device, dtype):
+                return model(x.contiguous(memory_format=torch.channels_last))
 
         self._forward = forward
 
@@ -100,19 +122,61 @@ class Predictor:
             StaleExport: the export was made from other weights, or records none.
             FileNotFoundError: no export.
         """
-        self.device, self.dtype = torch.device("cpu"), None
+        self.engine, self.device, self.dtype, self.model = "onnx", torch.device("cpu"), None, None
         self.model_file = onnx_model_path(self.run_dir, self.onnx_model)
         check_fresh(self.model_file, weights_path(self.run_dir, self.weights))
         self._forward = onnx_forward(self.run_dir, model=self.onnx_model)
+
+    def _choose_engine(self, device: torch.device, timer: EngineTimer) -> None:
+        """The auto engine: torch where ONNX cannot run, else the faster of the two at the timing size,
+        kept per machine and network; ``engine_note`` says which and why."""
+        candidate = onnx_candidate(self.run_dir, self.config, self.weights, device, self.precision)
+        if candidate.model is None:
+            self._load_torch(device)
+            self.engine_note = choice_line("torch", None, {}, candidate.notes)
+            return
+        import onnxruntime
+
+        h, w = self._timing_size()
+        x = torch.rand(1, self.config.model.in_channels, h, w)
+        what = {"task": "engine", "model": self.config.model.to_dict(), "input": [h, w], "onnx": candidate.model,
+                "onnxruntime": onnxruntime.__version__, "cores": usable_cores()}
+        loaded: dict[str, Forward] = {}
+
+        @torch.no_grad()
+        def time_of(engine: str) -> float:
+            if engine not in loaded:
+                self._load_engine(engine, device, candidate.model)
+                loaded[engine] = self._forward
+            return timer(engine, lambda: loaded[engine](x))
+
+        engine, seconds, _ = faster_engine(ChoiceStore(default_cache_dir() / ENGINE_STORE), what, time_of)
+        if list(loaded)[-1:] != [engine]:  # not loaded (a kept choice), or another engine loaded after it
+            self._load_engine(engine, device, candidate.model)
+        self.engine_note = choice_line(engine, candidate.model, seconds, candidate.notes)
+
+    def _load_engine(self, engine: str, device: torch.device, onnx_model: str) -> None:
+        if engine == "onnx":
+            self.onnx_model = onnx_model
+            self.load_onnx()
+        else:
+            self.onnx_model = None
+            self._load_torch(device)
+
+    def _timing_size(self) -> tuple[int, int]:
+        """The size choices are timed at: the training size the network sees, or a tile where smaller."""
+        cfg = self.config.model
+        h, w = (cfg.input_size_for(side) for side in self.config.data.size)
+        if self.tile is not None:
+            h, w = min(h, self.tile[0]), min(w, self.tile[1])
+        return h, w
 
     def _remembered_dtype(self) -> torch.dtype | None:
         """fp32 or bf16, whichever scores one image of the training size (or a tile) faster on this
         machine, measured on the first load and remembered: CPUs with the same bf16 flags predicted
         Lite0 at 1.32x (an EPYC) and 0.74x (a Xeon without AMX) fp32's speed."""
         cfg = self.config.model
-        h, w = (cfg.input_size_for(side) for side in self.config.data.size)
-        if self.tile is not None:
-            h, w = min(h, self.tile[0]), min(w, self.tile[1])
+        h, w = self._timing_size()
         x = torch.rand(1, cfg.in_channels, h, w).contiguous(memory_format=torch.channels_last)
         store = PrecisionStore(default_cache_dir() / PRECISION_STORE)
         return store.choose({"model": cfg.to_dict(), "input": [h, w]}, forward_timer(self.model, x, self.device))[0]
@@ -219,10 +283,15 @@ class Predictor:
         return (ids, sure) if confidence else ids
 
     @staticmethod
-    def mask(logits: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
+    def mask(logits: torch.Tensor, shape: tuple[int, int], confidence: bool = False
+             ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """(H, W) uint8 class ids of (n_classes, h, w) logits at ``shape``: upsampled bilinearly, then
-        argmax, a band of rows at a time on large images (:func:`~pixelwise.inference.upsample.upsampled_ids`)."""
-        return upsampled_ids(logits, shape)
+        argmax, a band of rows at a time on large images (:func:`~pixelwise.inference.upsample.upsampled_ids`);
+        with ``confidence``, ``(ids, confidence)`` as :meth:`predict` gives them."""
+        if not confidence:
+            return upsampled_ids(logits, shape)
+        sure = np.empty(shape, dtype=np.uint8)
+        return streamed_ids([(0, logits)], logits.shape[1:], shape, confidence=sure), sure
 
 
 def as_image(image: ImageInput) -> np.ndarray:

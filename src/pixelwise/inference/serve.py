@@ -1,6 +1,6 @@
 """A trained run served over HTTP (FastAPI on uvicorn): ``POST /predict`` an image, get its class-id
-mask (PNG), its class shares (JSON) or an overlay (PNG); ``GET /`` a page to try it; ``/health`` and
-``/info`` for whoever runs it.
+mask (PNG), its class shares (JSON), an overlay (PNG) or the model's per-pixel confidence (PNG); ``GET /``
+a page to try it; ``/health`` and ``/info`` for whoever runs it.
 
 Behaviour under load: requests that arrive together are predicted together, up to ``max_batch``
 images after waiting at most ``max_wait_ms`` for company (one forward pass costs much less than
@@ -41,7 +41,9 @@ from .onnx_engine import file_digest
 from .outputs import colorize, overlay
 from .predictor import Predictor
 
-FORMATS = ("mask", "json", "overlay", "color")
+FORMATS = ("mask", "json", "overlay", "color", "confidence")
+# What the inference thread hands back for one image: its class ids, and its confidence where asked for.
+Prediction = tuple[np.ndarray, np.ndarray | None]
 
 
 @dataclass(frozen=True)
@@ -76,16 +78,17 @@ def require_serve():
 class Batcher:
     """Collects waiting images into batches for one inference thread; a full queue refuses at once."""
 
-    def __init__(self, predict_many: Callable[[Sequence[np.ndarray]], list[np.ndarray]], options: ServeOptions):
+    def __init__(self, predict_many: Callable[[Sequence[np.ndarray], bool], list[Prediction]], options: ServeOptions):
         self.predict_many, self.options = predict_many, options
         self.queue: asyncio.Queue = asyncio.Queue(options.max_queue)
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="pixelwise-infer")  # one model, one caller
         self.batches = self.images = 0
 
-    async def predict(self, image: np.ndarray) -> np.ndarray:
-        """The image's mask; raises asyncio.QueueFull when ``max_queue`` requests already wait."""
+    async def predict(self, image: np.ndarray, confidence: bool = False) -> Prediction:
+        """The image's mask, with its confidence where asked for (else None); raises asyncio.QueueFull
+        when ``max_queue`` requests already wait."""
         future = asyncio.get_running_loop().create_future()
-        self.queue.put_nowait((image, future))
+        self.queue.put_nowait((image, confidence, future))
         return await future
 
     async def run(self) -> None:
@@ -94,7 +97,7 @@ class Batcher:
         while True:
             await self.answer(await self.collect())
 
-    async def collect(self) -> list[tuple[np.ndarray, asyncio.Future]]:
+    async def collect(self) -> list[tuple[np.ndarray, bool, asyncio.Future]]:
         """The next batch: the first image to come, then those that queued meanwhile or come within
         ``max_wait_ms``, up to ``max_batch``; the clients that left are dropped."""
         loop = asyncio.get_running_loop()
@@ -111,24 +114,27 @@ class Batcher:
                 batch.append(await asyncio.wait_for(self.queue.get(), left))
             except asyncio.TimeoutError:
                 break
-        return [(image, future) for image, future in batch if not future.done()]
+        return [item for item in batch if not item[2].done()]
 
-    async def answer(self, batch: list[tuple[np.ndarray, asyncio.Future]]) -> None:
-        """Predict a batch on the inference thread and hand each client its mask (or the engine's error)."""
+    async def answer(self, batch: list[tuple[np.ndarray, bool, asyncio.Future]]) -> None:
+        """Predict a batch on the inference thread and hand each client its mask (or the engine's error);
+        the confidence is computed for the whole batch where any of its clients asked for it."""
         if not batch:
             return
         loop = asyncio.get_running_loop()
+        confidence = any(wanted for _, wanted, _ in batch)
         try:
-            masks = await loop.run_in_executor(self.pool, self.predict_many, [image for image, _ in batch])
+            predictions = await loop.run_in_executor(self.pool, self.predict_many, [image for image, _, _ in batch],
+                                                     confidence)
         except Exception as exc:  # noqa: BLE001  (an engine failure fails this batch, not the server)
-            for _, future in batch:
+            for _, _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
             return
         self.batches, self.images = self.batches + 1, self.images + len(batch)
-        for (_, future), mask in zip(batch, masks):
+        for (_, _, future), prediction in zip(batch, predictions):
             if not future.done():
-                future.set_result(mask)
+                future.set_result(prediction)
 
 
 class Settle:
@@ -163,6 +169,7 @@ def model_info(predictor: Predictor, options: ServeOptions) -> dict:
     classes = predictor.classes
     return {"run": predictor.run_dir.name, "engine": predictor.engine, "weights": predictor.weights,
             "precision": precision_name(predictor.dtype) if predictor.engine == "torch" else "onnx",
+            "engine_choice": predictor.engine_note,
             "device": str(predictor.device), "training_size": list(predictor.config.data.size),
             "model": predictor.config.model.to_dict(), "fingerprint": fingerprint(predictor),
             "classes": [{"id": i, "name": n, "color": list(c)} for i, (n, c) in enumerate(zip(classes.names, classes.colors))],
@@ -244,8 +251,10 @@ def decode(data: bytes, name: str, max_pixels: int) -> np.ndarray:
         raise Refused(400, str(exc.problems[0])) from None
 
 
-def encode(image: np.ndarray, mask: np.ndarray, fmt: str, classes: ClassSet) -> tuple[bytes, str]:
-    """The answer's bytes and media type: class shares as JSON, or the mask, colour mask or overlay as PNG."""
+def encode(image: np.ndarray, prediction: Prediction, fmt: str, classes: ClassSet) -> tuple[bytes, str]:
+    """The answer's bytes and media type: class shares as JSON, or the mask, colour mask, overlay or
+    confidence (8-bit grey: the softmax probability of each pixel's class, 0-255) as PNG."""
+    mask, confidence = prediction
     if fmt == "json":
         shares = class_shares(mask, len(classes))
         order = [int(i) for i in np.argsort(-shares, kind="stable") if shares[i] > 0]
@@ -253,7 +262,7 @@ def encode(image: np.ndarray, mask: np.ndarray, fmt: str, classes: ClassSet) -> 
                   "shares": [{"id": i, "name": classes.names[i], "share": round(float(shares[i]), 6)} for i in order]}
         return json.dumps(answer).encode(), "application/json"
     picture = {"mask": lambda: mask, "color": lambda: colorize(mask, classes),
-               "overlay": lambda: overlay(image, mask, classes)}[fmt]()
+               "overlay": lambda: overlay(image, mask, classes), "confidence": lambda: confidence}[fmt]()
     buffer = io.BytesIO()
     Image.fromarray(picture).save(buffer, format="PNG", compress_level=1)  # speed over a few bytes
     return buffer.getvalue(), "image/png"
@@ -268,10 +277,17 @@ async def answer(request, batcher: Batcher, options: ServeOptions, classes: Clas
     data, name = await upload(request.headers, body)
     image = await asyncio.to_thread(decode, data, name, options.max_pixels)
     try:
-        mask = await batcher.predict(image)
+        prediction = await batcher.predict(image, confidence=fmt == "confidence")
     except asyncio.QueueFull:
         raise Refused(503, f"busy: {options.max_queue} requests already wait; retry shortly", {"Retry-After": "1"}) from None
-    return await asyncio.to_thread(encode, image, mask, fmt, classes)
+    return await asyncio.to_thread(encode, image, prediction, fmt, classes)
+
+
+def predictions(predictor: Predictor, images: Sequence[np.ndarray], confidence: bool) -> list[Prediction]:
+    """Each image's ids in one forward pass, with its confidence where ``confidence`` (else None)."""
+    if confidence:
+        return predict_batch(predictor, images, confidence=True)
+    return [(mask, None) for mask in predict_batch(predictor, images)]
 
 
 def create_app(predictor: Predictor, options: ServeOptions = ServeOptions(),
@@ -294,7 +310,7 @@ def create_app(predictor: Predictor, options: ServeOptions = ServeOptions(),
     from fastapi import FastAPI, Request
     from fastapi.responses import HTMLResponse, Response
 
-    batcher = Batcher(lambda images: predict_batch(predictor, images), options)
+    batcher = Batcher(lambda images, confidence: predictions(predictor, images, confidence), options)
     settle = Settle(release)
     info = model_info(predictor, options)
     page = resources.files(__package__).joinpath("page.html").read_text(encoding="utf-8")
