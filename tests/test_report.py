@@ -90,6 +90,7 @@ def test_report_json_lists_each_frame_and_what_was_evaluated(report, evaluation,
     written = json.loads((report / "report.json").read_text())
     assert [f["name"] for f in written["per_frame"]] == [f.name for f in evaluation.frames]
     assert written["evaluated"] == {"run": str(run), "weights": "best", "engine": load(run).engine,  # what ran
+                                    "tta": False, "scales": [1.0],
                                     "images": str(scenes / IMAGE_DIR), "masks": str(scenes / MASK_DIR)}
 
 

@@ -318,7 +318,8 @@ def _load(args: argparse.Namespace):
     from ..inference.model import load
 
     model = load(args.run, engine=args.engine, precision=args.precision, tile=getattr(args, "tile", None),
-                 tta=getattr(args, "tta", False), weights=args.weights, onnx_model=args.onnx_model)
+                 tta=getattr(args, "tta", False), weights=args.weights, onnx_model=args.onnx_model,
+                 scales=getattr(args, "scales", (1.0,)))
     if model.engine_note is not None:
         print(model.engine_note)
     elif model.model_file is not None:
@@ -341,7 +342,7 @@ def _in_flags(run: str | Path) -> Iterator[None]:
              ("precision is the torch engine's", "--precision is the torch engine's"),
              ("calibration_count", "--calibration-count"), ("every must be", "--every must be"),
              ("(leave tile out)", "(leave out --tile)"), ("count must be at least", "--count must be at least"),
-             ("batch_size must be at least", "--batch-size must be at least")]
+             ("batch_size must be at least", "--batch-size must be at least"), ("scales", "--scales")]
     try:
         yield
     except (ValueError, FileNotFoundError) as exc:

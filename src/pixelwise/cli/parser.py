@@ -64,6 +64,19 @@ def _cache_args(p: argparse.ArgumentParser) -> None:
     _progress_arg(p)
 
 
+def _scales(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected factors such as 0.75,1,1.25, not {text!r}") from None
+
+
+def _scales_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scales", type=_scales, default=(1.0,), metavar="S,S,…",
+                   help="test-time scales: also predict at these factors of the size the model sees and average the "
+                        "class probabilities (one pass per scale, two with --tta; e.g. 0.75,1,1.25; default: 1)")
+
+
 def _engine_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", choices=("auto", "torch", "onnx"), default="auto",
                    help="auto (default): on a CPU with onnxruntime, the run's ONNX export (int8 when exported with "
@@ -182,6 +195,7 @@ def _evaluate(sub) -> None:
                         "than --size); each side a size the network takes")
     p.add_argument("--tta", action="store_true",
                    help="average each prediction with that of the mirrored image (two passes per image)")
+    _scales_arg(p)
     _engine_arg(p)
     _cache_args(p)
 
@@ -242,6 +256,7 @@ def _predict(sub) -> None:
     p.add_argument("--tta", action="store_true",
                    help="test-time augmentation: average the logits of each image and of its horizontal mirror "
                         "(two passes per image)")
+    _scales_arg(p)
     _video_args(p)
     _progress_arg(p)
 

@@ -25,7 +25,7 @@ from ..settings import shown
 from .report import REPORT_FILE
 
 COMPARE_CSV, COMPARE_MD, COMPARE_PNG = "compare.csv", "compare.md", "compare_per_class.png"
-EVALUATED = ("weights", "images", "masks")  # what an evaluation was run on, shown where runs differ in it
+EVALUATED = ("weights", "engine", "tta", "scales", "images", "masks")  # what an evaluation ran on and how
 
 
 @dataclass(frozen=True)
@@ -158,7 +158,9 @@ def read_run(path: Path, label: str) -> RunSummary:
     evaluation = read_evaluation(path)
     facts = settings_shown(config)
     inputs = (evaluation or {}).get("evaluated", {})
-    facts |= {f"evaluated.{k}": inputs.get(k, "-") for k in EVALUATED}
+    # a list (the scales) shown as its items, so that facts stay hashable and read as the flag was written
+    facts |= {f"evaluated.{k}": ",".join(map(str, v)) if isinstance(v, list) else v
+              for k, v in ((k, inputs.get(k, "-")) for k in EVALUATED)}
     validated = [row for row in history if row.get("val_miou") is not None]
     best = max(validated, key=lambda row: row["val_miou"], default=None)
     seconds = [row["seconds"] for row in history if row.get("seconds") is not None]

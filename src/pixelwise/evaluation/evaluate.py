@@ -80,17 +80,17 @@ class Evaluation:
 def evaluate(run_dir: str | Path, images_dir: str | Path, masks_dir: str | Path, *, weights: str = "best",
              skip_invalid: bool = False, cache_dir: Path | None = None, progress: bool = True,
              size: tuple[int, int] | str | None = None, tile: tuple[int, int] | None = None, tta: bool = False,
-             engine: str = "torch", onnx_model: str | None = None, precision: str = "auto",
+             scales: tuple[float, ...] = (1.0,), engine: str = "torch", onnx_model: str | None = None, precision: str = "auto",
              only: str | Path | None = None, data: dict | None = None, worst: int = 6) -> Evaluation:
     """``load(run_dir, ...).evaluate(images_dir, masks_dir, ...)``: the run loaded with ``weights``,
-    ``tile``, ``tta``, ``engine``, ``onnx_model`` and ``precision`` (see :class:`Predictor`), then
+    ``tile``, ``tta``, ``scales``, ``engine``, ``onnx_model`` and ``precision`` (see :class:`Predictor`), then
     scored by :func:`evaluate_predictor` with the other arguments.
 
     Raises:
         DataError: problems in the data. FileNotFoundError, ValueError: as :class:`Predictor` raises.
     """
     predictor = Predictor(run_dir, weights=weights, tile=tile, tta=tta, engine=engine, onnx_model=onnx_model,
-                          precision=precision)
+                          precision=precision, scales=scales)
     return evaluate_predictor(predictor, images_dir, masks_dir, skip_invalid=skip_invalid, cache_dir=cache_dir,
                               progress=progress, size=size, only=only, data=data, worst=worst)
 
@@ -141,7 +141,7 @@ def evaluate_predictor(predictor: Predictor, images_dir: str | Path, masks_dir: 
     pairs = [paths[name] for name in checked.names]
     confusion, frames, kept = score_pairs(predictor, pairs, mask_format, size=size, worst=worst, progress=progress)
     inputs = {"run": str(predictor.run_dir), "weights": predictor.weights, "engine": predictor.engine,
-              "images": str(images_dir), "masks": str(masks_dir)}
+              "tta": predictor.tta, "scales": list(predictor.scales), "images": str(images_dir), "masks": str(masks_dir)}
     return Evaluation(confusion, predictor.classes, len(pairs), checked.problems, frames, kept, inputs)
 
 

@@ -117,7 +117,7 @@ def report_page(evaluation: Evaluation, confusion_png: bytes) -> str:
     """
     inputs = evaluation.inputs
     title = f"evaluation of {Path(inputs['run']).name}" if "run" in inputs else "evaluation"
-    meta = " · ".join(f"{key} {escape(value)}" for key, value in inputs.items())
+    meta = " · ".join(f"{key} {escape(str(value))}" for key, value in inputs.items())
     confusion = "data:image/png;base64," + base64.b64encode(confusion_png).decode("ascii")
     if evaluation.worst:
         frames = (f"<p>The {len(evaluation.worst)} frames with the lowest mIoU (over the classes in each frame's "

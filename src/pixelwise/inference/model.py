@@ -124,7 +124,8 @@ class Model(Predictor):
 
 def load(run_dir: str | Path, *, engine: str = "auto", precision: str = "auto", tile: tuple[int, int] | None = None,
          tta: bool = False, weights: str = "best", onnx_model: str | None = None,
-         device: torch.device | None = None, engine_timer: EngineTimer | None = None) -> Model:
+         device: torch.device | None = None, engine_timer: EngineTimer | None = None,
+         scales: tuple[float, ...] = (1.0,)) -> Model:
     """A trained run ready for inference, its settings held once for ``predict``, ``evaluate``,
     ``export``, ``serve`` and ``predict_video``.
 
@@ -132,7 +133,7 @@ def load(run_dir: str | Path, *, engine: str = "auto", precision: str = "auto", 
         run_dir: a run directory.
         engine: "auto" (the faster of ONNX Runtime and torch, exporting the run on first use; see
             :class:`Predictor`), "torch" or "onnx".
-        precision, tile, tta, weights, onnx_model, device, engine_timer: as for :class:`Predictor`.
+        precision, tile, tta, weights, onnx_model, device, engine_timer, scales: as for :class:`Predictor`.
 
     Returns:
         The run's :class:`Model`.
@@ -141,4 +142,4 @@ def load(run_dir: str | Path, *, engine: str = "auto", precision: str = "auto", 
         FileNotFoundError, ValueError, StaleExport: as :class:`Predictor` does.
     """
     return Model(run_dir, weights=weights, device=device, precision=precision, engine=engine, tile=tile,
-                 tta=tta, onnx_model=onnx_model, engine_timer=engine_timer)
+                 tta=tta, onnx_model=onnx_model, engine_timer=engine_timer, scales=scales)

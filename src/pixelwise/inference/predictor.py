@@ -22,6 +22,7 @@ from ..device import PRECISION_STORE, ChoiceStore, PrecisionStore, autocast, for
     pick_device, resolve_precision, usable_cores
 from ..rundir import load_config, load_model, weights_path
 from .auto_engine import ENGINE_STORE, EngineTimer, choice_line, faster_engine, onnx_candidate, wall_seconds
+from .scales import check_scales, multi_scale
 from .onnx_engine import check_fresh, onnx_forward, onnx_model_path
 from .tiling import AUTO_TILE, Forward, blended_rows, gathered
 from .upsample import streamed_ids, upsampled_ids
@@ -58,7 +59,9 @@ class Predictor:
     at ``AUTO_TILE`` (1024) per side when a side exceeds it, as ``size="native"`` on large photos does;
     a larger ``tile`` raises that limit. Unpadded ('valid') U-Nets always run in one pass. ``tta=True``
     averages the logits of the image and of its horizontal mirror (flipped back), at the cost of two
-    forward passes.
+    forward passes. ``scales=(0.75, 1, 1.25)`` also runs the network on the input (or tile) resized by each
+    factor and averages the class probabilities brought back to its size
+    (:func:`~pixelwise.inference.scales.multi_scale`): one pass per scale, each doubled by ``tta``.
 
     Args:
         run_dir: a run directory (config.json and weights).
@@ -69,6 +72,7 @@ class Predictor:
         engine: "auto", "torch" or "onnx".
         tile: (height, width) of the tiles large inputs are predicted in.
         tta: average with the horizontal mirror.
+        scales: factors of the size the model sees to predict at and average (padded U-Nets only).
         onnx_model: the onnx engine's "fp32" or "int8" model.
         engine_timer: seconds one forward call takes, given the engine's name and the call: what the auto
             engine compares (default: its wall-clock time).
@@ -81,7 +85,8 @@ class Predictor:
 
     def __init__(self, run_dir: str | Path, weights: str = "best", device: torch.device | None = None,
                  precision: str = "auto", engine: str = "torch", tile: tuple[int, int] | None = None,
-                 tta: bool = False, onnx_model: str | None = None, engine_timer: EngineTimer | None = None):
+                 tta: bool = False, onnx_model: str | None = None, engine_timer: EngineTimer | None = None,
+                 scales: tuple[float, ...] = (1.0,)):
         self.run_dir = Path(run_dir)
         self.config = load_config(self.run_dir)
         self.classes = self.config.classes
@@ -89,6 +94,7 @@ class Predictor:
         self.weights, self.engine, self.precision, self.onnx_model = weights, engine, precision, onnx_model
         self.tile = _check_tile(tile, self.config) or _default_tile(self.config)
         self.tta = tta
+        self.scales = _check_scales(scales, self.config)
         self.model_file: Path | None = None
         self.engine_note: str | None = None
         if engine == "auto":
@@ -222,6 +228,8 @@ class Predictor:
         all its logits. Untiled, one band holds them all."""
         h, w = images.shape[1:3]
         forward = flip_tta(self._forward) if self.tta else self._forward
+        if self.scales != (1.0,):
+            forward = multi_scale(forward, self.scales, self.config.model.input_size_for)
         pixels = self.padded(images)
         if not self.tiled(h, w):
             # images read with PIL are read-only arrays, which torch.from_numpy warns about: copy only those
@@ -322,6 +330,14 @@ def flip_tta(forward: Forward) -> Forward:
         return (forward(x).float() + forward(x.flip(-1)).float().flip(-1)) / 2
 
     return averaged
+
+
+def _check_scales(scales: tuple[float, ...], config: RunConfig) -> tuple[float, ...]:
+    scales = check_scales(scales)
+    if scales != (1.0,) and config.model.padding != "same":
+        raise ValueError("scales need a padded ('same') U-Net; this run's unpadded network predicts one size "
+                         "(leave scales out)")
+    return scales
 
 
 def _default_tile(config: RunConfig) -> tuple[int, int] | None:
