@@ -204,9 +204,10 @@ def suggest(predictor: Predictor, inputs: Iterable[str | Path], count: int, *, l
         ValueError: ``count`` or ``batch_size`` below 1.
         DataError: no frame could be read, or a list file cannot be read.
     """
-    for name, value in (("count", count), ("batch_size", batch_size)):
-        if value < 1:
-            raise ValueError(f"{name} must be at least 1, not {value}")
+    if count < 1:
+        raise ValueError(f"count (frames to pick) must be at least 1, not {count}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, not {batch_size}")
     listing = list_inputs(inputs, lists)
     problems = list(listing.problems)
     if on_start is not None:
