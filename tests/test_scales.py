@@ -1,8 +1,14 @@
 """Test-time scales: each scale's probabilities brought back to the input's size and averaged."""
 
+import json
+
+import numpy as np
 import pytest
 import torch
+from conftest import small_run
 
+import pixelwise as pw
+from pixelwise.cli.main import main
 from pixelwise.inference.scales import check_scales, multi_scale
 
 
@@ -43,16 +49,10 @@ def test_unusable_scales_are_refused_naming_the_parameter(scales, message):
 
 @pytest.fixture(scope="module")
 def run(scenes, tmp_path_factory):
-    from conftest import small_run
-
     return small_run(scenes, tmp_path_factory.mktemp("scales") / "run", epochs=1)
 
 
 def test_a_run_predicted_at_several_scales_averages_its_probabilities(run, scenes):
-    import numpy as np
-
-    import pixelwise as pw
-
     plain = pw.load(run, engine="torch", precision="fp32")
     scaled = pw.load(run, engine="torch", precision="fp32", scales=(0.5, 1.0, 1.5))
     image = pw.read_image(sorted((scenes / "CameraRGB").iterdir())[0])
@@ -72,10 +72,6 @@ def test_a_run_predicted_at_several_scales_averages_its_probabilities(run, scene
 
 
 def test_evaluate_records_its_scales_and_the_command_line_takes_them(run, scenes, tmp_path, capsys):
-    import json
-
-    from pixelwise.cli.main import main
-
     out = tmp_path / "report"
     assert main(["evaluate", str(run), str(scenes), "--scales", "0.75,1", "--engine", "torch", "--out", str(out),
                  "--no-progress"]) == 0
