@@ -22,6 +22,7 @@ from ..model.unet import subpixel_copy
 from ..rundir import INT8_FILE, ONNX_FILE, load_config, load_model, weights_path
 from .onnx_engine import DIGEST_KEY, WEIGHTS_KEY, file_digest
 from .predict import expand_images
+EXAMPLE_SIDE = 256  # the largest side of the input the export traces with
 
 
 def _require(module: str) -> None:
@@ -45,7 +46,9 @@ def export_onnx(run_dir: str | Path, out: str | Path | None = None, weights: str
         raise ValueError("ONNX export supports padded ('same') U-Nets, whose valid sizes are multiples of one step; "
                          "this run uses unpadded convolutions")
     out = Path(out) if out is not None else run_dir / ONNX_FILE
-    h, w = (config.model.input_size_for(side) for side in config.data.size)  # an example the network takes
+    # An example the network takes, small: the graph's height and width are dynamic, and an example of a
+    # large training size (8192x8192 is a valid one) made the export trace take over 20 GB.
+    h, w = (config.model.input_size_for(min(side, EXAMPLE_SIDE)) for side in config.data.size)
     step = config.model.step
     example = torch.rand(1, config.model.in_channels, h, w)
     dims = torch.export.Dim
