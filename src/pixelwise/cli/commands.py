@@ -341,8 +341,7 @@ def _in_flags(run: str | Path) -> Iterator[None]:
               "the ONNX model (--onnx-model) is chosen for the onnx engine only; add --engine onnx"),
              ("precision is the torch engine's", "--precision is the torch engine's"),
              ("calibration_count", "--calibration-count"), ("every must be", "--every must be"),
-             ("(leave tile out)", "(leave out --tile)"), ("count (frames to pick)", "--count"),
-             ("batch_size must be at least", "--batch-size must be at least"), ("scales", "--scales")]
+             ("(leave tile out)", "(leave out --tile)"), ("count (frames to pick)", "--count")]
     try:
         yield
     except (ValueError, FileNotFoundError) as exc:

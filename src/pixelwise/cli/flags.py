@@ -16,7 +16,7 @@ PARAMETERS = {
     "resume=True": "--resume", "skip_invalid=True": "--skip-invalid", "run_dir": "--out", "out=FOLDER": "--out FOLDER",
     "images=FOLDER": "--images FOLDER", "masks=FOLDER": "--masks FOLDER", "weights='last'": "--weights last",
     "val_images": "--val-images", "val_masks": "--val-masks", "train_list": "--train-list", "val_list": "--val-list",
-    "nproc": "--nproc",
+    "nproc": "--nproc", "scales": "--scales", "batch_size": "--batch-size",
 }
 # A name stands alone: not part of a longer word, a path (/runs/run_dir/…) or a flag already.
 _NAMES = re.compile(r"(?<![\w/\\.-])(?:(?:model|data|train)\.[a-z_]+|"

@@ -220,14 +220,19 @@ def _export(sub) -> None:
     p.add_argument("--weights", choices=("best", "last"), default="best")
 
 
+def _run_and_inputs(p: argparse.ArgumentParser, what: str) -> None:
+    """RUN, then the inputs as predict and suggest take them: files, folders, globs and --list files."""
+    p.add_argument("run", type=Path, help="run directory written by train")
+    p.add_argument("images", nargs="*", type=Path,
+                   help=f"{what}, folders of images, or quoted glob patterns ('frames/*.png', '**' recursive)")
+    p.add_argument("--list", type=Path, action="append", default=[], metavar="FILE", dest="lists",
+                   help="a text file of image paths, one a line, relative to the file's folder (may be repeated)")
+
+
 def _predict(sub) -> None:
     p = sub.add_parser("predict", help="write class-id masks, colour masks and overlays for images (started by "
                        "torchrun, each process predicts its share: see docs/scaling.md)")
-    p.add_argument("run", type=Path, help="run directory written by train")
-    p.add_argument("images", nargs="*", type=Path,
-                   help="image files, folders of images, or quoted glob patterns ('frames/*.png', '**' recursive)")
-    p.add_argument("--list", type=Path, action="append", default=[], metavar="FILE", dest="lists",
-                   help="a text file of image paths, one a line, relative to the file's folder (may be repeated)")
+    _run_and_inputs(p, "image files")
     p.add_argument("--out", type=Path, required=True,
                    help="folder for the outputs and predictions.csv (one row per image: its outputs, size, classes "
                         "present with their pixel shares, seconds); images this model already predicted there are "
@@ -264,11 +269,7 @@ def _predict(sub) -> None:
 def _suggest(sub) -> None:
     p = sub.add_parser("suggest", help="which unlabelled frames to label next: the ones the run is least sure of, "
                                        "weighted toward its worst classes, spread over drives")
-    p.add_argument("run", type=Path, help="run directory written by train")
-    p.add_argument("images", nargs="*", type=Path,
-                   help="unlabelled image files, folders of images, or quoted glob patterns")
-    p.add_argument("--list", type=Path, action="append", default=[], metavar="FILE", dest="lists",
-                   help="a text file of image paths, one a line, relative to the file's folder (may be repeated)")
+    _run_and_inputs(p, "unlabelled image files")
     p.add_argument("--count", type=int, required=True, metavar="N", help="how many frames to pick")
     p.add_argument("--out", type=Path, default=Path("suggested.txt"), metavar="LIST",
                    help="the list of picks, one image file name a line, which --train-list reads; beside it "
