@@ -14,7 +14,7 @@ from .data.naming import Naming
 from .data.resize import RESIZE_MODES
 from .model.build import WEIGHTS_HELP
 from .model.unet import ENCODERS, PRESETS, ModelConfig
-from .settings import Range, Setting, check_fields, parse_size, setting, settings_of
+from .settings import Range, Setting, SettingError, check_fields, parse_size, setting, settings_of
 
 AUGMENTATIONS = ("none", "flip", "zoom", "full")
 ZOOMING = ("zoom", "full")  # the augmentations that resample a zoomed crop (training/augment.py)
@@ -40,6 +40,11 @@ class DataConfig:
     val_fraction: float = setting(
         0.2, "share of frames held out, whole runs of consecutive frames at a time", **FRACTION, high_open=True)
     split_seed: int = setting(0, "which runs of frames are held out; train.seed leaves the split alone")
+    folds: int = setting(
+        1, "cross-validation: deal the runs of frames into this many groups and validate on group data.fold instead "
+        "of the data.val_fraction split; without data.fold, train trains every fold, then their ensemble",
+        low=1, high=100)
+    fold: int = setting(0, "which of the data.folds groups validates (0 = the first)", low=0, high=99)
     augment: str = setting(
         "none", "flip = random horizontal mirror (image and mask alike); zoom = also random zoom 0.75-1.5x and "
         "shift; full = also colour jitter", choices=AUGMENTATIONS)
@@ -74,6 +79,8 @@ class DataConfig:
         if isinstance(self.augment, bool):  # config.json of runs made before flip-only augmentation existed
             object.__setattr__(self, "augment", "full" if self.augment else "none")
         check_fields(self, DATA_SETTINGS)
+        if self.fold >= self.folds:
+            raise SettingError("data.fold", f"must be below data.folds ({self.folds}), not {self.fold}")
         Naming(self.image_suffix, self.mask_suffix, self.recursive)  # refuses a suffix with a folder in it
         object.__setattr__(self, "id_map", MaskFormat(id_map=self.id_map).id_map)  # a tuple of 256 ids, or ()
 

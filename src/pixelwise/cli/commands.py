@@ -25,7 +25,7 @@ from ..inference.onnx_engine import StaleExport
 from ..model.unet import PRESETS, preset
 from ..recipes import DEFAULT_RECIPE, recipe
 from ..resume import resumed
-from ..rundir import CONFIG_FILE, EVALUATION_DIR, INT8_FILE, load_config
+from ..rundir import EVALUATION_DIR, INT8_FILE, load_config
 from ..training.distributed import LaunchFailed, LaunchStopped, launch, launched_rank
 from .data_flags import (
     check_inputs,
@@ -161,20 +161,26 @@ def _launch_torchrun(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from ..training.folds import resumable_config, train_folds, trains_folds
     from ..training.loop import train
 
     if args.nproc is not None and not args.print_config:
         return _launch_torchrun(args)
-    saved = load_config(args.out) if args.resume and (args.out / CONFIG_FILE).exists() else None
+    saved = resumable_config(args.out) if args.resume else None
     _export_problems(use_export(args, saved.classes if saved is not None else None), args)
     config = train_config(args, saved)
     if args.print_config:
         print(config_text(config if saved is None else resumed(saved, config, args.out)), end="")
         return 0
     images, masks = layout_folders(args) or locate(args.data, args.images, args.masks)
-    result = train(images, masks, args.out, config, resume=args.resume, skip_invalid=args.skip_invalid,
-                   cache_dir=args.cache_dir, progress=not args.no_progress, official=official_split(args),
-                   log=lambda line: print(as_flags(line)), mlflow=args.mlflow)
+    options = {"skip_invalid": args.skip_invalid, "cache_dir": args.cache_dir, "progress": not args.no_progress,
+               "log": lambda line: print(as_flags(line)), "mlflow": args.mlflow}
+    if trains_folds(args.out, config, fold_given=args.fold is not None):
+        folds = train_folds(images, masks, args.out, config, resume=args.resume, **options)
+        if launched_rank() in (None, 0):
+            _report_folds(folds.folds, args.out)
+        return 0
+    result = train(images, masks, args.out, config, resume=args.resume, official=official_split(args), **options)
     if launched_rank() not in (None, 0):  # under torchrun, rank 0 alone reports
         return 0
     if result.best_miou is not None:
@@ -183,6 +189,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"no validation split: best.safetensors is the epoch with the lowest training loss "
               f"({result.best_epoch}); run saved in {args.out}")
     return 0
+
+
+def _report_folds(folds: list, out: Path) -> None:
+    """Each fold's best validation, and where the ensemble is."""
+    for k, result in enumerate(folds):
+        score = f"validation mIoU {result.best_miou:.4f}" if result.best_miou is not None else "no validation"
+        print(f"fold {k}: best epoch {result.best_epoch}, {score}")
+    scores = [r.best_miou for r in folds if r.best_miou is not None]
+    mean = f" (mean validation mIoU of the folds {sum(scores) / len(scores):.4f})" if scores else ""
+    print(f"ensemble of {len(folds)} folds saved in {out}{mean}; each fold's run in {out}/fold-K")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -216,6 +232,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
         written = write_comparison(comparison, args.out)
         print(f"\nwrote {', '.join(p.name for p in written)} to {args.out}")
         _say_replaced(before, written)
+    return 0
+
+
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    from ..rundir_ensemble import write_ensemble
+
+    config = write_ensemble(args.runs, args.out)
+    print(f"ensemble of {config.model.members} runs saved in {args.out}")
     return 0
 
 
@@ -363,7 +387,8 @@ def _say_replaced(before: set[Path], written: list[Path]) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from ..demo import run_demo
 
-    run_demo(args.out, count=args.count, epochs=args.epochs, seed=args.seed, progress=not args.no_progress)
+    run_demo(args.out, count=args.count, epochs=args.epochs, minutes=args.minutes, seed=args.seed,
+             progress=not args.no_progress)
     return 0
 
 
@@ -382,5 +407,5 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"demo": cmd_demo, "summary": cmd_summary, "synth": cmd_synth, "check": cmd_check, "train": cmd_train,
-            "evaluate": cmd_evaluate, "compare": cmd_compare, "predict": cmd_predict, "suggest": cmd_suggest,
-            "export": cmd_export, "serve": cmd_serve}
+            "ensemble": cmd_ensemble, "evaluate": cmd_evaluate, "compare": cmd_compare, "predict": cmd_predict,
+            "suggest": cmd_suggest, "export": cmd_export, "serve": cmd_serve}

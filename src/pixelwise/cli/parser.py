@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..config import PRECISIONS, SETTINGS
+from ..demo import DEMO_MINUTES
 from ..inference.tiling import AUTO_TILE
 from ..model.unet import PRESETS
 from ..recipes import DEFAULT_RECIPE, RECIPES
@@ -99,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "image/mask pairs, score it per class, predict masks for new images.")
     parser.add_argument("--version", action="version", version=f"pixelwise {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_demo, _summary, _synth, _check, _train, _evaluate, _compare, _export, _predict, _suggest, _serve):
+    for add in (_demo, _summary, _synth, _check, _train, _ensemble, _evaluate, _compare, _export, _predict, _suggest, _serve):
         add(sub)
     return parser
 
@@ -108,7 +109,10 @@ def _demo(sub) -> None:
     p = sub.add_parser("demo", help="synthesise data, train briefly, evaluate and predict: no downloads, a few minutes")
     p.add_argument("--out", type=Path, default=Path("pixelwise-demo"), help="folder for everything (default: %(default)s)")
     p.add_argument("--count", type=int, default=300, help="synthetic training frames (default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=16, help="training epochs (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=16, help="training epochs at most (default: %(default)s)")
+    p.add_argument("--minutes", type=float, default=DEMO_MINUTES,
+                   help="train only the epochs that fit in this many minutes, so that a slower CPU finishes the demo "
+                        "in about as long (default: %(default)s; 0: every epoch)")
     p.add_argument("--seed", type=int, default=0)
     _progress_arg(p)
 
@@ -208,6 +212,13 @@ def _compare(sub) -> None:
                         "it into the run)")
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="also write compare.csv, compare.md and a per-class IoU chart (compare_per_class.png) here")
+
+
+def _ensemble(sub) -> None:
+    p = sub.add_parser("ensemble", help="average trained runs of one model (such as folds trained apart with --fold) "
+                                        "into one run that every command takes")
+    p.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="two or more run directories written by train")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="the ensemble run directory to write")
 
 
 def _export(sub) -> None:

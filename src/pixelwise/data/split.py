@@ -97,3 +97,40 @@ def split_by_runs(names: list[str], val_fraction: float = 0.2, seed: int = 0) ->
     val = sorted(i for r in chosen for i in runs[r])
     in_val = set(val)
     return Split([i for i in range(n) if i not in in_val], val)
+
+
+def split_by_folds(names: list[str], folds: int, fold: int, seed: int = 0) -> Split:
+    """Fold ``fold`` of ``folds`` cross-validation folds, whole runs of frames at a time.
+
+    The runs (see :func:`frame_runs`), in a seeded shuffle, each join the group with the fewest frames
+    so far, so the groups are about equal; fold ``k`` validates on group ``k`` and trains on the
+    others. Over ``k = 0 … folds-1`` every frame validates exactly once. A single run is cut into
+    ``folds`` contiguous blocks instead. Deterministic for a given ``seed``.
+
+    Raises:
+        ValueError: ``folds`` below 2, ``fold`` outside ``0 … folds-1``, or fewer runs of frames (or,
+            for one run, frames) than folds.
+    """
+    if folds < 2:
+        raise ValueError(f"folds must be at least 2, not {folds}")
+    if not 0 <= fold < folds:
+        raise ValueError(f"fold must be in 0-{folds - 1} for {folds} folds, not {fold}")
+    runs = frame_runs(names) if names else []
+    if len(runs) == 1:
+        run = runs[0]
+        if len(run) < folds:
+            raise ValueError(f"{len(run)} frames cannot make {folds} folds")
+        bounds = [round(i * len(run) / folds) for i in range(folds + 1)]
+        groups = [run[bounds[i]:bounds[i + 1]] for i in range(folds)]
+    else:
+        if len(runs) < folds:
+            raise ValueError(f"{len(runs)} runs of consecutive frames (drives) cannot make {folds} folds: each fold "
+                             "validates on whole runs")
+        order = list(range(len(runs)))
+        random.Random(seed).shuffle(order)
+        groups = [[] for _ in range(folds)]
+        for r in order:
+            min(groups, key=len).extend(runs[r])  # the first of the smallest: ties go in order
+    val = sorted(groups[fold])
+    in_val = set(val)
+    return Split([i for i in range(len(names)) if i not in in_val], val)

@@ -7,6 +7,7 @@ and never imports a weight package.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -14,16 +15,19 @@ from torch import nn
 
 from . import efficientnet
 from .encoder_unet import EncoderUNet
+from .ensemble import Ensemble
 from .unet import ModelConfig, UNet
 
 WEIGHTS_HELP = ("imagenet (Lite0's come with pixelwise, Lite1's and Lite2's with the pixelwise[pretrained] extra), "
                 "none, or a .safetensors/.pth state-dict file")
 
 
-def build_model(config: ModelConfig, pretrained: bool = False) -> UNet | EncoderUNet:
-    """The network ``config`` describes. With ``pretrained`` the encoder starts from
-    ``config.encoder_weights`` (``imagenet``, ``none`` or a file); otherwise every weight is freshly
-    initialised, to be replaced by a checkpoint's."""
+def build_model(config: ModelConfig, pretrained: bool = False) -> UNet | EncoderUNet | Ensemble:
+    """The network ``config`` describes (an :class:`Ensemble` of ``config.members`` of them where that
+    is above 1). With ``pretrained`` the encoder starts from ``config.encoder_weights`` (``imagenet``,
+    ``none`` or a file); otherwise every weight is freshly initialised, to be replaced by a checkpoint's."""
+    if config.members > 1:
+        return Ensemble([build_model(replace(config, members=1), pretrained) for _ in range(config.members)])
     if config.encoder == "unet":
         return UNet(config)
     model = EncoderUNet(config)

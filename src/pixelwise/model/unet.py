@@ -33,6 +33,10 @@ class ModelConfig:
     # strides did, and 96/64/48 at strides 8/4/2 doubled Pedestrian's and nearly tripled TrafficSign's
     # held-out IoU again over three seeds (docs/quality.md).
     decoder_channels: tuple[int, ...] = (128, 96, 64, 48)
+    # Above 1: that many networks of this description, their probabilities averaged (model/ensemble.py):
+    # an ensemble run's config, assembled from trained runs and never trained itself. Left out of
+    # config.json when 1.
+    members: int = 1
 
     def __post_init__(self) -> None:
         if self.encoder not in ENCODERS:
@@ -50,6 +54,8 @@ class ModelConfig:
             raise ValueError(f"dropout needs one rate per encoder block ({self.depth}), got {len(self.dropout)}")
         if not 2 <= self.n_classes <= 256 or self.in_channels < 1 or self.n_filters < 1:
             raise ValueError("n_classes must be in 2-256 (masks are 8-bit), in_channels and n_filters ≥ 1")
+        if self.members < 1:
+            raise ValueError(f"members must be at least 1, not {self.members}")
         if len(self.decoder_channels) != 4 or min(self.decoder_channels) < 1:
             raise ValueError(f"decoder_channels needs 4 widths ≥ 1 (strides 16, 8, 4, 2), got {self.decoder_channels}")
         object.__setattr__(self, "dropout", tuple(float(d) for d in self.dropout))
@@ -59,6 +65,8 @@ class ModelConfig:
         data = asdict(self)
         if self.encoder == "unet":  # config.json of U-Net runs stays as it was before encoders existed
             del data["encoder"], data["encoder_weights"], data["decoder_channels"]
+        if self.members == 1:
+            del data["members"]
         return data
 
     @classmethod

@@ -19,6 +19,9 @@ def check_trainable(config: RunConfig, pretrained: bool = True) -> None:
     encoder weights that are not there or do not fit (only when the run starts from them: a resumed
     run's checkpoint holds every weight)."""
     model, (h, w) = config.model, config.data.size
+    if model.members > 1:
+        raise ValueError(f"model.members is {model.members}: an ensemble is assembled from trained runs (train with "
+                         "data.folds, or write_ensemble), not trained itself")
     if model.in_channels != 3:
         raise ValueError(f"training reads RGB images, so the model needs in_channels=3, not {model.in_channels}")
     if pretrained and model.encoder_weights != "none":

@@ -196,7 +196,8 @@ def _train(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, confi
     stopped_early = _out_of_patience(config.train, state)
     if config.train.time_limit and len(history) < config.train.epochs and not stopped_early:
         log(f"time limit: {len(history)} of {config.train.epochs} epochs fit in {config.train.time_limit:g} minutes "
-            f"({sum(row['seconds'] for row in history) / 60:.1f} min taken); the schedule decayed over those")
+            f"({sum(row['seconds'] for row in history) / 60:.1f} min taken)"
+            + ("; the schedule decayed over those" if config.train.schedule != "constant" else ""))
     best_row = next((row for row in history if row["epoch"] == state.best_epoch), None)
     return TrainResult(run_dir, history, state.best_epoch, best_row["val_miou"] if best_row else None)
 

@@ -13,7 +13,7 @@ from ..data.dataset import Decoded, decode_dataset
 from ..data.naming import Naming
 from ..data.official import OfficialSplit, join, keep_listed, split_by_lists
 from ..data.problems import DataError, SkippableDataError
-from ..data.split import Split, split_by_runs
+from ..data.split import Split, split_by_folds, split_by_runs
 
 
 def prepare_data(images_dir: Path, masks_dir: Path, config: RunConfig, *, skip_invalid: bool, cache_dir: Path | None,
@@ -22,6 +22,9 @@ def prepare_data(images_dir: Path, masks_dir: Path, config: RunConfig, *, skip_i
     """Decode and validate every pair up front (refusing bad data before any training), then split: by
     drive, or by ``official``'s validation folder or split lists."""
     official = official or OfficialSplit()
+    if config.data.folds > 1 and (official.folders or official.lists):
+        raise ValueError("data.folds splits the training data into folds by drive, but an official validation "
+                         "folder or list is given: use one or the other")
     naming = Naming.for_run(config)
     settings = {"image_resize": config.data.image_resize, "cache_dir": cache_dir, "progress": progress,
                 "mask_format": MaskFormat.for_run(config), "naming": naming, "ignore_index": config.train.ignore_index}
@@ -43,6 +46,8 @@ def prepare_data(images_dir: Path, masks_dir: Path, config: RunConfig, *, skip_i
         split = Split(list(range(n_train)), list(range(n_train, len(decoded.names))))
     elif official.lists:
         split = split_by_lists(decoded.names, official)
+    elif config.data.folds > 1:
+        split = split_by_folds(decoded.names, config.data.folds, config.data.fold, config.data.split_seed)
     else:
         split = split_by_runs(decoded.names, config.data.val_fraction, config.data.split_seed)
     return decoded, split

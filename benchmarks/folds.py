@@ -1,0 +1,136 @@
+"""Folds and ensembles against one model, and every frame against a validation split, on held-out CARLA drives.
+
+    .venv/bin/python benchmarks/folds.py [--data ../shared/carla] [--out /tmp/folds-bench]
+        [--settings split all folds3] [--seed 0] [--epochs 15] [--size 240x320] [--isa avx2]
+
+The drives ``train`` holds out (its own split: validation fraction 0.2, split seed 0) are the test set
+and are never trained on; the other drives are the training data. Each setting trains on them:
+
+- ``split``: one model, validating on whole drives (``train``'s own split, a fifth of the frames);
+- ``all``: one model on every training frame (no validation);
+- ``foldsK``: ``train --folds K``, K models each validating on its own drives, and their ensemble.
+
+The recipe is ``default`` made short, as in suggest.py: ``--size`` frames (128x160 crops at 240x320),
+``--epochs`` epochs, no time limit, training seed ``--seed``. Each model is scored with its ``best``
+weights on the test drives at the frames' full 640x480 (torch, fp32): mIoU over the classes in the
+test truth and the watched classes' IoU, with the training time (all folds together) and the
+prediction time per frame. A folds setting also reports its folds' own scores (their mean). Prints
+and writes ``--out``/folds.md and folds.json; finished runs are reused. Needs the CPU to itself for
+meaningful times (not for the scores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import isa
+
+isa.limit_isa()  # before torch loads: --isa avx2 limits its kernels
+
+import numpy as np  # noqa: E402
+from suggest import SPLIT_SEED, VAL_FRACTION, WATCH, link_pairs, short_recipe  # noqa: E402
+
+from pixelwise.classes import CARLA  # noqa: E402
+from pixelwise.data.dataset import decode_dataset  # noqa: E402
+from pixelwise.data.pairs import IMAGE_DIR, MASK_DIR  # noqa: E402
+from pixelwise.data.split import split_by_runs  # noqa: E402
+from pixelwise.evaluation.evaluate import evaluate  # noqa: E402
+from pixelwise.training.folds import fold_dir, train_folds  # noqa: E402
+from pixelwise.training.loop import train  # noqa: E402
+
+
+def trained(setting: str, data: Path, run_dir: Path, args, cache: Path) -> tuple[Path, list[Path]]:
+    """The run of ``setting`` (reused when finished) and its fold runs (none for a single model)."""
+    config = short_recipe(args.size, args.epochs, args.seed)
+    folds = int(setting.removeprefix("folds")) if setting.startswith("folds") else 1
+    config = config.with_data(val_fraction=VAL_FRACTION if setting == "split" else 0.0, folds=folds)
+    members = [fold_dir(run_dir, k) for k in range(folds)] if folds > 1 else []
+    if (run_dir / "done").exists():
+        return run_dir, members
+    options = {"cache_dir": cache, "progress": False, "log": lambda _: None}
+    started = time.perf_counter()
+    if folds > 1:
+        train_folds(data / IMAGE_DIR, data / MASK_DIR, run_dir, config, resume=run_dir.exists(), **options)
+    else:
+        train(data / IMAGE_DIR, data / MASK_DIR, run_dir, config, resume=(run_dir / "last.safetensors").exists(),
+              **options)
+    (run_dir / "done").write_text(f"{time.perf_counter() - started:.1f}\n")
+    return run_dir, members
+
+
+def scored(run_dir: Path, test: Path, cache: Path) -> dict:
+    """mIoU (classes in the test truth), the watched classes' IoU and seconds per frame of ``best``."""
+    result_file = run_dir / "scores.json"
+    if result_file.exists():
+        return json.loads(result_file.read_text())
+    started = time.perf_counter()
+    evaluation = evaluate(run_dir, test / IMAGE_DIR, test / MASK_DIR, engine="torch", precision="fp32",
+                          cache_dir=cache, progress=False)
+    seconds = time.perf_counter() - started
+    s = evaluation.scores
+    per_class = {CARLA.names[i]: float(s.iou[i]) for i in np.flatnonzero(s.present)}
+    result = {"miou": float(s.miou), "watched": {c: per_class.get(c) for c in WATCH},
+              "s_per_frame": seconds / len(evaluation.frames)}
+    result_file.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def table(results: dict[str, dict]) -> str:
+    def cell(v):
+        return "–" if v is None else f"{v:.3f}"
+
+    lines = ["| setting | mIoU | " + " | ".join(WATCH) + " | training min | s/frame |",
+             "|---|---|" + "---|" * len(WATCH) + "---|---|"]
+    for setting, r in results.items():
+        lines.append(f"| {setting} | {r['miou']:.3f} | " + " | ".join(cell(r["watched"][c]) for c in WATCH)
+                     + f" | {r['train_seconds'] / 60:.1f} | {r['s_per_frame']:.2f} |")
+        if r.get("folds"):
+            mean = np.mean([f["miou"] for f in r["folds"]])
+            watched = [np.mean([f["watched"][c] or 0.0 for f in r["folds"]]) for c in WATCH]
+            lines.append(f"| {setting}: its folds alone (mean) | {mean:.3f} | "
+                         + " | ".join(f"{w:.3f}" for w in watched) + " | | |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "carla")
+    parser.add_argument("--out", type=Path, default=Path("/tmp/folds-bench"))
+    parser.add_argument("--settings", nargs="+", default=["split", "all", "folds3"],
+                        help="split, all, or foldsK (K at least 2)")
+    parser.add_argument("--seed", type=int, default=0, help="training seed (the folds' split seed too)")
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--size", type=lambda t: tuple(map(int, t.split("x"))), default=(240, 320))
+    isa.add_isa_argument(parser)
+    args = parser.parse_args()
+    if not (args.data / IMAGE_DIR).is_dir():
+        raise SystemExit(f"{args.data} holds no {IMAGE_DIR}/: give the CARLA frames with --data")
+    for setting in args.settings:
+        if setting not in ("split", "all") and not (setting.startswith("folds") and setting[5:].isdigit()
+                                                    and int(setting[5:]) >= 2):
+            raise SystemExit(f"unknown setting {setting!r}: split, all or foldsK (K at least 2)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    cache = args.out / "cache"
+    names = decode_dataset(args.data / IMAGE_DIR, args.data / MASK_DIR, (96, 128), len(CARLA), cache_dir=cache,
+                           progress=False).names
+    split = split_by_runs(names, VAL_FRACTION, SPLIT_SEED)
+    test = link_pairs(args.data, args.out / "test", [names[i] for i in split.val])
+    data = link_pairs(args.data, args.out / "train", [names[i] for i in split.train])
+    results = {}
+    for setting in args.settings:
+        run_dir, members = trained(setting, data, args.out / setting, args, cache)
+        results[setting] = {**scored(run_dir, test, cache), "train_seconds": float((run_dir / "done").read_text()),
+                            "folds": [scored(m, test, cache) for m in members]}
+        print(f"{setting}: mIoU {results[setting]['miou']:.3f}", flush=True)
+    report = (f"{isa.isa_line()}\n\nrecipe default at {args.size[0]}x{args.size[1]}, {args.epochs} epochs, seed "
+              f"{args.seed}; {len(split.train)} training and {len(split.val)} test frames\n\n" + table(results))
+    (args.out / "folds.md").write_text(report)
+    (args.out / "folds.json").write_text(json.dumps(results, indent=2))
+    print(report)
+
+
+if __name__ == "__main__":
+    main()
