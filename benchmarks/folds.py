@@ -1,7 +1,7 @@
 """Folds and ensembles against one model, and every frame against a validation split, on held-out CARLA drives.
 
     .venv/bin/python benchmarks/folds.py [--data ../shared/carla] [--out /tmp/folds-bench]
-        [--settings split all folds3] [--seed 0] [--epochs 15] [--size 240x320] [--isa avx2]
+        [--settings split all folds3 folds5] [--seeds 0 1 2] [--epochs 15] [--size 240x320] [--isa avx2]
 
 The drives ``train`` holds out (its own split: validation fraction 0.2, split seed 0) are the test set
 and are never trained on; the other drives are the training data. Each setting trains on them:
@@ -11,11 +11,13 @@ and are never trained on; the other drives are the training data. Each setting t
 - ``foldsK``: ``train --folds K``, K models each validating on its own drives, and their ensemble.
 
 The recipe is ``default`` made short, as in suggest.py: ``--size`` frames (128x160 crops at 240x320),
-``--epochs`` epochs, no time limit, training seed ``--seed``. Each model is scored with its ``best``
+``--epochs`` epochs, no time limit; each of ``--seeds`` is the training seed and the split seed (which
+drives validate, in ``split`` and the folds). Each model is scored with its ``best``
 weights on the test drives at the frames' full 640x480 (torch, fp32): mIoU over the classes in the
 test truth and the watched classes' IoU, with the training time (all folds together) and the
 prediction time per frame. A folds setting also reports its folds' own scores (their mean). Prints
-and writes ``--out``/folds.md and folds.json; finished runs are reused. Needs the CPU to itself for
+and writes ``--out``/folds.md and folds.json (per seed, and the means over the seeds); finished runs
+are reused. Needs the CPU to itself for
 meaningful times (not for the scores).
 """
 
@@ -42,11 +44,11 @@ from pixelwise.training.folds import fold_dir, train_folds  # noqa: E402
 from pixelwise.training.loop import train  # noqa: E402
 
 
-def trained(setting: str, data: Path, run_dir: Path, args, cache: Path) -> tuple[Path, list[Path]]:
+def trained(setting: str, seed: int, data: Path, run_dir: Path, args, cache: Path) -> tuple[Path, list[Path]]:
     """The run of ``setting`` (reused when finished) and its fold runs (none for a single model)."""
-    config = short_recipe(args.size, args.epochs, args.seed)
+    config = short_recipe(args.size, args.epochs, seed)
     folds = int(setting.removeprefix("folds")) if setting.startswith("folds") else 1
-    config = config.with_data(val_fraction=VAL_FRACTION if setting == "split" else 0.0, folds=folds)
+    config = config.with_data(val_fraction=VAL_FRACTION if setting == "split" else 0.0, folds=folds, split_seed=seed)
     members = [fold_dir(run_dir, k) for k in range(folds)] if folds > 1 else []
     if (run_dir / "done").exists():
         return run_dir, members
@@ -78,20 +80,28 @@ def scored(run_dir: Path, test: Path, cache: Path) -> dict:
     return result
 
 
-def table(results: dict[str, dict]) -> str:
-    def cell(v):
-        return "–" if v is None else f"{v:.3f}"
+def table(results: dict[int, dict[str, dict]]) -> str:
+    """One row per seed and setting (and its folds' own mean), then the means over the seeds."""
+    def row(label: str, rows: list[dict], costs: bool = True) -> str:
+        watched = [np.mean([r["watched"][c] or 0.0 for r in rows]) for c in WATCH]
+        cost = (f" {np.mean([r['train_seconds'] for r in rows]) / 60:.1f} | {np.mean([r['s_per_frame'] for r in rows]):.2f} |"
+                if costs else " | |")
+        return (f"| {label} | {np.mean([r['miou'] for r in rows]):.3f} | " + " | ".join(f"{w:.3f}" for w in watched)
+                + " |" + cost)
 
-    lines = ["| setting | mIoU | " + " | ".join(WATCH) + " | training min | s/frame |",
-             "|---|---|" + "---|" * len(WATCH) + "---|---|"]
-    for setting, r in results.items():
-        lines.append(f"| {setting} | {r['miou']:.3f} | " + " | ".join(cell(r["watched"][c]) for c in WATCH)
-                     + f" | {r['train_seconds'] / 60:.1f} | {r['s_per_frame']:.2f} |")
-        if r.get("folds"):
-            mean = np.mean([f["miou"] for f in r["folds"]])
-            watched = [np.mean([f["watched"][c] or 0.0 for f in r["folds"]]) for c in WATCH]
-            lines.append(f"| {setting}: its folds alone (mean) | {mean:.3f} | "
-                         + " | ".join(f"{w:.3f}" for w in watched) + " | | |")
+    lines = ["| seed | setting | mIoU | " + " | ".join(WATCH) + " | training min | s/frame |",
+             "|---|---|---|" + "---|" * len(WATCH) + "---|---|"]
+    settings = list(next(iter(results.values())))
+    for seed, by_setting in results.items():
+        for setting, r in by_setting.items():
+            lines.append(row(f"{seed} | {setting}", [r]))
+            if r["folds"]:
+                lines.append(row(f"{seed} | {setting}: its folds alone (mean)", r["folds"], costs=False))
+    for setting in settings:
+        rows = [by_setting[setting] for by_setting in results.values()]
+        lines.append(row(f"mean | {setting}", rows))
+        if rows[0]["folds"]:
+            lines.append(row(f"mean | {setting}: its folds alone", [f for r in rows for f in r["folds"]], costs=False))
     return "\n".join(lines) + "\n"
 
 
@@ -99,9 +109,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "carla")
     parser.add_argument("--out", type=Path, default=Path("/tmp/folds-bench"))
-    parser.add_argument("--settings", nargs="+", default=["split", "all", "folds3"],
+    parser.add_argument("--settings", nargs="+", default=["split", "all", "folds3", "folds5"],
                         help="split, all, or foldsK (K at least 2)")
-    parser.add_argument("--seed", type=int, default=0, help="training seed (the folds' split seed too)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training and split seeds")
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--size", type=lambda t: tuple(map(int, t.split("x"))), default=(240, 320))
     isa.add_isa_argument(parser)
@@ -119,14 +129,16 @@ def main() -> None:
     split = split_by_runs(names, VAL_FRACTION, SPLIT_SEED)
     test = link_pairs(args.data, args.out / "test", [names[i] for i in split.val])
     data = link_pairs(args.data, args.out / "train", [names[i] for i in split.train])
-    results = {}
-    for setting in args.settings:
-        run_dir, members = trained(setting, data, args.out / setting, args, cache)
-        results[setting] = {**scored(run_dir, test, cache), "train_seconds": float((run_dir / "done").read_text()),
-                            "folds": [scored(m, test, cache) for m in members]}
-        print(f"{setting}: mIoU {results[setting]['miou']:.3f}", flush=True)
-    report = (f"{isa.isa_line()}\n\nrecipe default at {args.size[0]}x{args.size[1]}, {args.epochs} epochs, seed "
-              f"{args.seed}; {len(split.train)} training and {len(split.val)} test frames\n\n" + table(results))
+    results: dict[int, dict[str, dict]] = {}
+    for seed in args.seeds:
+        results[seed] = {}
+        for setting in args.settings:
+            run_dir, members = trained(setting, seed, data, args.out / f"seed{seed}" / setting, args, cache)
+            results[seed][setting] = {**scored(run_dir, test, cache), "folds": [scored(m, test, cache) for m in members],
+                                      "train_seconds": float((run_dir / "done").read_text())}
+            print(f"seed {seed}, {setting}: mIoU {results[seed][setting]['miou']:.3f}", flush=True)
+    report = (f"{isa.isa_line()}\n\nrecipe default at {args.size[0]}x{args.size[1]}, {args.epochs} epochs; "
+              f"{len(split.train)} training and {len(split.val)} test frames\n\n" + table(results))
     (args.out / "folds.md").write_text(report)
     (args.out / "folds.json").write_text(json.dumps(results, indent=2))
     print(report)

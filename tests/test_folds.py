@@ -155,6 +155,9 @@ def test_runs_of_different_models_are_refused(two_runs, scenes, tmp_path):
         write_ensemble(two_runs[:1], tmp_path / "e")
     with pytest.raises(Exception, match="holds a single run"):
         write_ensemble(two_runs, two_runs[0])
+    write_ensemble(two_runs, tmp_path / "pair")
+    with pytest.raises(ValueError, match="pair: is an ensemble itself"):
+        write_ensemble([tmp_path / "pair", two_runs[0]], tmp_path / "e")
 
 
 # ----------------------------------------------------------------------------------- train --folds
@@ -178,6 +181,17 @@ def test_train_folds_trains_each_fold_then_their_ensemble(scenes, tmp_path):
     assert (run / "best.safetensors").read_bytes() == before
     with pytest.raises(Exception, match="already holds folds"):
         train_folds(scenes / IMAGE_DIR, scenes / MASK_DIR, run, config, cache_dir=tmp_path / "cache", **QUIET)
+
+
+def test_resuming_folds_keeps_the_finished_ones_and_trains_the_rest(scenes, tmp_path):
+    config = small_config(epochs=1)
+    config = replace(config, data=replace(config.data, folds=2))
+    run, cache = tmp_path / "folds", tmp_path / "cache"
+    train(scenes / IMAGE_DIR, scenes / MASK_DIR, fold_dir(run, 0), config.with_data(fold=0), cache_dir=cache, **QUIET)
+    first = (fold_dir(run, 0) / "last.safetensors").read_bytes()  # as if stopped before fold 1 began
+    result = train_folds(scenes / IMAGE_DIR, scenes / MASK_DIR, run, config, resume=True, cache_dir=cache, **QUIET)
+    assert (fold_dir(run, 0) / "last.safetensors").read_bytes() == first
+    assert [len(r.history) for r in result.folds] == [1, 1] and load_config(run).model.members == 2
 
 
 def test_cli_trains_folds_and_evaluates_the_ensemble(scenes, tmp_path, capsys):

@@ -38,7 +38,8 @@ def write_ensemble(members: Sequence[str | Path], out: str | Path) -> RunConfig:
         the ensemble's configuration.
 
     Raises:
-        ValueError: fewer than two members, or members that are not one model (the first difference named).
+        ValueError: fewer than two members, a member that is an ensemble, or members that are not one model
+            (the first difference named).
         FileNotFoundError: a member that is not a run, or no weights file that every member has.
         RunDirError: ``out`` holds a single run.
     """
@@ -47,6 +48,9 @@ def write_ensemble(members: Sequence[str | Path], out: str | Path) -> RunConfig:
     if len(members) < 2:
         raise ValueError(f"an ensemble needs at least 2 member runs, not {len(members)}")
     configs = [load_config(m) for m in members]
+    nested = [m for m, c in zip(members, configs) if c.model.members > 1]
+    if nested:
+        raise ValueError(f"{nested[0]}: is an ensemble itself; give the runs it was made of")
     for member, config in zip(members[1:], configs[1:]):
         differs = _model_differences(configs[0], config)
         if differs:
@@ -62,9 +66,12 @@ def write_ensemble(members: Sequence[str | Path], out: str | Path) -> RunConfig:
     config = replace(first, model=replace(first.model, members=len(members)),
                      data=replace(first.data, folds=DataConfig.folds, fold=DataConfig.fold))
     make_folder(out)
-    for kind in kinds:
-        ensemble = Ensemble([load_model(m, c, kind) for m, c in zip(members, configs)])
-        checkpoint.save(out / WEIGHTS[kind], ensemble, meta={"members": [str(m) for m in members]})
+    for kind, name in WEIGHTS.items():
+        if kind in kinds:
+            ensemble = Ensemble([load_model(m, c, kind) for m, c in zip(members, configs)])
+            checkpoint.save(out / name, ensemble, meta={"members": [str(m) for m in members]})
+        else:  # an earlier ensemble's file that these members cannot replace
+            (out / name).unlink(missing_ok=True)
     atomic_write_text(out / ENSEMBLE_FILE, json.dumps({"members": [_describe(m, out) for m in members]}, indent=2) + "\n")
     save_config(out, config)  # last: a folder with config.json is a usable run
     return config
