@@ -210,6 +210,8 @@ def test_cli_trains_folds_and_evaluates_the_ensemble(scenes, tmp_path, capsys):
     assert load_config(single).data.fold == 1 and load_config(single).model.members == 1
     assert main(["train", str(scenes), "--out", str(single), "--folds", "2", "--fold", "2", *common]) == 1
     assert "--fold must be below --folds (2), not 2" in capsys.readouterr().err
+    assert main(["train", str(scenes), "--out", str(tmp_path / "x"), "--folds", "2", "--val", str(scenes), *common]) == 1
+    assert "--folds splits the training data into folds by drive, but an official validation" in capsys.readouterr().err
 
 
 def test_cli_ensemble_assembles_runs_trained_apart(two_runs, tmp_path, capsys):

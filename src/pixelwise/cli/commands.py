@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..classes import class_set
 from ..config import SETTINGS, RunConfig
@@ -37,6 +38,9 @@ from .data_flags import (
     use_export,
 )
 from .flags import as_flags, given, train_settings
+
+if TYPE_CHECKING:
+    from ..training.loop import TrainResult
 
 EXIT_ERROR, EXIT_DATA, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -174,13 +178,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     images, masks = layout_folders(args) or locate(args.data, args.images, args.masks)
     options = {"skip_invalid": args.skip_invalid, "cache_dir": args.cache_dir, "progress": not args.no_progress,
-               "log": lambda line: print(as_flags(line)), "mlflow": args.mlflow}
+               "log": lambda line: print(as_flags(line)), "mlflow": args.mlflow, "official": official_split(args)}
     if trains_folds(args.out, config, fold_given=args.fold is not None):
         folds = train_folds(images, masks, args.out, config, resume=args.resume, **options)
         if launched_rank() in (None, 0):
             _report_folds(folds.folds, args.out)
         return 0
-    result = train(images, masks, args.out, config, resume=args.resume, official=official_split(args), **options)
+    result = train(images, masks, args.out, config, resume=args.resume, **options)
     if launched_rank() not in (None, 0):  # under torchrun, rank 0 alone reports
         return 0
     if result.best_miou is not None:
@@ -191,7 +195,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report_folds(folds: list, out: Path) -> None:
+def _report_folds(folds: list[TrainResult], out: Path) -> None:
     """Each fold's best validation, and where the ensemble is."""
     for k, result in enumerate(folds):
         score = f"validation mIoU {result.best_miou:.4f}" if result.best_miou is not None else "no validation"

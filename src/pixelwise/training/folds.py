@@ -59,7 +59,8 @@ def train_folds(images_dir: str | Path, masks_dir: str | Path, run_dir: str | Pa
         resume: continue: folds already finished are kept as they are, an interrupted one continues, the rest start.
         log: where progress lines go.
         options: the other keyword arguments of :func:`~pixelwise.training.loop.train` (``cache_dir``,
-            ``progress``, ``skip_invalid``, ``hooks``, ``mlflow``).
+            ``progress``, ``skip_invalid``, ``hooks``, ``mlflow``; an ``official`` split is refused, folds
+            being a split of their own).
 
     Returns:
         the ensemble's folder and each fold's training.
