@@ -86,7 +86,7 @@ def train_folds(images_dir: str | Path, masks_dir: str | Path, run_dir: str | Pa
                               "folds into a new or empty folder (run_dir)")
     results = []
     for k, member in enumerate(members):
-        log(f"fold {k + 1} of {folds}: {member}")
+        log(f"fold {k} ({k + 1} of {folds}): {member}")
         results.append(train(images_dir, masks_dir, member, config.with_data(fold=k),
                              resume=resume and (member / LAST).exists(), log=log, **options))
     if launched_rank() in (None, 0):  # under torchrun the folds' main process alone writes
