@@ -28,17 +28,12 @@ import json
 import time
 from pathlib import Path
 
-import isa
-
-isa.limit_isa()  # before torch loads: --isa avx2 limits its kernels
+from heldout import VAL_FRACTION, WATCH, add_arguments, held_out, link_pairs, publish, short_recipe  # --isa first
 
 import numpy as np  # noqa: E402
-from suggest import SPLIT_SEED, VAL_FRACTION, WATCH, link_pairs, short_recipe  # noqa: E402
 
 from pixelwise.classes import CARLA  # noqa: E402
-from pixelwise.data.dataset import decode_dataset  # noqa: E402
 from pixelwise.data.pairs import IMAGE_DIR, MASK_DIR  # noqa: E402
-from pixelwise.data.split import split_by_runs  # noqa: E402
 from pixelwise.evaluation.evaluate import evaluate  # noqa: E402
 from pixelwise.training.folds import fold_dir, train_folds  # noqa: E402
 from pixelwise.training.loop import train  # noqa: E402
@@ -107,28 +102,17 @@ def table(results: dict[int, dict[str, dict]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "carla")
-    parser.add_argument("--out", type=Path, default=Path("/tmp/folds-bench"))
+    add_arguments(parser, "/tmp/folds-bench", epochs=15)
     parser.add_argument("--settings", nargs="+", default=["split", "all", "folds3", "folds5"],
                         help="split, all, or foldsK (K at least 2)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training and split seeds")
-    parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--size", type=lambda t: tuple(map(int, t.split("x"))), default=(240, 320))
-    isa.add_isa_argument(parser)
     args = parser.parse_args()
-    if not (args.data / IMAGE_DIR).is_dir():
-        raise SystemExit(f"{args.data} holds no {IMAGE_DIR}/: give the CARLA frames with --data")
     for setting in args.settings:
         if setting not in ("split", "all") and not (setting.startswith("folds") and setting[5:].isdigit()
                                                     and int(setting[5:]) >= 2):
             raise SystemExit(f"unknown setting {setting!r}: split, all or foldsK (K at least 2)")
-    args.out.mkdir(parents=True, exist_ok=True)
-    cache = args.out / "cache"
-    names = decode_dataset(args.data / IMAGE_DIR, args.data / MASK_DIR, (96, 128), len(CARLA), cache_dir=cache,
-                           progress=False).names
-    split = split_by_runs(names, VAL_FRACTION, SPLIT_SEED)
-    test = link_pairs(args.data, args.out / "test", [names[i] for i in split.val])
+    names, split, test = held_out(args)
     data = link_pairs(args.data, args.out / "train", [names[i] for i in split.train])
+    cache = args.out / "cache"
     results: dict[int, dict[str, dict]] = {}
     for seed in args.seeds:
         results[seed] = {}
@@ -137,11 +121,7 @@ def main() -> None:
             results[seed][setting] = {**scored(run_dir, test, cache), "folds": [scored(m, test, cache) for m in members],
                                       "train_seconds": float((run_dir / "done").read_text())}
             print(f"seed {seed}, {setting}: mIoU {results[seed][setting]['miou']:.3f}", flush=True)
-    report = (f"{isa.isa_line()}\n\nrecipe default at {args.size[0]}x{args.size[1]}, {args.epochs} epochs; "
-              f"{len(split.train)} training and {len(split.val)} test frames\n\n" + table(results))
-    (args.out / "folds.md").write_text(report)
-    (args.out / "folds.json").write_text(json.dumps(results, indent=2))
-    print(report)
+    publish(args, "folds", f"{len(split.train)} training and {len(split.val)} test frames", table(results), results)
 
 
 if __name__ == "__main__":

@@ -22,49 +22,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import time
-from dataclasses import replace
 from pathlib import Path
 
-import isa
-
-isa.limit_isa()  # before torch loads: --isa avx2 limits its kernels
+from heldout import WATCH, add_arguments, held_out, link_pairs, publish, short_recipe  # sets the --isa limits first
 
 import numpy as np  # noqa: E402
 
 from pixelwise.classes import CARLA  # noqa: E402
-from pixelwise.data.dataset import decode_dataset  # noqa: E402
 from pixelwise.data.pairs import IMAGE_DIR, MASK_DIR, find_pairs  # noqa: E402
-from pixelwise.data.split import frame_runs, split_by_runs  # noqa: E402
+from pixelwise.data.split import frame_runs  # noqa: E402
 from pixelwise.evaluation.evaluate import evaluate  # noqa: E402
 from pixelwise.inference.predictor import Predictor  # noqa: E402
 from pixelwise.inference.suggest import suggest  # noqa: E402
-from pixelwise.recipes import recipe  # noqa: E402
 from pixelwise.training.loop import train  # noqa: E402
-
-WATCH = ("Vehicles", "Pole", "Pedestrian", "TrafficSign", "TrafficLight")
-SPLIT_SEED, VAL_FRACTION = 0, 0.2  # the test drives: train's own split with these settings
-
-
-def link_pairs(data: Path, folder: Path, names: list[str]) -> Path:
-    """A CameraRGB/CameraMask folder of links to the pairs called ``names``."""
-    pairs = {p.name: p for p in find_pairs(data / IMAGE_DIR, data / MASK_DIR)[0]}
-    for sub in (IMAGE_DIR, MASK_DIR):
-        (folder / sub).mkdir(parents=True, exist_ok=True)
-    for name in names:
-        for source, sub in ((pairs[name].image, IMAGE_DIR), (pairs[name].mask, MASK_DIR)):
-            link = folder / sub / source.name
-            if not link.exists():
-                os.symlink(source.resolve(), link)
-    return folder
-
-
-def short_recipe(size: tuple[int, int], epochs: int, seed: int):
-    base = recipe("default")
-    return replace(base, data=replace(base.data, size=size, val_fraction=0.0),
-                   train=replace(base.train, epochs=epochs, time_limit=0.0, seed=seed))
 
 
 def trained(data: Path, run_dir: Path, names: list[str], size, epochs: int, seed: int, cache: Path) -> Path:
@@ -142,30 +114,14 @@ def table(results: dict[int, dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "carla")
-    parser.add_argument("--out", type=Path, default=Path("/tmp/suggest-bench"))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    add_arguments(parser, "/tmp/suggest-bench", epochs=30)
     parser.add_argument("--labelled", type=int, default=40, help="frames in the labelled set (whole drives)")
     parser.add_argument("--count", type=int, default=40, help="frames added by suggest and at random")
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--size", type=lambda t: tuple(map(int, t.split("x"))), default=(240, 320))
-    isa.add_isa_argument(parser)
     args = parser.parse_args()
-    if not (args.data / IMAGE_DIR).is_dir():
-        raise SystemExit(f"{args.data} holds no {IMAGE_DIR}/: give the CARLA frames with --data")
-    args.out.mkdir(parents=True, exist_ok=True)
-    cache = args.out / "cache"
-    names = decode_dataset(args.data / IMAGE_DIR, args.data / MASK_DIR, (96, 128), len(CARLA), cache_dir=cache,
-                           progress=False).names
-    split = split_by_runs(names, VAL_FRACTION, SPLIT_SEED)
-    test = link_pairs(args.data, args.out / "test", [names[i] for i in split.val])
+    names, split, test = held_out(args)
     train_names = [names[i] for i in split.train]
-    results = {seed: one_seed(seed, args, names, train_names, test, cache) for seed in args.seeds}
-    report = (f"{isa.isa_line()}\n\nrecipe default at "
-              f"{args.size[0]}x{args.size[1]}, {args.epochs} epochs; {len(split.val)} test frames\n\n" + table(results))
-    (args.out / "suggest.md").write_text(report)
-    (args.out / "suggest.json").write_text(json.dumps(results, indent=2))
-    print(report)
+    results = {seed: one_seed(seed, args, names, train_names, test, args.out / "cache") for seed in args.seeds}
+    publish(args, "suggest", f"{len(split.val)} test frames", table(results), results)
 
 
 if __name__ == "__main__":

@@ -80,7 +80,8 @@ def write_ensemble(members: Sequence[str | Path], out: str | Path) -> RunConfig:
 def _model_differences(a: RunConfig, b: RunConfig) -> list[str]:
     """What keeps two runs from being averaged: the network, the classes, or the input prediction makes."""
     keep = ("size", "image_resize")
-    found = [f"model.{k}" for k, v in a.model.to_dict().items() if b.model.to_dict().get(k) != v]
+    theirs = b.model.to_dict()
+    found = [f"model.{k}" for k, v in a.model.to_dict().items() if theirs.get(k) != v]
     found += [f"data.{k}" for k in keep if getattr(a.data, k) != getattr(b.data, k)]
     return found + (["classes"] if a.classes != b.classes else [])
 

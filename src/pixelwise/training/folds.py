@@ -39,9 +39,9 @@ def resumable_config(run_dir: str | Path) -> RunConfig | None:
     """What resuming ``run_dir`` continues with: its own config.json, or for folds (an ensemble, or
     folds not yet assembled) the first fold's; None where there is neither."""
     run_dir = Path(run_dir)
-    own = run_dir / CONFIG_FILE
-    if own.is_file() and load_config(run_dir).model.members == 1:
-        return load_config(run_dir)
+    own = load_config(run_dir) if (run_dir / CONFIG_FILE).is_file() else None
+    if own is not None and own.model.members == 1:
+        return own
     first = fold_dir(run_dir, 0)
     return load_config(first) if (first / CONFIG_FILE).is_file() else None
 
