@@ -97,6 +97,10 @@ class TrainConfig:
     batch_size: int = setting(32, "frames per training step", low=1)
     lr: float = setting(1e-3, "(peak) learning rate", low=0, low_open=True)
     seed: int = setting(0, "initial weights, batch order and augmentation draws")
+    init: str = setting(
+        "", "start from the trained weights of this run (its best, else last) instead of ImageNet's or fresh ones: "
+        "to fine-tune it, or to train on after pretraining on other data; its network must be this one, and where "
+        "its classes differ its classifier starts fresh", metavar="RUN")
     precision: str = setting(
         "auto", "auto: on a GPU bf16 where it computes it natively, else fp16; on a CPU with native bf16 "
         "(AVX512-BF16, AMX) the faster of fp32 and bf16, timed on the first run of this network on the machine "

@@ -47,6 +47,7 @@ from .checks import check_finite, check_memory, check_trainable
 from .curves import Curves
 from .distributed import World, close_world, init_world
 from .hooks import Hooks
+from .init_run import load_init, plan_init
 from .losses import Criterion, make_criterion
 from .precision import Precisions, choose_precisions
 from .prepare import prepare_data, split_fingerprint
@@ -311,7 +312,12 @@ def _set_up(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, conf
     train_idx, val_idx = np.asarray(split.train, dtype=np.int64), np.asarray(split.val, dtype=np.int64)
     device = world.device()
     torch.manual_seed(config.train.seed)  # the same initial weights on every rank
-    model = build_model(config.model, pretrained).to(device, memory_format=torch.channels_last)
+    model = build_model(config.model, pretrained and not config.train.init)
+    if pretrained and config.train.init:
+        plan = plan_init(config)
+        load_init(model, plan)
+        log(plan.describe())
+    model = model.to(device, memory_format=torch.channels_last)
     criterion = make_criterion(config, decoded.masks, train_idx)
     recorded = None if pretrained else checkpoint.read_meta(run_dir / LAST).get("precision")
     precisions = choose_precisions(config, model, criterion, device, world, len(val_idx), cache_dir / PRECISION_STORE,
