@@ -1,5 +1,6 @@
 """train.init: a training that starts from another run's weights (fine-tuning, pretraining elsewhere)."""
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -62,17 +63,20 @@ def test_a_run_that_does_not_fit_is_refused_before_decoding(scenes, source, tmp_
     }
     for init, message in cases.items():
         config = replace(small_config(), model=preset("assignment", n_filters=8)).with_train(init=init)
-        with pytest.raises(ValueError, match=r"^train\.init ") as caught:
+        with pytest.raises(ValueError, match=r"^train\.init") as caught:
             train(scenes / IMAGE_DIR, scenes / MASK_DIR, tmp_path / "run", config, cache_dir=tmp_path / "cache",
                   progress=False, log=lambda _: None)
         assert message in str(caught.value)
     assert not (tmp_path / "cache").exists()
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    (empty / "config.json").write_text((source / "config.json").read_text())
-    with pytest.raises(ValueError, match="no best.safetensors or last.safetensors"):
-        train(scenes / IMAGE_DIR, scenes / MASK_DIR, tmp_path / "run", small_config().with_train(init=str(empty)),
-              cache_dir=tmp_path / "cache", progress=False, log=lambda _: None)
+    saved = json.loads((source / "config.json").read_text())
+    empty, ensemble = tmp_path / "empty", tmp_path / "ensemble"
+    for folder, members in ((empty, 1), (ensemble, 2)):
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps({**saved, "model": {**saved["model"], "members": members}}))
+    for folder, message in ((empty, "no best.safetensors or last.safetensors"), (ensemble, "an ensemble of 2 runs")):
+        with pytest.raises(ValueError, match=message):
+            train(scenes / IMAGE_DIR, scenes / MASK_DIR, tmp_path / "run", small_config().with_train(init=str(folder)),
+                  cache_dir=tmp_path / "cache", progress=False, log=lambda _: None)
 
 
 def test_the_command_line_takes_init_and_words_its_errors_as_the_flag(scenes, source, tmp_path, capsys):

@@ -60,7 +60,7 @@ def plan_init(config: RunConfig) -> InitPlan:
     try:
         theirs = load_config(run_dir)
     except (FileNotFoundError, ValueError) as exc:
-        raise ValueError(f"train.init {run_dir}: {exc}") from None
+        raise ValueError(f"train.init: {exc}") from None  # the message names the folder
     if theirs.model.members > 1:
         raise ValueError(f"train.init {run_dir}: an ensemble of {theirs.model.members} runs; give one of its members")
     weights = next((run_dir / name for name in (BEST, LAST) if (run_dir / name).is_file()), None)
