@@ -115,6 +115,22 @@ def test_event_files_are_written_without_loading_tensorflow(tmp_path):
     assert [e.value for e in _events(tmp_path).Scalars("train/loss")] == [0.5]
 
 
+def test_sessions_begun_within_one_second_are_read_in_the_order_they_ran(tmp_path):
+    # Each session resumes 3 steps after the last one began and logs 5 steps, 2 of which the next one drops.
+    # They begin within one second, as a crashed or stopped small run and its resume can: readers take the
+    # files in name order, so the names alone must keep the sessions' order.
+    from pixelwise.training.tracking import open_tracking
+
+    for session in range(5):
+        tracking = open_tracking(tmp_path, RunConfig(), 1 + 3 * session, None)
+        for step in range(1 + 3 * session, 6 + 3 * session):
+            tracking.step(step, float(session), {"decoder": 0.1}, 0.01)
+        tracking.close(True)
+    losses = _events(tmp_path).Scalars("train/loss")
+    assert [e.step for e in losses] == list(range(1, 18))
+    assert [e.value for e in losses] == [0.0] * 3 + [1.0] * 3 + [2.0] * 3 + [3.0] * 3 + [4.0] * 5
+
+
 def test_a_failing_event_file_is_one_line_and_training_goes_on_without_it():
     from pixelwise.training.tracking import Tracking
 

@@ -9,7 +9,6 @@ import math
 import os
 import socket
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ from PIL import Image
 
 from ...classes import ClassSet
 
+PREFIX = "events.out.tfevents."  # what TensorBoard looks for in a file name
 MISSING_NOTE = ("TensorBoard logs off: the tensorboard package is not installed "
                 "(pip install 'pixelwise[tensorboard]' writes them to {path})")
 
@@ -44,7 +44,10 @@ class TensorBoardLog:
 
         self.classes, self.events, self.summaries = classes, event_pb2, summary_pb2
         log_dir.mkdir(parents=True, exist_ok=True)
-        name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        # Readers take the files in name order, and a session's START drops what the files before it logged
+        # from first_step on: so names sort in session order, also for sessions begun within one second.
+        earlier = len(list(log_dir.glob(f"{PREFIX}*")))
+        name = f"{PREFIX}{int(time.time()):010d}.{earlier:05d}.{socket.gethostname()}.{os.getpid()}"
         self.file = open(log_dir / name, "wb")
         self.writer = RecordWriter(self.file)
         # A session that starts at first_step makes readers drop what an earlier one logged from there on.
