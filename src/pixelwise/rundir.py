@@ -13,7 +13,6 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
 
 from .config import RunConfig
 from .files import atomic_write_text
@@ -107,12 +106,7 @@ def _check_weights_fit(weights: Path, config_file: Path, config: RunConfig) -> N
         wanted = {k: tuple(v.shape) for k, v in meta_model(config.model).state_dict().items()}
     except ValueError as exc:
         raise ValueError(f"{config_file}: describes a model that cannot be built ({exc})") from None
-    try:
-        with safe_open(str(weights), framework="pt") as f:
-            keys = [k for k in f.keys() if not k.startswith("_")]  # noqa: SIM118 (a file, not a dict)
-            found = {k: tuple(f.get_slice(k).get_shape()) for k in keys}
-    except (OSError, SafetensorError, ValueError) as exc:
-        raise ValueError(f"{weights}: unreadable checkpoint ({exc})") from None
+    found = checkpoint.tensor_shapes(weights)
     if found != wanted:
         odd = sorted(k for k in wanted.keys() | found.keys() if wanted.get(k) != found.get(k))
         raise ValueError(f"{weights}: weights do not match the model in {config_file} ({len(odd)} tensor(s) differ, "

@@ -93,6 +93,19 @@ def load(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | 
     return _metadata(path, metadata, "meta")
 
 
+def tensor_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """The shape of every weight a checkpoint holds, read from its header alone (no tensor is loaded).
+
+    Raises:
+        ValueError: the file cannot be read as a checkpoint.
+    """
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys() if not k.startswith("_")}  # noqa: SIM118
+    except (OSError, SafetensorError, ValueError) as exc:
+        raise ValueError(f"{path}: unreadable checkpoint ({exc})") from None
+
+
 def read_meta(path: str | Path) -> dict:
     """The JSON-able ``meta`` a checkpoint was saved with, read from its header alone (no tensor is loaded)."""
     path = Path(path)

@@ -12,22 +12,19 @@ from ..config import ZOOMING, RunConfig
 from ..device import available_memory
 from ..model.build import encoder_state, meta_model
 from ..model.unet import count_parameters
-from .init_run import plan_init
 
 
 def check_trainable(config: RunConfig, pretrained: bool = True) -> None:
     """Refuse, before any decoding, a training size the network cannot take, non-RGB input, or
-    encoder weights or a ``train.init`` run that are not there or do not fit (only when the run starts
-    from them: a resumed run's checkpoint holds every weight)."""
+    encoder weights that are not there or do not fit (only when the run starts from them: a resumed
+    run's checkpoint holds every weight; a ``train.init`` run is checked by its own plan)."""
     model, (h, w) = config.model, config.data.size
     if model.members > 1:
         raise ValueError(f"model.members is {model.members}: an ensemble is assembled from trained runs (train with "
                          "data.folds, or write_ensemble), not trained itself")
     if model.in_channels != 3:
         raise ValueError(f"training reads RGB images, so the model needs in_channels=3, not {model.in_channels}")
-    if pretrained and config.train.init:
-        plan_init(config)
-    elif pretrained and model.encoder_weights != "none":
+    if pretrained and model.encoder_weights != "none" and not config.train.init:  # init's weights replace them
         encoder_state(model)
     # A pretrained encoder pads any size to its multiple of 32 itself; its crops are multiples of 32.
     hints = model.size_hints(h, w) if model.encoder == "unet" else []

@@ -19,6 +19,7 @@ from safetensors import SafetensorError, safe_open
 from ..config import RunConfig
 from ..model.build import meta_model
 from ..rundir import BEST, LAST, load_config
+from . import checkpoint
 
 HEAD = "classifier."  # the last 1x1 convolution of both networks: one output channel per class
 
@@ -67,10 +68,9 @@ def plan_init(config: RunConfig) -> InitPlan:
     if weights is None:
         raise ValueError(f"train.init {run_dir}: no {BEST} or {LAST}; has it finished an epoch?")
     try:
-        with safe_open(str(weights), framework="pt") as f:
-            found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys() if not k.startswith("_")}  # noqa: SIM118
-    except (OSError, SafetensorError, ValueError) as exc:
-        raise ValueError(f"train.init {weights}: unreadable checkpoint ({exc})") from None
+        found = checkpoint.tensor_shapes(weights)
+    except ValueError as exc:
+        raise ValueError(f"train.init: {exc}") from None
     wanted = {k: tuple(v.shape) for k, v in meta_model(config.model).state_dict().items()}
     fresh_head = theirs.classes.names != config.classes.names
     compared = [k for k in wanted.keys() | found.keys() if not (fresh_head and k.startswith(HEAD))]

@@ -301,6 +301,7 @@ def _set_up(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, conf
     """Check the settings, decode the data, build the model, optimiser, objective and augmentation."""
     pretrained = not (run_dir / LAST).exists()  # a resumed run: its checkpoint holds every weight
     check_trainable(config, pretrained)
+    init = plan_init(config) if pretrained and config.train.init else None  # refused here, before any decoding
     check_memory(config, world.device())
     if config.train.batch_size < world.size:
         raise ValueError(f"batch size {config.train.batch_size} is smaller than the {world.size} processes sharing "
@@ -312,11 +313,10 @@ def _set_up(world: World, images_dir: Path, masks_dir: Path, run_dir: Path, conf
     train_idx, val_idx = np.asarray(split.train, dtype=np.int64), np.asarray(split.val, dtype=np.int64)
     device = world.device()
     torch.manual_seed(config.train.seed)  # the same initial weights on every rank
-    model = build_model(config.model, pretrained and not config.train.init)
-    if pretrained and config.train.init:
-        plan = plan_init(config)
-        load_init(model, plan)
-        log(plan.describe())
+    model = build_model(config.model, pretrained and init is None)
+    if init is not None:
+        load_init(model, init)
+        log(init.describe())
     model = model.to(device, memory_format=torch.channels_last)
     criterion = make_criterion(config, decoded.masks, train_idx)
     recorded = None if pretrained else checkpoint.read_meta(run_dir / LAST).get("precision")
