@@ -4,7 +4,8 @@
     python benchmarks/profile_step.py --isa avx2 --recipe seed --try contiguous --rounds 4
 
 For each recipe, the step its training loop takes (to_batch, the recipe's augmentation and crop,
-pixelwise's ``train_step`` with the recipe's model, loss, optimiser and ``auto`` precision), with the
+pixelwise's ``train_step`` with the recipe's model, loss, optimiser and ``auto`` precision, freed memory
+kept as the loop keeps it), with the
 shapes the recipe trains on: the seed recipe's assignment U-Net on 96x128 at batch 32, the default
 recipe's EfficientNet-Lite0 U-Net on 256x320 crops of 480x640 frames at batch 8. Prints the mean step
 time over ``--steps`` steps after two warm-up steps, the step's achieved GFLOP/s (3 forward passes per
@@ -34,6 +35,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
+from pixelwise.allocator import keep_freed_memory  # noqa: E402
 from pixelwise.config import RunConfig  # noqa: E402
 from pixelwise.data.transforms import to_batch  # noqa: E402
 from pixelwise.device import pick_device, precision_name, resolve_precision  # noqa: E402
@@ -47,12 +49,14 @@ Step = Callable[[], None]
 
 
 def step_of(config: RunConfig, memory_format: torch.memory_format = torch.channels_last, compiled: bool = False,
-            fused: bool = False, threads: int | None = None) -> tuple[Step, str]:
+            fused: bool = False, threads: int | None = None, frozen_stride: int = 0) -> tuple[Step, str]:
     """One training step of ``config``'s recipe as its loop takes it, on random frames of its size, and
     the precision it computes in; the keywords are the changes ``--try`` sets against the loop's own."""
     device = pick_device()
     torch.manual_seed(0)
     model = build_model(config.model).to(device, memory_format=memory_format)
+    if frozen_stride:
+        freeze_encoder_up_to(model.encoder, frozen_stride)
     net = torch.compile(model) if compiled else model
     h, w = config.data.size
     batch = config.train.batch_size
@@ -77,6 +81,16 @@ def step_of(config: RunConfig, memory_format: torch.memory_format = torch.channe
                    criterion=criterion)
         torch.set_num_threads(before)
     return step, precision_name(dtype)
+
+
+def freeze_encoder_up_to(encoder: torch.nn.Module, stride: int) -> None:
+    """Stop training an EfficientNet-Lite encoder's stem and its blocks up to ``stride``: autograd then
+    skips their backward, the costliest part of the step at full resolution."""
+    last = encoder.feature_blocks[encoder.strides.index(stride)]
+    frozen = ("_conv_stem.", "_bn0.") + tuple(f"_blocks.{i}." for i in range(last + 1))
+    for name, parameter in encoder.named_parameters():
+        if name.startswith(frozen):
+            parameter.requires_grad_(False)
 
 
 def seconds_per_step(step: Step, steps: int) -> float:
@@ -110,6 +124,9 @@ CHANGES: dict[str, dict] = {
     "compile": {"compiled": True},  # torch.compile (inductor: needs a C++ compiler)
     "fused-adam": {"fused": True},  # Adam's fused kernel (breaks the exact resume: docs/benchmarks.md)
     "one-thread": {"threads": 1},  # one intra-op thread instead of one per core
+    # the default recipe's encoder frozen up to stride 4 or 8: how many more epochs a time limit would fit
+    "freeze-stride4": {"frozen_stride": 4},
+    "freeze-stride8": {"frozen_stride": 8},
 }
 
 
@@ -152,6 +169,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=4, help="A B pairs of --try (default: %(default)s)")
     isa.add_isa_argument(parser)
     args = parser.parse_args()
+    keep_freed_memory()  # as the training loop does: without it large steps fault their memory in again
     print(f"{isa.isa_line()}; torch {torch.__version__}, {torch.get_num_threads()} threads\n")
     if args.change:
         for name in args.recipe:

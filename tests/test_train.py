@@ -164,6 +164,10 @@ def test_time_limited_run_decays_over_the_epochs_that_fit_and_resumes_without_th
     assert [r["epoch"] for r in limited.history] == [1, 2]
     assert limited.history[-1]["lr"] < 0.05 * config.train.lr  # the cosine ended with the last epoch that fit
     assert any(line.startswith("time limit: 2 of 5 epochs fit in 1 minutes") for line in lines)
+    plan = [line for line in lines if line.startswith("time limit: at")]  # said once, after the first epoch
+    assert plan == ["time limit: at 30 s an epoch, 2 of 5 epochs fit in 1 minutes and the schedule is fitted to "
+                    "them (planned again after every epoch); train.time_limit 0 would train all 5 in about 2 minutes"]
+    assert lines.index(plan[0]) == 1 + next(i for i, line in enumerate(lines) if line.startswith("epoch   1/"))
     unlimited = _train(scenes, tmp_path / "full", small_config(epochs=5, schedule="cosine"), tmp_path)
     assert unlimited.history[1]["lr"] > 0.5 * config.train.lr  # without the limit: still high after 2 of 5
 
