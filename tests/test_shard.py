@@ -4,6 +4,7 @@ re-run skip what is done, torchrun processes (also as two "nodes" joined through
 
 import csv
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -179,6 +180,19 @@ def test_two_nodes_train_the_weights_of_one_machine_with_two_processes(scenes, t
         a, b = double[key].double(), single[key].double()  # BatchNorm's batch count is an integer
         relative = (a - b).norm() / max(b.norm().item(), 1e-12)
         assert relative.item() < 1e-6, key
+
+
+def test_processes_of_one_machine_export_once_and_run_the_engine_the_first_chose(run, frames, tmp_path):
+    fresh = tmp_path / "run"  # no model.onnx yet: auto exports one on first use
+    shutil.copytree(run, fresh, ignore=shutil.ignore_patterns("*.onnx"))
+    launch = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                             "-m", "pixelwise", "predict", str(fresh), str(frames), "--out", str(tmp_path / "out"),
+                             "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert launch.returncode == 0, launch.stderr[-3000:]
+    engines = [line for line in launch.stdout.splitlines() if line.startswith("engine:")]
+    assert len(engines) == 2, launch.stdout
+    assert sum("exported" in line for line in engines) == 1  # the first process exported, the other reused it
+    assert len({line.split("(")[0] for line in engines}) == 1  # the same engine (and model) in both
 
 
 def test_a_killed_sharded_prediction_is_finished_by_the_same_command(run, frames, tmp_path):

@@ -259,7 +259,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     with _in_flags(args.run):
         video = VideoOptions(every=args.every, save_masks=args.save_masks, side_by_side=args.side_by_side,
                              batch_size=args.batch_size, progress=not args.no_progress)
-        model = _load(args)
+        model = _load_in_turn(args, world)
     who = f"process {world.rank + 1} of {world.size}: " if world.distributed else ""
     bar = tqdm(desc=f"predict{f' ({who[:-2]})' if who else ''}", unit="image",
                disable=True if args.no_progress or not world.is_main else None)
@@ -338,6 +338,25 @@ def _export_problems(export, args: argparse.Namespace) -> None:
         print(f"pixelwise {args.command}: skipped {problem}", file=sys.stderr)
     for note in export.notes:
         print(f"pixelwise {args.command}: note: {note}", file=sys.stderr)
+
+
+def _load_in_turn(args: argparse.Namespace, world):
+    """Under torchrun, the first process of each machine loads the run before the others do: auto's
+    ONNX export and its engine timing then happen once per machine, timed without the other processes
+    loading beside it, and the others read that export and the remembered choice, so that every share
+    is predicted by the same engine. A process whose first one failed stops with a line that says so."""
+    if not world.distributed:
+        return _load(args)
+    if world.local_rank == 0:
+        model = None
+        try:
+            model = _load(args)
+        finally:  # the others wait for this collective, also when loading failed
+            world.any(model is None)
+        return model
+    if world.any(False):
+        raise ValueError(f"{args.run}: the first process on this machine could not load the run (its error says why)")
+    return _load(args)
 
 
 def _load(args: argparse.Namespace):
