@@ -27,7 +27,7 @@ from ..model.unet import PRESETS, preset
 from ..recipes import DEFAULT_RECIPE, recipe
 from ..resume import resumed
 from ..rundir import EVALUATION_DIR, INT8_FILE, load_config
-from ..training.distributed import LaunchFailed, LaunchStopped, launch, launched_rank
+from ..training.distributed import LaunchFailed, LaunchStopped, World, launch, launched_rank
 from .data_flags import (
     check_inputs,
     evaluate_inputs,
@@ -340,7 +340,7 @@ def _export_problems(export, args: argparse.Namespace) -> None:
         print(f"pixelwise {args.command}: note: {note}", file=sys.stderr)
 
 
-def _load_in_turn(args: argparse.Namespace, world):
+def _load_in_turn(args: argparse.Namespace, world: World):
     """Under torchrun, the first process of each machine loads the run before the others do: auto's
     ONNX export and its engine timing then happen once per machine, timed without the other processes
     loading beside it, and the others read that export and the remembered choice, so that every share
