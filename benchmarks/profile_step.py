@@ -56,6 +56,8 @@ def step_of(config: RunConfig, memory_format: torch.memory_format = torch.channe
     torch.manual_seed(0)
     model = build_model(config.model).to(device, memory_format=memory_format)
     if frozen_stride:
+        if not hasattr(model, "encoder"):
+            raise SystemExit(f"--try freeze-stride{frozen_stride} needs a pretrained encoder: use --recipe default")
         freeze_encoder_up_to(model.encoder, frozen_stride)
     net = torch.compile(model) if compiled else model
     h, w = config.data.size
