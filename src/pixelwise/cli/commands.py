@@ -344,7 +344,8 @@ def _load_in_turn(args: argparse.Namespace, world: World):
     """Under torchrun, the first process of each machine loads the run before the others do: auto's
     ONNX export and its engine timing then happen once per machine, timed without the other processes
     loading beside it, and the others read that export and the remembered choice, so that every share
-    is predicted by the same engine. A process whose first one failed stops with a line that says so."""
+    is predicted by the same engine. Where the first process cannot load the run, the others stop with a
+    line that says so."""
     if not world.distributed:
         return _load(args)
     if world.local_rank == 0:
