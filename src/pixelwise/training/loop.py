@@ -58,6 +58,7 @@ from .step import (
     make_optimizer,
     planned_epochs,
     step_seed,
+    time_limit_plan,
     train_step,
     validate,
 )
@@ -237,7 +238,7 @@ def _train_epochs(run: _Session, state: Progress, history: list[dict], stop: Sto
         run.tracking.epoch(epoch * steps, history[-1])
         run.log(_epoch_line(history[-1], epochs))
         if epoch == 1 and epochs < run.config.train.epochs:  # said once, as soon as the pace is known
-            run.log(_time_limit_plan(run.config.train, history[0]["seconds"], epochs))
+            run.log(time_limit_plan(run.config.train, history[0]["seconds"], epochs))
         if run.world.any(stop.requested) and epoch < epochs:
             raise TrainingStopped(run.run_dir, epoch + 1, 0, steps)
         epoch += 1
@@ -245,14 +246,6 @@ def _train_epochs(run: _Session, state: Progress, history: list[dict], stop: Sto
         run.log(f"early stop after epoch {state.epoch - 1}: no better validation in the last {state.stale} "
                 f"(train.patience {run.config.train.patience}); best.safetensors is epoch {state.best_epoch}'s")
     return state
-
-
-def _time_limit_plan(train: TrainConfig, seconds: float, epochs: int) -> str:
-    """What the time limit will cut, from the first epoch's pace: users on a slower CPU learn at the
-    start, not after the limit, that they get fewer epochs and how long all of them would take."""
-    return (f"time limit: at {seconds:.0f} s an epoch, {epochs} of {train.epochs} epochs fit in "
-            f"{train.time_limit:g} minutes and the schedule is fitted to them (planned again after every epoch); "
-            f"train.time_limit 0 would train all {train.epochs} in about {seconds * train.epochs / 60:.0f} minutes")
 
 
 def _out_of_patience(config: TrainConfig, state: Progress) -> bool:

@@ -44,6 +44,15 @@ def planned_epochs(train: TrainConfig, history: list[dict]) -> int:
     return max(len(history), min(train.epochs, int(train.time_limit * 60 / pace)))
 
 
+def time_limit_plan(train: TrainConfig, seconds: float, epochs: int) -> str:
+    """What ``train.time_limit`` will cut, said once the first epoch took ``seconds`` and the plan is
+    ``epochs``: on a slower CPU the user learns at the start, not after the limit, that the run gets
+    fewer epochs and how long all of them would take."""
+    return (f"time limit: at {seconds:.0f} s an epoch, {epochs} of {train.epochs} epochs fit in "
+            f"{train.time_limit:g} minutes and the schedule is fitted to them (planned again after every epoch); "
+            f"train.time_limit 0 would train all {train.epochs} in about {seconds * train.epochs / 60:.0f} minutes")
+
+
 def make_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
     """Adam or AdamW over all parameters. A pretrained encoder's parameters form a second group whose
     ``lr_scale`` (``train.encoder_lr``) multiplies the rate the schedule sets, at each step: the
