@@ -11,9 +11,11 @@ from pixelwise.synth import write_dataset
 
 @pytest.fixture(scope="session", autouse=True)
 def private_cache(tmp_path_factory):
-    """The tests' own cache folder (decoded data, remembered precisions), not the user's ~/.cache."""
+    """The tests' own cache folder (decoded data, remembered precisions), not the user's ~/.cache, and their
+    subprocesses' own temporary folder: torchrun leaves a ``torchelastic_*`` log folder in it each launch."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PIXELWISE_CACHE", str(tmp_path_factory.mktemp("pixelwise-cache")))
+        patch.setenv("TMPDIR", str(tmp_path_factory.mktemp("subprocess-tmp")))
         yield
 
 
