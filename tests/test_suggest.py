@@ -15,7 +15,7 @@ from pixelwise.data.official import read_list
 from pixelwise.data.problems import DataError
 from pixelwise.data.pairs import IMAGE_DIR
 from pixelwise.evaluation.report import REPORT_FILE
-from pixelwise.inference.suggest import REPEAT_FACTOR, report_weights, spread, suggest, uncertainty
+from pixelwise.inference.suggest import report_weights, spread, suggest, uncertainty
 from pixelwise.inference.suggest_outputs import suggestion_paths, write_suggestion
 from pixelwise.rundir import EVALUATION_DIR
 
@@ -95,17 +95,17 @@ def test_an_evaluation_report_sets_the_weights(tmp_path):
         report_weights(run, 3)
 
 
-def test_picks_skip_neighbours_and_halve_each_further_pick_from_one_drive():
-    # drive one: frames 10-14; drive two: frames 500-502 (a gap far beyond the median step)
-    names = [f"{n:06d}" for n in (10, 11, 12, 13, 14, 500, 501, 502)]
-    scores = np.array([0.90, 0.95, 0.20, 0.80, 0.10, 0.50, 0.30, 0.45])
-    assert REPEAT_FACTOR == 0.5
-    picks = [names[i] for i in spread(names, scores, 4)]
-    # 11 first, which rules out 10 and 12; 13 then counts 0.8 * 0.5 = 0.4, below drive two's best (500, 0.5)
-    assert picks[:2] == ["000011", "000500"]
-    # 501 neighbours 500; 502 now counts 0.45 * 0.5 = 0.225, below 13's 0.4; then 502 beats 14 (0.1 * 0.25)
-    assert picks[2:] == ["000013", "000502"]
-    assert len(spread(names, scores, 20)) == 4  # every other frame neighbours a pick
+def test_picks_follow_each_drives_share_of_frames_and_skip_neighbours():
+    # drive one: frames 10-15; drive two: frames 500-502 (a gap far beyond the median step)
+    names = [f"{n:06d}" for n in (10, 11, 12, 13, 14, 15, 500, 501, 502)]
+    scores = np.array([0.90, 0.95, 0.20, 0.80, 0.10, 0.15, 0.99, 0.30, 0.97])
+    picks = [names[i] for i in spread(names, scores, 3)]
+    # shares of 3 picks: 2 for drive one (6 of 9 frames), 1 for drive two, however much better drive two scores.
+    # 11 first (drive one furthest below its share), which rules out 10 and 12; then both are 1 below:
+    # drive two's best (500, 0.99) beats drive one's best open frame (13, 0.80); then drive one again.
+    assert picks == ["000011", "000500", "000013"]
+    # asked for more than there is: 11, 13, 15 from drive one (the rest neighbour them), 500 and 502
+    assert sorted(names[i] for i in spread(names, scores, 20)) == ["000011", "000013", "000015", "000500", "000502"]
 
 
 def test_unreadable_frames_are_named_and_the_rest_still_ranked(tmp_path):

@@ -9,15 +9,17 @@ run's own ``evaluation/report.json`` when ``evaluate`` wrote one, else ``1 - `` 
 confidence over the frames given (the run's own estimate of where it is weak). Classes the run never
 predicts get the highest weight. The weights are scaled so that the largest is 1.
 
-The picks are then spread: neighbouring frames of one drive or video are near duplicates, so frames
-are taken best first, skipping the immediate neighbours of a frame already taken, and each further
-frame of the same run of consecutive frames (:func:`~pixelwise.data.split.frame_runs`) counts at half
-the score of the one before.
+The picks are then spread over the drives (runs of consecutive frames,
+:func:`~pixelwise.data.split.frame_runs`) in proportion to each drive's frames, as a random sample
+spreads them on average: each pick goes to the drive furthest below its share so far (ties to the drive
+whose best remaining frame scores highest) and takes that drive's best frame, never an immediate
+neighbour of a frame already taken (neighbouring frames are near duplicates). The uncertainty thus
+chooses the frames within each drive; it does not crowd the picks into the drives the run finds
+hardest, which left the classes of the others short.
 """
 
 from __future__ import annotations
 
-import heapq
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -34,7 +36,6 @@ from ..rundir import EVALUATION_DIR
 from .inputs import list_inputs
 from .predictor import Predictor
 
-REPEAT_FACTOR = 0.5  # each further pick from one run of consecutive frames counts at this share of the last
 TOP_CLASSES = 3  # classes named per frame: those its weighted uncertainty comes from most
 
 
@@ -147,9 +148,10 @@ def report_weights(run_dir: Path, n_classes: int) -> np.ndarray | None:
 
 
 def spread(names: list[str], scores: np.ndarray, count: int) -> list[int]:
-    """Indices of ``count`` frames (fewer if there are not enough), best first, spread over runs of
-    consecutive frames: an immediate neighbour of a pick is never picked, and each further pick from the
-    same run counts at :data:`REPEAT_FACTOR` of the score of the one before.
+    """Indices of ``count`` frames (fewer if there are not enough), spread over runs of consecutive frames
+    in proportion to their sizes: each pick goes to the run furthest below ``count * run size / frames``
+    (ties to the run whose best remaining frame scores highest) and is that run's best remaining frame;
+    an immediate neighbour of a pick is never picked.
 
     Args:
         names: the frames' names (file stems), which :func:`~pixelwise.data.split.frame_runs` groups.
@@ -159,27 +161,22 @@ def spread(names: list[str], scores: np.ndarray, count: int) -> list[int]:
     Returns:
         The picked indices in pick order.
     """
-    run_of, place = {}, {}
-    for r, run in enumerate(frame_runs(names)):
-        for position, i in enumerate(run):
-            run_of[i], place[i] = r, position
-    taken_in_run: dict[int, int] = {}
-    blocked: set[tuple[int, int]] = set()
-    heap = [(-float(scores[i]), 0, i) for i in range(len(names))]
-    heapq.heapify(heap)
+    groups = frame_runs(names)
+    neighbours = {i: set(run[max(place - 1, 0):place + 2]) for run in groups for place, i in enumerate(run)}
+    runs = [sorted(run, key=lambda i: (-float(scores[i]), i)) for run in groups]  # best first
+    share = [count * len(run) / len(names) for run in runs]
+    taken = [0] * len(runs)
+    blocked: set[int] = set()
     picks: list[int] = []
-    while heap and len(picks) < count:
-        negative, seen_taken, i = heapq.heappop(heap)
-        run = run_of[i]
-        if (run, place[i]) in blocked:
-            continue
-        taken = taken_in_run.get(run, 0)
-        if taken != seen_taken:  # its run gained picks since it was queued: queue it again at its lower worth
-            heapq.heappush(heap, (-float(scores[i]) * REPEAT_FACTOR ** taken, taken, i))
-            continue
-        picks.append(i)
-        taken_in_run[run] = taken + 1
-        blocked.update((run, place[i] + step) for step in (-1, 0, 1))
+    while len(picks) < count:
+        open_runs = [(share[r] - taken[r], float(scores[best]), r, best) for r, run in enumerate(runs)
+                     for best in [next((i for i in run if i not in blocked), None)] if best is not None]
+        if not open_runs:
+            break
+        *_, r, best = max(open_runs)
+        picks.append(best)
+        taken[r] += 1
+        blocked |= neighbours[best]
     return picks
 
 
