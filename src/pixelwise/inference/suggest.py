@@ -169,8 +169,11 @@ def spread(names: list[str], scores: np.ndarray, count: int) -> list[int]:
     blocked: set[int] = set()
     picks: list[int] = []
     while len(picks) < count:
-        open_runs = [(share[r] - taken[r], float(scores[best]), r, best) for r, run in enumerate(runs)
-                     for best in [next((i for i in run if i not in blocked), None)] if best is not None]
+        open_runs = []  # (how far below its share, its best open frame's score, run, that frame)
+        for r, run in enumerate(runs):
+            best = next((i for i in run if i not in blocked), None)
+            if best is not None:
+                open_runs.append((share[r] - taken[r], float(scores[best]), r, best))
         if not open_runs:
             break
         *_, r, best = max(open_runs)
