@@ -10,7 +10,7 @@ from pixelwise.synth import write_dataset
 
 
 @pytest.fixture(scope="session", autouse=True)
-def private_cache(tmp_path_factory):
+def private_folders(tmp_path_factory):
     """The tests' own cache folder (decoded data, remembered precisions), not the user's ~/.cache, and their
     subprocesses' own temporary folder: torchrun leaves a ``torchelastic_*`` log folder in it each launch."""
     with pytest.MonkeyPatch.context() as patch:
