@@ -108,6 +108,16 @@ def test_picks_follow_each_drives_share_of_frames_and_skip_neighbours():
     assert sorted(names[i] for i in spread(names, scores, 20)) == ["000011", "000013", "000015", "000500", "000502"]
 
 
+
+def test_drives_equally_short_of_their_shares_tie_exactly_and_the_scores_decide():
+    # drives of 7, 4 and 19 frames; 4 picks: shares 28/30, 16/30 and 76/30. After two picks from the
+    # third drive and one from the first, the second and third are both 16/30 short: the third's better
+    # score decides (in floating point, 4 * 4 / 30 and 4 * 19 / 30 - 2 differ in the last bit).
+    sizes, starts = (7, 4, 19), (0, 1000, 2000)
+    names = [f"{start + k:06d}" for start, n in zip(starts, sizes) for k in range(n)]
+    scores = np.repeat([0.1, 0.5, 0.9], sizes)
+    assert [names[i] for i in spread(names, scores, 4)] == ["002000", "002002", "000000", "002004"]
+
 def test_unreadable_frames_are_named_and_the_rest_still_ranked(tmp_path):
     model = Scripted(tmp_path / "run", {1: (0.6, 0.3, 0.1)})
     frames(tmp_path / "pool", {"a_0001.png": 1, "b_0002.png": 1})

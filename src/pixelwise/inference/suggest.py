@@ -164,7 +164,9 @@ def spread(names: list[str], scores: np.ndarray, count: int) -> list[int]:
     groups = frame_runs(names)
     neighbours = {i: set(run[max(place - 1, 0):place + 2]) for run in groups for place, i in enumerate(run)}
     runs = [sorted(run, key=lambda i: (-float(scores[i]), i)) for run in groups]  # best first
-    share = [count * len(run) / len(names) for run in runs]
+    # Shares in units of 1/len(names), so that how far a run is below its share is an exact integer and
+    # equal shortfalls tie exactly, leaving the choice to the scores rather than to float rounding.
+    share = [count * len(run) for run in runs]
     taken = [0] * len(runs)
     blocked: set[int] = set()
     picks: list[int] = []
@@ -173,7 +175,7 @@ def spread(names: list[str], scores: np.ndarray, count: int) -> list[int]:
         for r, run in enumerate(runs):
             best = next((i for i in run if i not in blocked), None)
             if best is not None:
-                open_runs.append((share[r] - taken[r], float(scores[best]), r, best))
+                open_runs.append((share[r] - taken[r] * len(names), float(scores[best]), r, best))
         if not open_runs:
             break
         *_, r, best = max(open_runs)
